@@ -1,0 +1,53 @@
+"""What every command shares: ``--json`` output and printing results.
+
+Commands return a plain dict; :func:`emit` prints it as JSON with ``--json`` or as
+short human lines otherwise. Keeping this in one place keeps every command's
+machine output the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def json_option(func: F) -> F:
+    """Add ``--json`` to a command (also honoured when given to the ``pipeline`` group)."""
+    return click.option(
+        "--json", "as_json", is_flag=True, default=False, help="Print the result as JSON."
+    )(func)
+
+
+def wants_json(as_json: bool) -> bool:
+    """True when this command or the top-level group asked for JSON."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx else None
+    return bool(as_json or (isinstance(root, dict) and root.get("json")))
+
+
+def emit(result: Mapping[str, Any], as_json: bool, human: str | None = None) -> None:
+    """Print ``result``: JSON for machines, ``human`` (or key: value lines) for people."""
+    if wants_json(as_json):
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+        return
+    if human is not None:
+        click.echo(human)
+        return
+    for key, value in result.items():
+        click.echo(f"{key}: {value}")
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, never on stdout (stdout may be JSON)."""
+    click.echo(f"warning: {message}", err=True)
+
+
+def fail_json(message: str, code: int) -> None:
+    """Print an error object on stdout for ``--json`` callers."""
+    sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
