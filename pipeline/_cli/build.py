@@ -1,0 +1,243 @@
+"""``pipeline build``, ``pipeline scan``, ``pipeline sbom``, ``pipeline lock``: thin wrappers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from pipeline._cli._common import emit, json_option, wants_json, warn
+from pipeline.cli import main
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A rich spinner on stderr that shows the current step (silent with --json)."""
+    if not enabled:
+        yield lambda _msg: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("build", total=None)
+        yield lambda msg: progress.update(task, description=msg)
+
+
+def _client_options(insecure: bool, ca_file: str | None) -> dict:
+    options: dict = {"insecure": insecure}
+    if ca_file:
+        options["ca_file"] = ca_file
+    return options
+
+
+@main.command("build")
+@click.argument("project_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="OCI image layout directory to write (created if needed).",
+)
+@click.option("--tag", default="latest", show_default=True, help="Tag in the layout's index.")
+@click.option("--no-cache", is_flag=True, help="Rebuild every layer (results are still cached).")
+@click.option("--frozen", is_flag=True, help="Fail instead of (re)writing the python lock.")
+@click.option("--push", "push_ref", help="Also push to this registry reference.")
+@click.option("--insecure", is_flag=True, help="Plain HTTP for --push (loopback registries only).")
+@click.option("--ca-file", help="CA bundle for --push.")
+@click.option("--docker", "docker_name", help="Also load into a Docker engine under this name.")
+@json_option
+def build_cmd(
+    project_dir: Path,
+    out: Path,
+    tag: str,
+    no_cache: bool,
+    frozen: bool,
+    push_ref: str | None,
+    insecure: bool,
+    ca_file: str | None,
+    docker_name: str | None,
+    as_json: bool,
+) -> None:
+    """Build PROJECT_DIR's slim image into an OCI layout; print the manifest digest."""
+    from pipeline.build.image import build_image
+
+    with _progress(not wants_json(as_json)) as say:
+        result = build_image(
+            project_dir, out, tag=tag, no_cache=no_cache, frozen=frozen, progress=say
+        )
+    data = result.to_dict()
+    if push_ref:
+        from pipeline.oci.client import RegistryClient
+        from pipeline.oci.layout import OCILayout
+        from pipeline.oci.reference import Reference
+        from pipeline.oci.transfer import push_layout
+
+        ref = Reference.parse(push_ref)
+        client = RegistryClient.for_reference(ref, **_client_options(insecure, ca_file))
+        try:
+            push_layout(OCILayout.open(out), ref, client, tag=tag)
+        finally:
+            client.close()
+        data["pushed"] = f"{ref.with_digest(result.digest)}"
+    if docker_name:
+        from pipeline.build.docker_load import load_into_docker
+
+        data["docker"] = load_into_docker(out, tag, docker_name)
+    emit(data, as_json, result.digest)
+
+
+def _load_policy(policy_file: Path | None, environment: str | None):
+    from pipeline.config import load_settings, read_yaml_mapping
+    from pipeline.scan.gate import parse_policy
+
+    if policy_file:
+        raw = read_yaml_mapping(policy_file)
+        raw = raw.get("scan", raw)
+    else:
+        raw = load_settings().section("scan")
+    return parse_policy(raw, environment)
+
+
+@main.command("scan")
+@click.argument("target")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--env",
+    "environment",
+    type=click.Choice(["dev", "prod"]),
+    help="Gate environment (default from pipeline.yaml scan.environment, else prod).",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML file with the gate policy (the 'scan' section of pipeline.yaml).",
+)
+@click.option(
+    "--trivy-db", type=click.Path(file_okay=False), help="trivy cache dir with db/trivy.db."
+)
+@click.option("--db-repository", help="OCI repository mirroring trivy-db.")
+@click.option("--no-gate", is_flag=True, help="Report only; never fail on findings.")
+@json_option
+def scan_cmd(
+    target: str,
+    fmt: str,
+    environment: str | None,
+    policy_file: Path | None,
+    trivy_db: str | None,
+    db_repository: str | None,
+    no_gate: bool,
+    as_json: bool,
+) -> None:
+    """Scan an OCI layout (DIR[:tag]) for secrets, misconfig and vulnerabilities; apply the gate."""
+    from pipeline.scan.gate import enforce, evaluate
+    from pipeline.scan.trivy import scan_image
+
+    policy = _load_policy(policy_file, environment)
+    result = scan_image(target, db_dir=trivy_db, db_repository=db_repository)
+    decision = evaluate(result, policy)
+    data = {**result.to_dict(), "gate": decision.to_dict(), "environment": policy.environment}
+    lines = [
+        f"target: {target} ({result.digest})",
+        f"scanner: {result.scanner}",
+        f"vulnerabilities: {result.vulnerability_status}",
+    ]
+    for kind, per in sorted(result.counts().items()):
+        lines.append(f"{kind}: " + ", ".join(f"{k}={v}" for k, v in sorted(per.items())))
+    lines += [f"  {f.severity:8} {f.kind:16} {f.id} {f.target}" for f in result.findings]
+    lines.append(f"gate ({policy.environment}): {'passed' if decision.passed else 'REFUSED'}")
+    lines += [f"  fail: {m}" for m in decision.failures]
+    for message in decision.warnings:
+        warn(message)
+    emit(data, as_json or fmt == "json", "\n".join(lines))
+    if not no_gate:
+        enforce(decision)
+
+
+@main.command("sbom")
+@click.argument("target")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the SBOM here instead of stdout.",
+)
+@json_option
+def sbom_cmd(target: str, output: Path | None, as_json: bool) -> None:
+    """Print the validated CycloneDX 1.6 SBOM of an OCI layout image (DIR[:tag])."""
+    import os
+
+    from pipeline.scan.sbom import image_sbom
+
+    document = image_sbom(target)
+    text = json.dumps(document, indent=2, sort_keys=True)
+    if output is None:
+        click.echo(text)
+        return
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, output)
+    emit(
+        {"sbom": str(output), "components": len(document.get("components", []))},
+        as_json,
+        f"wrote {output} ({len(document.get('components', []))} components)",
+    )
+
+
+@main.group("lock")
+def lock_group() -> None:
+    """Regenerate the lock files that pin what goes into images."""
+
+
+@lock_group.command("base")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Lock file to write (default: the builder's debian-base.lock).",
+)
+@json_option
+def lock_base_cmd(out: Path | None, as_json: bool) -> None:
+    """Resolve the base image's Debian packages from apt metadata into the lock."""
+    from pipeline.build.debian import DEFAULT_LOCK, resolve_closure, write_lock
+
+    lock = resolve_closure()
+    target = out or DEFAULT_LOCK
+    write_lock(lock, target)
+    emit(
+        {"lock": str(target), "packages": len(lock.packages), "digest": lock.digest()},
+        as_json,
+        f"wrote {target}: {len(lock.packages)} packages",
+    )
+
+
+@lock_group.command("deps")
+@click.argument("project_dir", type=click.Path(file_okay=False, path_type=Path))
+@json_option
+def lock_deps_cmd(project_dir: Path, as_json: bool) -> None:
+    """Resolve a project's python packages for the image platform into its lock (with hashes)."""
+    from pipeline.build.image import ensure_python_lock
+    from pipeline.build.project import load_project
+    from pipeline.build.wheels import parse_python_lock
+
+    spec = load_project(project_dir)
+    text = ensure_python_lock(spec)
+    count = len(parse_python_lock(text))
+    emit(
+        {"lock": str(spec.lock_path), "packages": count},
+        as_json,
+        f"{spec.lock_path}: {count} packages",
+    )

@@ -1,0 +1,153 @@
+"""``pipeline sign|verify|attest|verify-attestation``: cosign-compatible image signatures.
+
+Registry credentials come from PIPELINE_REGISTRY_USERNAME/PASSWORD or docker's
+config.json (never argv); a private key's password from
+PIPELINE_SIGNING_KEY_PASSWORD. Verification exits 0 only when it succeeded;
+any failure is exit 6 (VerificationError) with the reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pipeline._cli._common import emit, json_option
+from pipeline.cli import main
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PREDICATE_CHOICES = ("slsaprovenance", "cyclonedx", "vuln")
+_MAX_PREDICATE_BYTES = 16 << 20
+
+
+def _registry_flags(func: F) -> F:
+    func = click.option(
+        "--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+        help="PEM CA bundle to verify the registry's TLS certificate.",
+    )(func)
+    func = click.option(
+        "--insecure", is_flag=True, default=False,
+        help="Plain HTTP; allowed only for loopback registries.",
+    )(func)
+    return func
+
+
+def _options(insecure: bool, ca_file: str | None) -> dict[str, Any]:
+    return {"insecure": insecure, "ca_file": ca_file}
+
+
+_private_key = click.option(
+    "--key", "key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Private signing key (PEM, ECDSA P-256).",
+)
+_public_keys = click.option(
+    "--key", "keys", required=True, multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Trusted public key (PEM); repeatable.",
+)
+
+
+@main.command("sign")
+@click.argument("reference")
+@_private_key
+@click.option("-a", "--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
+              help="Extra (signed) annotation in the payload's 'optional' section.")
+@_registry_flags
+@json_option
+def sign_command(reference: str, key: Path, annotations: tuple[str, ...], insecure: bool,
+                 ca_file: str | None, as_json: bool) -> None:
+    """Sign the manifest REFERENCE names (a tag is resolved to its digest first)."""
+    from pipeline.errors import InputError
+    from pipeline.signing.image import sign_image
+
+    extra: dict[str, str] = {}
+    for item in annotations:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"annotation {item!r} is not KEY=VALUE")
+        extra[name] = value
+    result = sign_image(reference, key, annotations=extra or None,
+                        client_options=_options(insecure, ca_file))
+    verb = "signed" if result["added"] else "already signed by this key:"
+    emit(result, as_json, f"{verb} {result['digest']} -> {result['signature_tag']} "
+                          f"({result['signatures']} signature(s))")
+
+
+@main.command("verify")
+@click.argument("reference")
+@_public_keys
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Distinct trusted keys that must have signed.")
+@click.option("--identity", default=None,
+              help="Repository the signature must name (default: REFERENCE's; '*' for any).")
+@_registry_flags
+@json_option
+def verify_command(reference: str, keys: tuple[Path, ...], threshold: int,
+                   identity: str | None, insecure: bool, ca_file: str | None,
+                   as_json: bool) -> None:
+    """Verify REFERENCE's signatures; exit 0 only when THRESHOLD trusted keys signed it."""
+    from pipeline.signing.image import verify_image
+
+    result = verify_image(reference, list(keys), threshold=threshold, identity=identity,
+                          client_options=_options(insecure, ca_file))
+    emit(result, as_json, f"verified {result['digest']}: signed by "
+                          f"{len(result['signers'])} trusted key(s)")
+
+
+def _read_predicate(path: Path) -> dict[str, Any]:
+    from pipeline.errors import InputError
+
+    try:
+        if path.stat().st_size > _MAX_PREDICATE_BYTES:
+            raise InputError(f"{path}: predicate larger than 16 MiB")
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON predicate ({exc})") from None
+    if not isinstance(document, dict):
+        raise InputError(f"{path}: the predicate must be a JSON object")
+    return document
+
+
+@main.command("attest")
+@click.argument("reference")
+@click.option("--type", "predicate_type", required=True,
+              help=f"Predicate type: {', '.join(_PREDICATE_CHOICES)} or a URI.")
+@click.option("--predicate", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON file holding the predicate.")
+@_private_key
+@_registry_flags
+@json_option
+def attest_command(reference: str, predicate_type: str, predicate: Path, key: Path,
+                   insecure: bool, ca_file: str | None, as_json: bool) -> None:
+    """Sign an in-toto statement about REFERENCE and attach it (cosign .att + OCI referrer)."""
+    from pipeline.signing.attestation import attest
+
+    result = attest(reference, predicate_type, _read_predicate(predicate), key,
+                    client_options=_options(insecure, ca_file))
+    emit(result, as_json, f"attested {result['predicate_type']} for {result['digest']} -> "
+                          f"{result['attestation_tag']}")
+
+
+@main.command("verify-attestation")
+@click.argument("reference")
+@click.option("--type", "predicate_type", required=True,
+              help=f"Predicate type: {', '.join(_PREDICATE_CHOICES)} or a URI.")
+@_public_keys
+@click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True)
+@_registry_flags
+@json_option
+def verify_attestation_command(reference: str, predicate_type: str, keys: tuple[Path, ...],
+                               threshold: int, insecure: bool, ca_file: str | None,
+                               as_json: bool) -> None:
+    """Verify REFERENCE's attestations of TYPE; exit 0 only when one verified."""
+    from pipeline.signing.attestation import verify_attestations
+
+    statements = verify_attestations(reference, predicate_type, list(keys), threshold=threshold,
+                                     client_options=_options(insecure, ca_file))
+    result = {"reference": reference, "verified": True, "statements": statements}
+    emit(result, as_json, f"verified {len(statements)} {statements[0]['predicateType']} "
+                          f"attestation(s) for {reference}")

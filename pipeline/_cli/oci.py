@@ -1,0 +1,169 @@
+"""``pipeline push|pull|push-model|pull-model``: move images and sealed models via registries."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from pipeline._cli._common import emit, json_option
+from pipeline.cli import main
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _registry_options(func: F) -> F:
+    func = click.option(
+        "--password-stdin",
+        is_flag=True,
+        default=False,
+        help="Read the registry password from stdin (else PIPELINE_REGISTRY_PASSWORD, "
+        "else docker config.json).",
+    )(func)
+    func = click.option(
+        "--username", default=None, help="Registry user (else PIPELINE_REGISTRY_USERNAME)."
+    )(func)
+    func = click.option(
+        "--ca-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="PEM CA bundle to verify the registry's TLS certificate.",
+    )(func)
+    func = click.option(
+        "--insecure",
+        is_flag=True,
+        default=False,
+        help="Plain HTTP; allowed only for loopback registries (127.0.0.1, localhost).",
+    )(func)
+    return func
+
+
+def _client(
+    ref: Any, insecure: bool, ca_file: str | None, username: str | None, password_stdin: bool
+) -> Any:
+    from pipeline.errors import ConfigError
+    from pipeline.oci.client import RegistryClient
+
+    password = None
+    if password_stdin:
+        if not username:
+            raise ConfigError("--password-stdin needs --username")
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif username:
+        import os
+
+        password = os.environ.get("PIPELINE_REGISTRY_PASSWORD")
+        if password is None:
+            raise ConfigError("--username needs --password-stdin or PIPELINE_REGISTRY_PASSWORD")
+    return RegistryClient.for_reference(
+        ref, insecure=insecure, ca_file=ca_file, username=username, password=password
+    )
+
+
+@main.command("push")
+@click.argument("layout_dir", type=click.Path(file_okay=False))
+@click.argument("reference")
+@click.option("--tag", default=None, help="Which manifest of the layout (its index.json tag).")
+@_registry_options
+@json_option
+def push(
+    layout_dir: str,
+    reference: str,
+    tag: str | None,
+    insecure: bool,
+    ca_file: str | None,
+    username: str | None,
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Push the image in OCI layout LAYOUT_DIR to REFERENCE; prints the digest."""
+    from pipeline.oci.layout import OCILayout
+    from pipeline.oci.reference import Reference
+    from pipeline.oci.transfer import push_layout
+
+    ref = Reference.parse(reference)
+    layout = OCILayout.open(layout_dir)
+    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+        digest = push_layout(layout, ref, client, tag=tag)
+    pinned = ref.with_digest(digest)
+    emit({"reference": str(pinned), "digest": digest}, as_json, digest)
+
+
+@main.command("pull")
+@click.argument("reference")
+@click.argument("layout_dir", type=click.Path(file_okay=False))
+@click.option("--tag", default=None, help="Tag to record in index.json (default: the ref's).")
+@_registry_options
+@json_option
+def pull(
+    reference: str,
+    layout_dir: str,
+    tag: str | None,
+    insecure: bool,
+    ca_file: str | None,
+    username: str | None,
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Pull REFERENCE into the OCI layout LAYOUT_DIR (created or extended); prints the digest."""
+    from pipeline.oci.reference import Reference
+    from pipeline.oci.transfer import pull_to_layout
+
+    ref = Reference.parse(reference)
+    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+        digest = pull_to_layout(ref, layout_dir, client, tag=tag)
+    emit(
+        {"reference": str(ref.with_digest(digest)), "digest": digest, "layout": layout_dir},
+        as_json,
+        digest,
+    )
+
+
+@main.command("push-model")
+@click.argument("sealed_dir", type=click.Path(file_okay=False))
+@click.argument("reference")
+@_registry_options
+@json_option
+def push_model_cmd(
+    sealed_dir: str,
+    reference: str,
+    insecure: bool,
+    ca_file: str | None,
+    username: str | None,
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Push the sealed model in SEALED_DIR as an OCI artifact to REFERENCE; prints the digest."""
+    from pipeline.oci.model_artifact import push_model
+    from pipeline.oci.reference import Reference
+
+    ref = Reference.parse(reference)
+    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+        digest = push_model(sealed_dir, ref, client=client)
+    emit({"reference": str(ref.with_digest(digest)), "digest": digest}, as_json, digest)
+
+
+@main.command("pull-model")
+@click.argument("reference")
+@click.argument("dest", type=click.Path(file_okay=False))
+@_registry_options
+@json_option
+def pull_model_cmd(
+    reference: str,
+    dest: str,
+    insecure: bool,
+    ca_file: str | None,
+    username: str | None,
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Pull the sealed model artifact REFERENCE into DEST (new or empty directory)."""
+    from pipeline.oci.model_artifact import pull_model
+    from pipeline.oci.reference import Reference
+
+    ref = Reference.parse(reference)
+    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+        path = pull_model(ref, dest, client=client)
+    emit({"reference": str(ref), "path": str(path)}, as_json, str(path))

@@ -1,0 +1,749 @@
+"""A client for the OCI distribution API (``/v2/``), verifying everything it receives.
+
+Trust model: the registry is storage, not an authority. Every manifest and blob
+that comes back is re-hashed and compared with the digest we asked for (and
+with ``Docker-Content-Digest`` when the registry sends one); a mismatch is an
+IntegrityError, never a warning. Pushing an image uploads every blob and
+confirms it with HEAD before the manifest is PUT, so a tag never points at
+missing content, even when the registry dies half way.
+
+Transport: one ``requests.Session``; HTTPS by default with the system CAs or
+``ca_file``; plain HTTP only with ``insecure=True`` and only to a loopback
+address (anything else is a ConfigError). Transient failures (connection
+errors, 429, 5xx) are retried with exponential backoff, then reported as
+UnreachableError. 401/403 -> AuthError, 404 -> NotFoundError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from pipeline.errors import (
+    AuthError,
+    ConfigError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+)
+from pipeline.oci import media_types as mt
+from pipeline.oci._auth import Authenticator, is_loopback_host, resolve_credentials
+from pipeline.oci._retry import RetryableStatus, with_retries
+from pipeline.oci.digest import digest_of, is_digest, parse_digest
+from pipeline.oci.reference import Reference
+
+ALL_MANIFEST_TYPES = mt.ALL_MANIFEST_TYPES
+#: distribution refuses manifests over 4 MiB; so do we (a bigger one is not a manifest).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+#: blobs at least this big are uploaded in chunks (PATCH) unless told otherwise.
+CHUNKED_THRESHOLD = 256 * 1024 * 1024
+DEFAULT_CHUNK = 64 * 1024 * 1024
+_IO_BLOCK = 1 << 20
+
+
+class _BigBlockAdapter(HTTPAdapter):
+    """Send request bodies in 1 MiB writes instead of urllib3's 16 KiB (upload speed)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("blocksize", _IO_BLOCK)
+        super().init_poolmanager(*args, **kwargs)
+
+
+class _Window:
+    """A read-only view of ``length`` bytes of a file from ``offset`` (one upload chunk)."""
+
+    def __init__(self, path: Path, offset: int, length: int, hasher: Any = None):
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._file.seek(offset)
+        self._left = length
+        self._hasher = hasher
+        self.len = length  # requests uses this for Content-Length
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._file.read(size)
+        self._left -= len(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
+    hasher, size = hashlib.new(algorithm), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_IO_BLOCK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return f"{algorithm}:{hasher.hexdigest()}", size
+
+
+def _error_detail(response: requests.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        return "; ".join(
+            f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)
+        )
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class RegistryClient:
+    """One registry (``host[:port]``), any repositories on it."""
+
+    def __init__(
+        self,
+        registry: str,
+        *,
+        insecure: bool = False,
+        ca_file: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        retries: int = 4,
+        timeout: float = 30.0,
+        backoff: float = 0.2,
+    ):
+        if not registry or "/" in registry:
+            raise ConfigError(f"invalid registry host {registry!r}")
+        self.registry = registry
+        host = "registry-1.docker.io" if registry == "docker.io" else registry
+        hostname = urlsplit(f"//{host}").hostname or ""
+        if insecure:
+            if not is_loopback_host(hostname):
+                raise ConfigError(
+                    f"--insecure (plain HTTP) is only allowed for loopback registries, "
+                    f"not {registry}"
+                )
+            scheme = "http"
+        else:
+            scheme = "https"
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ConfigError(f"CA file not found: {ca_file}")
+        self.base_url = f"{scheme}://{host}"
+        self.retries = retries
+        self.timeout = timeout
+        self.backoff = backoff
+        self._verify: bool | str = ca_file or True
+        self._session = requests.Session()
+        self._session.trust_env = False  # no proxies or netrc from the environment
+        adapter = _BigBlockAdapter(max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._auth = Authenticator(
+            self._session,
+            resolve_credentials(registry, username, password),
+            base_url=self.base_url,
+            verify=self._verify,
+            timeout=timeout,
+        )
+
+    @classmethod
+    def for_reference(cls, ref: Reference, **options: Any) -> RegistryClient:
+        """A client for ``ref``'s registry (credentials from options, env or docker config)."""
+        return cls(ref.registry, **options)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.base_url!r})"
+
+    # -- transport -----------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        return urljoin(self.base_url + "/", path.lstrip("/"))
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        scope: str,
+        headers: dict[str, str] | None = None,
+        body: Callable[[], Any] | bytes | None = None,
+        stream: bool = False,
+        ok: Sequence[int] = (200,),
+        missing_ok: bool = False,
+        retries: int | None = None,
+        what: str,
+    ) -> requests.Response:
+        """Send with auth, retries and status mapping; returns a response with an ok status."""
+        full = url if url.startswith(("http://", "https://")) else self._url(url)
+
+        def attempt() -> requests.Response:
+            response: requests.Response | None = None
+            for round_ in range(2):
+                send_headers = dict(headers or {})
+                auth = self._auth.header(scope)
+                if auth:
+                    send_headers["Authorization"] = auth
+                data = body() if callable(body) else body
+                try:
+                    response = self._session.request(
+                        method,
+                        full,
+                        headers=send_headers,
+                        data=data,
+                        stream=stream,
+                        timeout=self.timeout,
+                        verify=self._verify,
+                        allow_redirects=True,
+                    )
+                except requests.exceptions.SSLError as exc:
+                    raise ConfigError(
+                        f"TLS verification of {self.registry} failed: {_short(exc)} (use --ca-file)"
+                    ) from None
+                except requests.exceptions.InvalidURL as exc:
+                    raise InputError(f"invalid registry URL: {exc}") from None
+                finally:
+                    if hasattr(data, "close"):
+                        data.close()
+                if response.status_code == 401 and round_ == 0:
+                    if self._auth.header(scope):
+                        self._auth.forget(scope)
+                    if self._auth.answer(response, scope):
+                        response.close()
+                        continue
+                break
+            assert response is not None
+            if response.status_code in (408, 429) or response.status_code >= 500:
+                response.close()
+                raise RetryableStatus(response)
+            return response
+
+        response = with_retries(
+            attempt,
+            retries=self.retries if retries is None else retries,
+            what=f"{what} at {self.registry}",
+            base_delay=self.backoff,
+        )
+        status = response.status_code
+        if status in ok:
+            return response
+        detail = _error_detail(response) if not stream or method != "HEAD" else ""
+        response.close()
+        suffix = f" ({detail})" if detail else ""
+        if status == 404:
+            if missing_ok:
+                return response
+            raise NotFoundError(f"{what}: not found at {self.registry}{suffix}")
+        if status in (401, 403):
+            raise AuthError(f"{what}: access denied by {self.registry} (HTTP {status}){suffix}")
+        if "DIGEST_INVALID" in detail:
+            raise IntegrityError(f"{what}: registry rejected the digest{suffix}")
+        if "BLOB_UNKNOWN" in detail or "MANIFEST_UNKNOWN" in detail:
+            raise NotFoundError(f"{what}: {self.registry} does not have it{suffix}")
+        raise InputError(f"{what}: {self.registry} answered HTTP {status}{suffix}")
+
+    @staticmethod
+    def _scope(repository: str, actions: str = "pull") -> str:
+        return f"repository:{repository}:{actions}"
+
+    # -- manifests -----------------------------------------------------------------------
+    def get_manifest(
+        self, repository: str, reference: str, accept: Sequence[str] = ALL_MANIFEST_TYPES
+    ) -> tuple[bytes, str, str]:
+        """Fetch a manifest: ``(body, media_type, digest)``, digest verified."""
+        what = f"manifest {repository}:{reference}"
+        response = self._request(
+            "GET",
+            f"/v2/{repository}/manifests/{quote(reference, safe=':')}",
+            scope=self._scope(repository),
+            headers={"Accept": ", ".join(accept)},
+            stream=True,
+            what=what,
+        )
+        body = self._read_limited(response, MAX_MANIFEST_BYTES, what)
+        algorithm = parse_digest(reference)[0] if is_digest(reference) else "sha256"
+        digest = digest_of(body, algorithm)
+        if is_digest(reference) and digest != reference:
+            raise IntegrityError(f"{what}: registry returned content with digest {digest}")
+        self._check_header_digest(response, body, what)
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            raise InputError(f"{what}: manifest is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise InputError(f"{what}: manifest is not a JSON object")
+        media_type = parsed.get("mediaType") or response.headers.get("Content-Type", "")
+        media_type = media_type.split(";")[0].strip()
+        if media_type not in accept and media_type in mt.ALL_MANIFEST_TYPES:
+            raise InputError(f"{what}: got media type {media_type}, asked for {list(accept)}")
+        return body, media_type, digest
+
+    def head_manifest(self, repository: str, reference: str) -> dict[str, Any] | None:
+        """The manifest's descriptor (mediaType, digest, size) or None when absent."""
+        what = f"manifest {repository}:{reference}"
+        response = self._request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{quote(reference, safe=':')}",
+            scope=self._scope(repository),
+            headers={"Accept": ", ".join(ALL_MANIFEST_TYPES)},
+            missing_ok=True,
+            what=what,
+        )
+        if response.status_code == 404:
+            return None
+        digest = response.headers.get("Docker-Content-Digest")
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        size = response.headers.get("Content-Length")
+        if not digest or not is_digest(digest) or not size or not size.isdigit():
+            body, media_type, digest = self.get_manifest(repository, reference)
+            return {"mediaType": media_type, "digest": digest, "size": len(body)}
+        if is_digest(reference) and digest != reference:
+            raise IntegrityError(f"{what}: registry answered with digest {digest}")
+        return {"mediaType": media_type, "digest": digest, "size": int(size)}
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> str:
+        """Upload a manifest under a tag or its digest; returns its digest.
+
+        When the manifest has a ``subject`` and the registry does not confirm it
+        indexed it (no ``OCI-Subject`` header: no referrers API), the referrers
+        tag ``sha256-<hex>`` of the subject is updated, as OCI distribution 1.1
+        tells clients to do.
+        """
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            raise InputError(f"manifest for {repository}:{reference} is not JSON: {exc}") from None
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise InputError(f"manifest for {repository} is larger than 4 MiB")
+        algorithm = parse_digest(reference)[0] if is_digest(reference) else "sha256"
+        digest = digest_of(body, algorithm)
+        if is_digest(reference) and digest != reference:
+            raise IntegrityError(f"manifest digest {digest} does not match reference {reference}")
+        what = f"put manifest {repository}:{reference}"
+        response = self._request(
+            "PUT",
+            f"/v2/{repository}/manifests/{quote(reference, safe=':')}",
+            scope=self._scope(repository, "pull,push"),
+            headers={"Content-Type": media_type},
+            body=body,
+            ok=(201, 200),
+            what=what,
+        )
+        returned = response.headers.get("Docker-Content-Digest")
+        if returned and returned.startswith(algorithm + ":") and returned != digest:
+            raise IntegrityError(f"{what}: registry stored digest {returned}, we sent {digest}")
+        subject = parsed.get("subject") if isinstance(parsed, dict) else None
+        if isinstance(subject, dict) and not response.headers.get("OCI-Subject"):
+            descriptor = {"mediaType": media_type, "digest": digest, "size": len(body)}
+            if parsed.get("artifactType"):
+                descriptor["artifactType"] = parsed["artifactType"]
+            elif isinstance(parsed.get("config"), dict):
+                descriptor["artifactType"] = parsed["config"].get("mediaType")
+            if parsed.get("annotations"):
+                descriptor["annotations"] = parsed["annotations"]
+            self._add_to_referrers_tag(repository, subject.get("digest", ""), descriptor)
+        return digest
+
+    def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete a manifest by digest (registries may refuse: InputError)."""
+        parse_digest(digest)
+        self._request(
+            "DELETE",
+            f"/v2/{repository}/manifests/{digest}",
+            scope=self._scope(repository, "delete"),
+            ok=(202, 200),
+            what=f"delete {repository}@{digest}",
+        )
+
+    # -- blobs ---------------------------------------------------------------------------
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        parse_digest(digest)
+        response = self._request(
+            "HEAD",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=self._scope(repository),
+            missing_ok=True,
+            what=f"blob {repository}@{digest}",
+        )
+        return response.status_code == 200
+
+    def get_blob(self, repository: str, digest: str) -> bytes:
+        """A blob's bytes, verified against ``digest``."""
+        buffer = io.BytesIO()
+        self.download_blob(repository, digest, buffer)
+        return buffer.getvalue()
+
+    def download_blob(self, repository: str, digest: str, dest_file: BinaryIO) -> None:
+        """Stream a blob into ``dest_file``; IntegrityError (after writing) when it lies.
+
+        The caller owns ``dest_file`` and must discard it on error: the layout's
+        BlobWriter does that, so nothing unverified is ever committed.
+        """
+        algorithm, expected = parse_digest(digest)
+        what = f"blob {repository}@{digest}"
+        response = self._request(
+            "GET",
+            f"/v2/{repository}/blobs/{digest}",
+            scope=self._scope(repository),
+            stream=True,
+            what=what,
+        )
+        hasher = hashlib.new(algorithm)
+        try:
+            for chunk in response.iter_content(_IO_BLOCK):
+                hasher.update(chunk)
+                dest_file.write(chunk)
+        except requests.RequestException as exc:
+            from pipeline.errors import UnreachableError
+
+            raise UnreachableError(
+                f"{what}: download interrupted ({exc.__class__.__name__})"
+            ) from None
+        finally:
+            response.close()
+        if hasher.hexdigest() != expected:
+            raise IntegrityError(
+                f"{what}: registry returned content with digest {algorithm}:{hasher.hexdigest()}"
+            )
+
+    def push_blob(
+        self,
+        repository: str,
+        data: bytes | Path | str,
+        digest: str | None = None,
+        *,
+        mount_from: str | None = None,
+        chunk_size: int | None = None,
+    ) -> str:
+        """Upload a blob unless the repository has it; returns its digest.
+
+        ``data`` is bytes or a file path (streamed, never read whole). With
+        ``mount_from`` the registry is first asked to link the blob from that
+        repository (no bytes sent). Big blobs, or any with ``chunk_size``, go
+        up in PATCH chunks; the rest in one PUT.
+        """
+        path = Path(data) if isinstance(data, (str, os.PathLike)) else None
+        hashers: list[Any] = []
+        if path is not None and digest:
+            # Hash while uploading (one read of the file); the registry checks it too.
+            actual, size = digest, path.stat().st_size
+            hashers.append(None)
+        elif path is not None:
+            actual, size = _hash_file(path, "sha256")
+        else:
+            assert isinstance(data, (bytes, bytearray, memoryview))
+            data = bytes(data)
+            algorithm = parse_digest(digest)[0] if digest else "sha256"
+            actual, size = digest_of(data, algorithm), len(data)
+        if digest and digest != actual:
+            raise IntegrityError(f"blob content has digest {actual}, expected {digest}")
+        digest = actual
+        if self.blob_exists(repository, digest):
+            return digest
+        what = f"upload blob {repository}@{digest}"
+        scope = self._scope(repository, "pull,push")
+        if mount_from and mount_from != repository:
+            location = self._start_upload(repository, digest, mount_from, scope, what)
+            if location is None:
+                return digest  # mounted
+        if chunk_size is None and size >= CHUNKED_THRESHOLD:
+            chunk_size = DEFAULT_CHUNK
+
+        def upload() -> str | None:
+            location = self._start_upload(repository, digest, None, scope, what, 0)
+            assert location is not None
+            hasher = hashlib.new(parse_digest(digest)[0]) if hashers else None
+            if chunk_size:
+                result = self._upload_chunked(
+                    location, path, data, size, digest, chunk_size, scope, what, hasher
+                )
+            else:
+                result = self._upload_monolithic(
+                    location, path, data, size, digest, scope, what, hasher
+                )
+            if hasher is not None and f"{hasher.name}:{hasher.hexdigest()}" != digest:
+                raise IntegrityError(f"{path}: content does not match {digest} (changed on disk?)")
+            return result
+
+        # A failed upload session cannot be resumed reliably: restart it from POST.
+        returned = with_retries(
+            lambda: _unwrap_unreachable(upload),
+            retries=self.retries,
+            what=what,
+            base_delay=self.backoff,
+        )
+        if returned and returned != digest:
+            raise IntegrityError(f"{what}: registry stored digest {returned}")
+        return digest
+
+    def _start_upload(
+        self,
+        repository: str,
+        digest: str,
+        mount_from: str | None,
+        scope: str,
+        what: str,
+        inner_retries: int | None = None,
+    ) -> str | None:
+        url = f"/v2/{repository}/blobs/uploads/"
+        if mount_from:
+            url += "?" + urlencode({"mount": digest, "from": mount_from})
+            scope = f"{scope} {self._scope(mount_from)}"
+        response = self._request(
+            "POST",
+            url,
+            scope=scope,
+            ok=(201, 202),
+            what=what,
+            headers={"Content-Length": "0"},
+            retries=inner_retries,
+        )
+        if response.status_code == 201:
+            return None
+        location = response.headers.get("Location")
+        if not location:
+            raise InputError(f"{what}: registry gave no upload location")
+        return urljoin(self.base_url + "/", location)
+
+    def _upload_monolithic(
+        self,
+        location: str,
+        path: Path | None,
+        data: Any,
+        size: int,
+        digest: str,
+        scope: str,
+        what: str,
+        hasher: Any = None,
+    ) -> str | None:
+        def body() -> Any:
+            return _Window(path, 0, size, hasher) if path is not None else data
+
+        response = self._request(
+            "PUT",
+            _with_query(location, digest=digest),
+            scope=scope,
+            body=body,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            ok=(201, 204),
+            what=what,
+            retries=0,
+        )
+        return response.headers.get("Docker-Content-Digest")
+
+    def _upload_chunked(
+        self,
+        location: str,
+        path: Path | None,
+        data: Any,
+        size: int,
+        digest: str,
+        chunk: int,
+        scope: str,
+        what: str,
+        hasher: Any = None,
+    ) -> str | None:
+        offset = 0
+        while offset < size:
+            length = min(chunk, size - offset)
+            start = offset
+
+            def body(start: int = start, length: int = length) -> Any:
+                if path is not None:
+                    return _Window(path, start, length, hasher)
+                return data[start : start + length]
+
+            response = self._request(
+                "PATCH",
+                location,
+                scope=scope,
+                body=body,
+                ok=(202, 204),
+                what=what,
+                retries=0,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(length),
+                    "Content-Range": f"{start}-{start + length - 1}",
+                },
+            )
+            location = urljoin(self.base_url + "/", response.headers.get("Location", location))
+            offset += length
+        response = self._request(
+            "PUT",
+            _with_query(location, digest=digest),
+            scope=scope,
+            body=b"",
+            headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
+            ok=(201, 204),
+            what=what,
+            retries=0,
+        )
+        return response.headers.get("Docker-Content-Digest")
+
+    # -- listings ------------------------------------------------------------------------
+    def _paged(self, url: str, key: str, scope: str, what: str) -> Iterator[str]:
+        while url:
+            response = self._request("GET", url, scope=scope, what=what)
+            try:
+                items = response.json().get(key) or []
+            except (ValueError, AttributeError):
+                raise InputError(f"{what}: registry answered non-JSON") from None
+            yield from (str(item) for item in items)
+            link = response.links.get("next", {}).get("url")
+            url = urljoin(self.base_url + "/", link) if link else ""
+
+    def list_tags(self, repository: str) -> list[str]:
+        """All tags of ``repository`` (paginated); NotFoundError when it does not exist."""
+        return list(
+            self._paged(
+                f"/v2/{repository}/tags/list",
+                "tags",
+                self._scope(repository),
+                f"tags of {repository}",
+            )
+        )
+
+    def catalog(self) -> list[str]:
+        """All repositories the registry lists (paginated)."""
+        return list(self._paged("/v2/_catalog", "repositories", "registry:catalog:*", "catalog"))
+
+    # -- referrers -----------------------------------------------------------------------
+    def referrers(
+        self, repository: str, digest: str, artifact_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Descriptors of manifests whose ``subject`` is ``digest`` (OCI 1.1).
+
+        Uses ``GET /v2/<repo>/referrers/<digest>``; when the registry has no such
+        API (404), reads the fallback tag ``<alg>-<hex>`` instead.
+        """
+        algorithm, encoded = parse_digest(digest)
+        what = f"referrers of {repository}@{digest}"
+        url = f"/v2/{repository}/referrers/{digest}"
+        if artifact_type:
+            url += "?" + urlencode({"artifactType": artifact_type})
+        response = self._request(
+            "GET",
+            url,
+            scope=self._scope(repository),
+            missing_ok=True,
+            what=what,
+            headers={"Accept": mt.OCI_INDEX},
+        )
+        manifests: list[dict[str, Any]] = []
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if response.status_code == 200 and content_type == mt.OCI_INDEX:
+            try:
+                manifests = list(response.json().get("manifests") or [])
+            except (ValueError, AttributeError):
+                raise InputError(f"{what}: referrers answer is not an image index") from None
+        else:
+            manifests = self._referrers_tag_index(repository, f"{algorithm}-{encoded}")
+        if artifact_type:
+            manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
+        return manifests
+
+    def _referrers_tag_index(self, repository: str, tag: str) -> list[dict[str, Any]]:
+        try:
+            body, media_type, _ = self.get_manifest(repository, tag, accept=(mt.OCI_INDEX,))
+        except NotFoundError:
+            return []
+        if media_type != mt.OCI_INDEX:
+            raise InputError(f"referrers tag {repository}:{tag} is not an OCI image index")
+        manifests = json.loads(body).get("manifests") or []
+        if not isinstance(manifests, list):
+            raise InputError(f"referrers tag {repository}:{tag} has no manifest list")
+        return [m for m in manifests if isinstance(m, dict)]
+
+    def _add_to_referrers_tag(
+        self, repository: str, subject_digest: str, descriptor: dict[str, Any]
+    ) -> None:
+        algorithm, encoded = parse_digest(subject_digest)
+        tag = f"{algorithm}-{encoded}"
+        existing = self._referrers_tag_index(repository, tag)
+        if any(m.get("digest") == descriptor["digest"] for m in existing):
+            return
+        index = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [*existing, descriptor],
+        }
+        body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+        self.put_manifest(repository, tag, body, mt.OCI_INDEX)
+
+    # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _read_limited(response: requests.Response, limit: int, what: str) -> bytes:
+        chunks, total = [], 0
+        try:
+            for chunk in response.iter_content(65536):
+                total += len(chunk)
+                if total > limit:
+                    raise InputError(f"{what}: larger than {limit} bytes, refusing it")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            from pipeline.errors import UnreachableError
+
+            raise UnreachableError(
+                f"{what}: download interrupted ({exc.__class__.__name__})"
+            ) from None
+        finally:
+            response.close()
+        return b"".join(chunks)
+
+    @staticmethod
+    def _check_header_digest(response: requests.Response, body: bytes, what: str) -> None:
+        header = response.headers.get("Docker-Content-Digest")
+        if not header:
+            return
+        if not is_digest(header):
+            raise IntegrityError(f"{what}: registry sent a malformed digest header")
+        actual = digest_of(body, parse_digest(header)[0])
+        if header != actual:
+            raise IntegrityError(
+                f"{what}: content has digest {actual} but the registry claims {header}"
+            )
+
+
+class _UploadFailed(requests.ConnectionError):
+    """One upload attempt failed in a way a fresh upload session may fix."""
+
+
+def _unwrap_unreachable(upload: Callable[[], str | None]) -> str | None:
+    """Run one upload; turn an inner 'gave up' into a retryable error for the outer loop."""
+    from pipeline.errors import UnreachableError
+
+    try:
+        return upload()
+    except UnreachableError as exc:
+        raise _UploadFailed(str(exc)) from None
+    except NotFoundError as exc:
+        # distribution forgets an upload session after a failed PATCH: start again
+        if "BLOB_UPLOAD_UNKNOWN" in str(exc):
+            raise _UploadFailed(str(exc)) from None
+        raise
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+__all__ = ["ALL_MANIFEST_TYPES", "RegistryClient"]

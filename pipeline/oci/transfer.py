@@ -1,0 +1,148 @@
+"""Copy images between an OCI layout and a registry (``pipeline push`` / ``pipeline pull``).
+
+Push order is what keeps a registry consistent: blobs first, each confirmed with
+HEAD, then child manifests by digest, and the tag last. If anything fails on
+the way, the tag is not written, so nobody can pull an image with missing parts.
+Pull writes every blob through the layout's verifying writer and lists the
+manifest in ``index.json`` only once all of its content is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.errors import InputError, IntegrityError
+from pipeline.oci import media_types as mt
+from pipeline.oci.client import RegistryClient
+from pipeline.oci.layout import OCILayout
+from pipeline.oci.reference import Reference
+
+_MAX_DEPTH = 4
+
+
+def _load_manifest(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data)
+    except ValueError as exc:
+        raise InputError(f"{what}: manifest is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{what}: manifest is not a JSON object")
+    return manifest
+
+
+def _children(manifest: dict[str, Any], media_type: str, what: str) -> tuple[list, list]:
+    """(blob descriptors, child manifest descriptors) of a manifest."""
+    if media_type in mt.INDEX_TYPES:
+        manifests = manifest.get("manifests")
+        if not isinstance(manifests, list):
+            raise InputError(f"{what}: index without a 'manifests' list")
+        return [], manifests
+    config, layers = manifest.get("config"), manifest.get("layers", [])
+    if not isinstance(config, dict) or not isinstance(layers, list):
+        raise InputError(f"{what}: image manifest without config/layers")
+    blobs = [config, *layers]
+    for blob in blobs:
+        if not isinstance(blob, dict) or "digest" not in blob:
+            raise InputError(f"{what}: descriptor without a digest")
+    return blobs, []
+
+
+def _media_type(manifest: dict[str, Any], descriptor: dict[str, Any]) -> str:
+    media_type = descriptor.get("mediaType") or manifest.get("mediaType")
+    if not media_type:
+        media_type = mt.OCI_INDEX if "manifests" in manifest else mt.OCI_MANIFEST
+    return str(media_type)
+
+
+def push_layout(
+    layout: OCILayout,
+    ref: Reference,
+    client: RegistryClient,
+    *,
+    tag: str | None = None,
+) -> str:
+    """Push the layout's manifest (or the one named ``tag``) to ``ref``; returns its digest."""
+    descriptor = layout.resolve(tag)
+    if ref.digest and ref.digest != descriptor["digest"]:
+        raise InputError(
+            f"{ref}: digest does not match the layout's manifest {descriptor['digest']}"
+        )
+    _push_manifest(layout, ref, client, descriptor, ref.tag or descriptor["digest"], 0)
+    return str(descriptor["digest"])
+
+
+def _push_manifest(
+    layout: OCILayout,
+    ref: Reference,
+    client: RegistryClient,
+    descriptor: dict[str, Any],
+    target: str,
+    depth: int,
+) -> None:
+    if depth > _MAX_DEPTH:
+        raise InputError(f"{layout.path}: image index nesting deeper than {_MAX_DEPTH}")
+    digest = descriptor["digest"]
+    body = layout.read_blob(digest)  # verified
+    what = f"{layout.path}@{digest}"
+    manifest = _load_manifest(body, what)
+    media_type = _media_type(manifest, descriptor)
+    blobs, children = _children(manifest, media_type, what)
+    for child in children:
+        _push_manifest(layout, ref, client, child, child["digest"], depth + 1)
+    for blob in blobs:
+        if blob.get("urls"):
+            continue  # non-distributable (foreign) layer: lives elsewhere
+        # push_blob hashes the file as it sends it; the registry re-checks the digest.
+        client.push_blob(ref.repository, layout.blob_path(blob["digest"]), blob["digest"])
+    # Confirm before the tag exists: a tag must never point at missing content.
+    for blob in blobs:
+        if not blob.get("urls") and not client.blob_exists(ref.repository, blob["digest"]):
+            raise IntegrityError(f"{ref.repository}: blob {blob['digest']} missing after upload")
+    client.put_manifest(ref.repository, target, body, media_type)
+
+
+def pull_to_layout(
+    ref: Reference, layout_dir: str, client: RegistryClient, *, tag: str | None = None
+) -> str:
+    """Pull ``ref`` into the OCI layout at ``layout_dir`` (created if needed); returns digest."""
+    layout = OCILayout.create(layout_dir)
+    body, media_type, digest = client.get_manifest(ref.repository, ref.identifier)
+    if ref.digest and digest != ref.digest:
+        raise IntegrityError(f"{ref}: registry returned manifest {digest}")
+    _pull_content(layout, ref, client, body, media_type, digest, 0)
+    name = tag if tag is not None else ref.tag
+    manifest = _load_manifest(body, str(ref))
+    layout.add_manifest(body, media_type, tag=name, artifact_type=manifest.get("artifactType"))
+    return digest
+
+
+def _pull_content(
+    layout: OCILayout,
+    ref: Reference,
+    client: RegistryClient,
+    body: bytes,
+    media_type: str,
+    digest: str,
+    depth: int,
+) -> None:
+    if depth > _MAX_DEPTH:
+        raise InputError(f"{ref}: image index nesting deeper than {_MAX_DEPTH}")
+    what = f"{ref.name}@{digest}"
+    manifest = _load_manifest(body, what)
+    blobs, children = _children(manifest, media_type, what)
+    for child in children:
+        child_body, child_type, child_digest = client.get_manifest(ref.repository, child["digest"])
+        _pull_content(layout, ref, client, child_body, child_type, child_digest, depth + 1)
+        layout.write_blob(child_body, child_type)
+    for blob in blobs:
+        if blob.get("urls") or layout.has_blob(blob["digest"]):
+            continue
+        with layout.blob_writer(blob["digest"]) as writer:
+            client.download_blob(ref.repository, blob["digest"], writer)  # type: ignore[arg-type]
+        if writer.size != blob.get("size", writer.size):
+            layout.blob_path(blob["digest"]).unlink()
+            raise IntegrityError(f"{what}: blob {blob['digest']} size differs from its descriptor")
+
+
+__all__ = ["pull_to_layout", "push_layout"]

@@ -1,0 +1,68 @@
+"""Open a scan target: an OCI layout directory (``DIR`` or ``DIR:tag``, ``oci:`` optional).
+
+Scanners and the SBOM read images only through here, so every reader gets the same
+digest for the same target and the same errors for bad ones.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputError, NotFoundError
+from pipeline.oci.layout import OCILayout
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """An image manifest inside a layout."""
+
+    layout: OCILayout
+    digest: str
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    tag: str | None
+
+    def layer_paths(self) -> list[Path]:
+        return [self.layout.blob_path(layer["digest"]) for layer in self.manifest["layers"]]
+
+
+def split_target(target: str) -> tuple[Path, str | None]:
+    """``[oci:]DIR[:tag]`` -> (DIR, tag)."""
+    text = target.removeprefix("oci:")
+    path = Path(text)
+    if path.is_dir():
+        return path, None
+    head, sep, tag = text.rpartition(":")
+    if sep and Path(head).is_dir() and "/" not in tag:
+        return Path(head), tag
+    raise NotFoundError(f"scan target not found: {target} (an OCI layout directory[:tag])")
+
+
+def open_image(target: str) -> LocalImage:
+    """Resolve ``target`` to one image manifest (InputError for an index or non-image)."""
+    path, tag = split_target(target)
+    layout = OCILayout.open(path)
+    descriptor = layout.resolve(tag)
+    manifest = json.loads(layout.read_blob(descriptor["digest"]))
+    if "layers" not in manifest or "config" not in manifest:
+        raise InputError(f"{target}: {descriptor['digest']} is not an image manifest")
+    config = json.loads(layout.read_blob(manifest["config"]["digest"]))
+    for layer in manifest["layers"]:
+        layout.verify_blob(layer["digest"])
+    return LocalImage(layout, descriptor["digest"], manifest, config, tag)
+
+
+def iter_files(image: LocalImage, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+    """Regular files whose path satisfies ``want``, layer by layer (later layers win last)."""
+    for blob in image.layer_paths():
+        with tarfile.open(blob, mode="r:*") as tar:
+            for info in tar:
+                name = info.name.removeprefix("./").lstrip("/")
+                if info.isreg() and want(name):
+                    handle = tar.extractfile(info)
+                    yield name, handle.read() if handle else b""

@@ -1,0 +1,357 @@
+"""The ``pkcs11`` key provider: key-encryption keys that never leave an HSM.
+
+KEKs are AES-256 secret keys generated *on the token* as non-extractable and
+sensitive; wrapping a data key is a CKM_AES_GCM encryption performed by the token,
+with a random 96-bit nonce and associated data binding the key id and purpose. The
+host only ever sees wrapped data keys and the unwrapped data key it asked for.
+
+Settings: ``keys.pkcs11.module`` / ``token_label`` / ``pin_file`` in pipeline.yaml,
+overridden by PIPELINE_PKCS11_MODULE / PIPELINE_PKCS11_TOKEN; the user PIN comes from
+PIPELINE_PKCS11_PIN or the file named by PIPELINE_PKCS11_PIN_FILE (never argv, never
+logged, never part of an error message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import stat
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import (
+    AuthError,
+    ConfigError,
+    InsecureKeyStoreError,
+    KeyProviderError,
+    KeyProviderUnreachableError,
+)
+from pipeline.sealing.keys._base import (
+    DATA_KEY_SIZE,
+    check_data_key,
+    check_key_name,
+    wrap_aad,
+)
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+
+_WRAP_VERSION = b"\x01"
+_NONCE_SIZE = 12
+_WRAPPED_SIZE = 1 + _NONCE_SIZE + DATA_KEY_SIZE + 16
+_KEY_ID_RE = re.compile(r"^pkcs11:([A-Za-z0-9][A-Za-z0-9._-]{0,63}):([0-9a-f]{32})$")
+_MAX_PIN_FILE_BYTES = 4096
+
+
+def _new_object_id() -> bytes:
+    # CKA_ID = creation time (µs, big endian) + 8 random bytes: unique, and it lets
+    # `list` report a creation time, which PKCS#11 secret keys do not carry.
+    return (time.time_ns() // 1000).to_bytes(8, "big") + secrets.token_bytes(8)
+
+
+def _created(object_id: bytes) -> str:
+    micros = int.from_bytes(object_id[:8], "big")
+    moment = datetime.fromtimestamp(micros / 1_000_000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Pkcs11KeyProvider:
+    """KEKs on a PKCS#11 token (SoftHSM2 in tests, a real HSM in production)."""
+
+    name = "pkcs11"
+    wrap_algorithm = "CKM_AES_GCM"
+
+    def __init__(
+        self,
+        module: str | os.PathLike[str],
+        token_label: str,
+        *,
+        pin: str | None = None,
+        pin_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.module = str(module)
+        self.token_label = token_label
+        self._pin = pin
+        self._pin_file = Path(pin_file).expanduser() if pin_file else None
+
+    def __repr__(self) -> str:  # no PIN, ever
+        return f"Pkcs11KeyProvider(module={self.module!r}, token_label={self.token_label!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Pkcs11KeyProvider:
+        """Module and token from env over pipeline.yaml; the PIN is read when needed."""
+        conf = settings.pkcs11
+        module = os.environ.get("PIPELINE_PKCS11_MODULE") or conf.get("module")
+        token = os.environ.get("PIPELINE_PKCS11_TOKEN") or conf.get("token_label")
+        if not module:
+            raise ConfigError(
+                "no PKCS#11 module configured: set keys.pkcs11.module in pipeline.yaml "
+                "or PIPELINE_PKCS11_MODULE"
+            )
+        if not token:
+            raise ConfigError(
+                "no PKCS#11 token configured: set keys.pkcs11.token_label in pipeline.yaml "
+                "or PIPELINE_PKCS11_TOKEN"
+            )
+        if "pin" in conf:
+            raise ConfigError(
+                "keys.pkcs11.pin is not allowed: a PIN never goes in pipeline.yaml; "
+                "use keys.pkcs11.pin_file, PIPELINE_PKCS11_PIN_FILE or PIPELINE_PKCS11_PIN"
+            )
+        pin = os.environ.get("PIPELINE_PKCS11_PIN")
+        pin_file = os.environ.get("PIPELINE_PKCS11_PIN_FILE") or conf.get("pin_file")
+        return cls(str(module), str(token), pin=pin, pin_file=pin_file)
+
+    # -- public API -----------------------------------------------------------------
+
+    def create_key(self, key_name: str) -> str:
+        """Generate a non-extractable AES-256 KEK on the token, labelled ``key_name``."""
+        import pkcs11
+        from pkcs11 import Attribute, KeyType, MechanismFlag, ObjectClass
+
+        check_key_name(key_name)
+        with self._session(rw=True) as session:
+            existing = list(
+                session.get_objects(
+                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key_name}
+                )
+            )
+            if existing:
+                raise KeyProviderError(
+                    f"a key labelled {key_name!r} already exists on token {self.token_label!r}"
+                )
+            object_id = _new_object_id()
+            try:
+                session.generate_key(
+                    KeyType.AES,
+                    256,
+                    id=object_id,
+                    label=key_name,
+                    store=True,
+                    capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+                    template={
+                        Attribute.SENSITIVE: True,
+                        Attribute.EXTRACTABLE: False,
+                        Attribute.PRIVATE: True,
+                        Attribute.MODIFIABLE: False,
+                        Attribute.WRAP: False,
+                        Attribute.UNWRAP: False,
+                        Attribute.SIGN: False,
+                        Attribute.VERIFY: False,
+                        Attribute.DERIVE: False,
+                    },
+                )
+            except pkcs11.PKCS11Error as exc:
+                raise KeyProviderError(
+                    f"token {self.token_label!r} refused to generate key {key_name!r}: "
+                    f"{_describe(exc)}"
+                ) from None
+        return f"pkcs11:{key_name}:{object_id.hex()}"
+
+    def wrap(self, key_id: str, data_key: bytes | bytearray) -> bytes:
+        """Encrypt the data key on the token: AES-256-GCM, AAD = purpose + key id."""
+        import pkcs11
+        from pkcs11 import GCMParams, Mechanism
+
+        check_data_key(data_key)
+        nonce = secrets.token_bytes(_NONCE_SIZE)
+        with self._session() as session:
+            key = self._find(session, key_id)
+            try:
+                sealed = key.encrypt(
+                    bytes(data_key),
+                    mechanism=Mechanism.AES_GCM,
+                    mechanism_param=GCMParams(nonce, wrap_aad(key_id)),
+                )
+            except pkcs11.PKCS11Error as exc:
+                raise KeyProviderError(
+                    f"token {self.token_label!r} could not wrap with {key_id!r}: {_describe(exc)}"
+                ) from None
+        return _WRAP_VERSION + nonce + bytes(sealed)
+
+    def unwrap(self, key_id: str, wrapped: bytes) -> bytearray:
+        """Decrypt the data key on the token; any failure is a KeyProviderError."""
+        import pkcs11
+        from pkcs11 import GCMParams, Mechanism
+
+        if (
+            not isinstance(wrapped, bytes | bytearray)
+            or len(wrapped) != _WRAPPED_SIZE
+            or wrapped[:1] != _WRAP_VERSION
+        ):
+            raise KeyProviderError(
+                f"wrapped data key is malformed (expected {_WRAPPED_SIZE} bytes, version 1)"
+            )
+        nonce = bytes(wrapped[1 : 1 + _NONCE_SIZE])
+        with self._session() as session:
+            key = self._find(session, key_id)
+            try:
+                data_key = key.decrypt(
+                    bytes(wrapped[1 + _NONCE_SIZE :]),
+                    mechanism=Mechanism.AES_GCM,
+                    mechanism_param=GCMParams(nonce, wrap_aad(key_id)),
+                )
+            except pkcs11.PKCS11Error:
+                # SoftHSM reports a failed GCM tag as CKR_GENERAL_ERROR: do not guess.
+                raise KeyProviderError(
+                    f"cannot unwrap the data key with {key_id!r}: wrong key, or the wrapped "
+                    "key was tampered with"
+                ) from None
+        if len(data_key) != DATA_KEY_SIZE:
+            raise KeyProviderError("unwrapped data key has the wrong length")
+        return bytearray(data_key)
+
+    def list_keys(self) -> list[dict[str, str]]:
+        """Every AES KEK created by this provider on the token, oldest first."""
+        from pkcs11 import Attribute, KeyType, ObjectClass
+
+        keys: list[dict[str, str]] = []
+        with self._session() as session:
+            template = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES}
+            for obj in session.get_objects(template):
+                object_id = bytes(obj[Attribute.ID])
+                label = obj[Attribute.LABEL]
+                key_id = f"pkcs11:{label}:{object_id.hex()}"
+                if len(object_id) != 16 or not _KEY_ID_RE.match(key_id):
+                    continue  # not one of ours: other applications share the token
+                keys.append({"key_id": key_id, "name": label, "created": _created(object_id)})
+        return sorted(keys, key=lambda key: (key["created"], key["key_id"]))
+
+    # -- token access ---------------------------------------------------------------
+
+    def _find(self, session: Any, key_id: str) -> Any:
+        from pkcs11 import Attribute, KeyType, ObjectClass
+
+        match = _KEY_ID_RE.match(key_id) if isinstance(key_id, str) else None
+        if not match:
+            raise KeyProviderError(
+                f"unknown key id {key_id!r}: not a pkcs11 key id (pkcs11:<name>:<32 hex>)"
+            )
+        template = {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.AES,
+            Attribute.LABEL: match.group(1),
+            Attribute.ID: bytes.fromhex(match.group(2)),
+        }
+        found = list(session.get_objects(template))
+        if len(found) != 1:
+            raise KeyProviderError(f"unknown key id {key_id!r} on token {self.token_label!r}")
+        return found[0]
+
+    def _read_pin(self) -> str:
+        if self._pin:
+            return self._pin
+        if self._pin_file is None:
+            raise AuthError(
+                f"no PIN for PKCS#11 token {self.token_label!r}: set PIPELINE_PKCS11_PIN_FILE "
+                "(or keys.pkcs11.pin_file, or PIPELINE_PKCS11_PIN)"
+            )
+        try:
+            fd = os.open(self._pin_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise AuthError(f"cannot read PIN file {self._pin_file}: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_mode & 0o077 or info.st_uid != os.getuid():
+                raise InsecureKeyStoreError(
+                    f"PIN file {self._pin_file} must be owned by you and not accessible by "
+                    f"group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                    f"run: chmod 600 {self._pin_file}"
+                )
+            raw = handle.read(_MAX_PIN_FILE_BYTES)
+        try:
+            pin = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise AuthError(f"PIN file {self._pin_file} is not UTF-8") from None
+        if not pin:
+            raise AuthError(f"PIN file {self._pin_file} is empty")
+        return pin
+
+    def _token(self) -> Any:
+        import pkcs11
+
+        if not Path(self.module).is_file():
+            raise ConfigError(f"PKCS#11 module not found: {self.module}")
+        try:
+            library = pkcs11.lib(self.module)
+        except pkcs11.PKCS11Error as exc:
+            raise KeyProviderUnreachableError(
+                f"cannot load PKCS#11 module {self.module}: {_describe(exc)}"
+            ) from None
+        try:
+            return library.get_token(token_label=self.token_label)
+        except pkcs11.NoSuchToken:
+            pass
+        except pkcs11.PKCS11Error as exc:
+            raise KeyProviderUnreachableError(
+                f"cannot reach PKCS#11 token {self.token_label!r}: {_describe(exc)}"
+            ) from None
+        # Tokens initialised after this process first loaded the module are invisible
+        # until the library is re-initialised (SoftHSM scans its token dir at start).
+        try:
+            library.reinitialize()
+            return library.get_token(token_label=self.token_label)
+        except pkcs11.NoSuchToken:
+            labels = _token_labels(library)
+            raise KeyProviderUnreachableError(
+                f"PKCS#11 token {self.token_label!r} not found in {self.module} "
+                f"(tokens present: {', '.join(repr(label) for label in labels) or 'none'})"
+            ) from None
+        except pkcs11.PKCS11Error as exc:
+            raise KeyProviderUnreachableError(
+                f"cannot reach PKCS#11 token {self.token_label!r}: {_describe(exc)}"
+            ) from None
+
+    @contextlib.contextmanager
+    def _session(self, rw: bool = False) -> Iterator[Any]:
+        import pkcs11
+
+        token = self._token()
+        pin = self._read_pin()
+        try:
+            session = token.open(rw=rw, user_pin=pin)
+        except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
+            raise AuthError(
+                f"PKCS#11 token {self.token_label!r} rejected the PIN (incorrect PIN)"
+            ) from None
+        except (pkcs11.PinLocked, pkcs11.PinExpired, pkcs11.UserPinNotInitialized) as exc:
+            raise AuthError(
+                f"PKCS#11 token {self.token_label!r} refused login: {_describe(exc)}"
+            ) from None
+        except (pkcs11.DeviceRemoved, pkcs11.TokenNotPresent, pkcs11.DeviceError) as exc:
+            raise KeyProviderUnreachableError(
+                f"PKCS#11 token {self.token_label!r} is unavailable: {_describe(exc)}"
+            ) from None
+        except pkcs11.PKCS11Error as exc:
+            raise KeyProviderError(
+                f"cannot open a session on PKCS#11 token {self.token_label!r}: {_describe(exc)}"
+            ) from None
+        finally:
+            del pin
+        try:
+            yield session
+        finally:
+            with contextlib.suppress(Exception):
+                session.close()
+
+
+def _describe(exc: Exception) -> str:
+    # python-pkcs11 exceptions often carry no message: the class name is the CKR_ code.
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _token_labels(library: Any) -> list[str]:
+    labels: list[str] = []
+    with contextlib.suppress(Exception):
+        for slot in library.get_slots(token_present=True):
+            with contextlib.suppress(Exception):
+                label = slot.get_token().label
+                if label:
+                    labels.append(label)
+    return labels

@@ -1,0 +1,282 @@
+"""cosign's registry storage, shared by image signatures (``.sig``) and attestations (``.att``).
+
+cosign finds what is attached to ``repo@sha256:<hex>`` by a tag derived from the
+digest, ``repo:sha256-<hex>.<suffix>``; that tag holds an ordinary OCI image
+manifest whose layers are the signatures (or DSSE envelopes), each with its
+annotations. Adding one is a read-modify-write of that manifest: the registry
+API has no compare-and-swap, so two signers racing on the same image can lose
+one signature (the loser re-runs; documented in docs/image-signatures.md).
+
+Also here: resolving a reference to the digest actually signed, a client for a
+reference honouring caller options, and the small LRU that makes repeated
+verification of the same content cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import InputError, IntegrityError, NotFoundError, VerificationError
+from pipeline.oci import media_types as mt
+from pipeline.oci.digest import parse_digest, sha256_digest
+from pipeline.oci.reference import Reference
+
+#: Layers bigger than this are not signatures (payloads are bytes, envelopes KiBs).
+MAX_LAYER_BYTES = 16 << 20
+#: A .sig/.att manifest with more layers than this is an attack on the verifier.
+MAX_LAYERS = 1000
+_CREATED = "0001-01-01T00:00:00Z"  # what cosign writes: no time, reproducible
+
+
+def as_reference(ref: str | Reference) -> Reference:
+    """Accept a string or a parsed reference (public functions take both)."""
+    return ref if isinstance(ref, Reference) else Reference.parse(ref)
+
+
+@contextlib.contextmanager
+def client_for(
+    ref: Reference, client: Any | None, client_options: Mapping[str, Any] | None
+) -> Iterator[Any]:
+    """The caller's client, or a new one for ``ref``'s registry (closed afterwards)."""
+    if client is not None:
+        yield client
+        return
+    from pipeline.oci.client import RegistryClient
+
+    options = {k: v for k, v in (client_options or {}).items() if v is not None}
+    own = RegistryClient.for_reference(ref, **options)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def resolve_descriptor(client: Any, ref: Reference) -> dict[str, Any]:
+    """The descriptor (mediaType, digest, size) of what ``ref`` names right now.
+
+    A tag is resolved at this moment: the signature then binds that digest, and a
+    tag moved later no longer matches it.
+    """
+    descriptor = client.head_manifest(ref.repository, ref.identifier)
+    if descriptor is None:
+        raise NotFoundError(f"{ref}: no such manifest in the registry")
+    if ref.digest and descriptor.get("digest") != ref.digest:
+        raise IntegrityError(f"{ref}: registry answered with digest {descriptor.get('digest')}")
+    return descriptor
+
+
+def resolve_digest(client: Any, ref: Reference) -> str:
+    """The digest to verify: the pinned one (no request), else the tag's current one."""
+    if ref.digest:
+        parse_digest(ref.digest)
+        return ref.digest
+    return str(resolve_descriptor(client, ref)["digest"])
+
+
+def attached_tag(digest: str, suffix: str) -> str:
+    """cosign's tag for what is attached to ``digest``: ``sha256-<hex>.<suffix>``."""
+    algorithm, encoded = parse_digest(digest)
+    return f"{algorithm}-{encoded}.{suffix}"
+
+
+@dataclass(frozen=True)
+class AttachedManifest:
+    """A validated ``.sig``/``.att`` manifest and its digest."""
+
+    digest: str
+    manifest: dict[str, Any]
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return list(self.manifest["layers"])
+
+
+def _check_descriptor(layer: Any, where: str) -> dict[str, Any]:
+    if not isinstance(layer, dict):
+        raise VerificationError(f"malformed {where}: a layer is not an object")
+    if not isinstance(layer.get("mediaType"), str):
+        raise VerificationError(f"malformed {where}: layer without mediaType")
+    try:
+        parse_digest(layer.get("digest"))
+    except InputError as exc:
+        raise VerificationError(f"malformed {where}: {exc}") from None
+    size = layer.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise VerificationError(f"malformed {where}: layer size is not a non-negative integer")
+    annotations = layer.get("annotations", {})
+    if not isinstance(annotations, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
+    ):
+        raise VerificationError(f"malformed {where}: annotations are not a string map")
+    return layer
+
+
+def parse_attached(body: bytes, digest: str, where: str) -> AttachedManifest:
+    """Validate the shape of a ``.sig``/``.att`` manifest (VerificationError when wrong)."""
+    try:
+        manifest = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise VerificationError(f"malformed {where}: not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("schemaVersion") != 2:
+        raise VerificationError(f"malformed {where}: not an image manifest (schemaVersion 2)")
+    media_type = manifest.get("mediaType", mt.OCI_MANIFEST)
+    if media_type not in mt.IMAGE_MANIFEST_TYPES:
+        raise VerificationError(f"malformed {where}: media type {media_type!r}")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise VerificationError(f"malformed {where}: no layer list")
+    if len(layers) > MAX_LAYERS:
+        raise VerificationError(f"malformed {where}: more than {MAX_LAYERS} layers")
+    for layer in layers:
+        _check_descriptor(layer, where)
+    return AttachedManifest(digest, manifest)
+
+
+def head_attached(client: Any, repository: str, tag: str) -> str | None:
+    """The digest the attached tag points at now, or None (cheap: one HEAD)."""
+    try:
+        descriptor = client.head_manifest(repository, tag)
+    except (InputError, IntegrityError) as exc:
+        raise VerificationError(f"{repository}:{tag}: {exc}") from None
+    return None if descriptor is None else str(descriptor["digest"])
+
+
+def fetch_attached(client: Any, repository: str, tag_or_digest: str) -> AttachedManifest | None:
+    """Fetch and validate an attached manifest; None when the tag does not exist."""
+    where = f"manifest {repository}:{tag_or_digest}"
+    try:
+        body, _, digest = client.get_manifest(repository, tag_or_digest)
+    except NotFoundError:
+        return None
+    except (InputError, IntegrityError) as exc:
+        raise VerificationError(f"malformed {where}: {exc}") from None
+    return parse_attached(body, digest, where)
+
+
+def fetch_layer(client: Any, repository: str, layer: Mapping[str, Any]) -> bytes:
+    """A layer's bytes, digest-verified by the client; VerificationError when unusable."""
+    if layer["size"] > MAX_LAYER_BYTES:
+        raise VerificationError(f"layer {layer['digest']} is larger than {MAX_LAYER_BYTES} bytes")
+    try:
+        data = client.get_blob(repository, layer["digest"])
+    except (InputError, IntegrityError, NotFoundError) as exc:
+        raise VerificationError(f"layer {layer['digest']}: {exc}") from None
+    if len(data) != layer["size"]:
+        raise VerificationError(f"layer {layer['digest']}: size differs from its descriptor")
+    return data
+
+
+def _config_for(layers: list[dict[str, Any]]) -> bytes:
+    # cosign's signature image config: empty platform, one diff_id per (uncompressed) layer.
+    config = {
+        "architecture": "",
+        "config": {},
+        "created": _CREATED,
+        "history": [{"created": _CREATED}],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+    }
+    return json.dumps(config, separators=(",", ":")).encode()
+
+
+def append_layer(
+    client: Any,
+    repository: str,
+    tag: str,
+    blob: bytes,
+    media_type: str,
+    annotations: Mapping[str, str],
+    *,
+    is_duplicate: Callable[[dict[str, Any], bytes], bool] | None = None,
+) -> tuple[str, int, bool]:
+    """Add one layer to the attached manifest at ``tag`` (creating it).
+
+    Returns ``(manifest digest, layer count, added)``; ``added`` is False when
+    ``is_duplicate(layer, existing_blob)`` says an equivalent layer is already there.
+    """
+    current = fetch_attached(client, repository, tag)
+    layers = current.layers if current else []
+    blob_digest = sha256_digest(blob)
+    if is_duplicate is not None:
+        for layer in layers:
+            if layer["digest"] == blob_digest or layer["mediaType"] == media_type:
+                try:
+                    existing = fetch_layer(client, repository, layer)
+                except VerificationError:
+                    continue
+                if is_duplicate(layer, existing):
+                    assert current is not None
+                    return current.digest, len(layers), False
+    client.push_blob(repository, blob, blob_digest)
+    layers.append(
+        {
+            "mediaType": media_type,
+            "size": len(blob),
+            "digest": blob_digest,
+            "annotations": dict(annotations),
+        }
+    )
+    config = _config_for(layers)
+    config_digest = client.push_blob(repository, config, sha256_digest(config))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, "size": len(config), "digest": config_digest},
+        "layers": layers,
+    }
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    digest = client.put_manifest(repository, tag, body, mt.OCI_MANIFEST)
+    return digest, len(layers), True
+
+
+class VerificationCache:
+    """A small thread-safe LRU of verification results keyed by content digests.
+
+    Keys contain only digests and key fingerprints (immutable facts), so a hit
+    can never return a result for different content or different trust.
+    """
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self._data: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.maxsize = maxsize
+
+    def get(self, key: tuple) -> Any | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+__all__ = [
+    "AttachedManifest",
+    "VerificationCache",
+    "append_layer",
+    "as_reference",
+    "attached_tag",
+    "client_for",
+    "fetch_attached",
+    "fetch_layer",
+    "head_attached",
+    "parse_attached",
+    "resolve_descriptor",
+    "resolve_digest",
+]

@@ -1,0 +1,245 @@
+"""Sign and verify OCI manifests (images, indexes, model artifacts) the way cosign does.
+
+A signature binds a key to one manifest *digest*: the signed simple-signing
+payload names the digest and the repository, and is stored as a layer of the
+``sha256-<hex>.sig`` manifest next to the image. ``cosign verify --key`` accepts
+what we write, and we accept what cosign writes with a key.
+
+Verification fails closed. It succeeds only when at least ``threshold``
+distinct trusted keys each made a valid signature whose payload names exactly
+the digest being verified (a tag is resolved first, so a moved tag or a
+signature copied from another image fails) and, unless told otherwise, the
+same repository. Every rejected layer leaves a reason in the error.
+
+Anything stored as a manifest can be signed, so the sealed-model artifact
+(pipeline.oci.model_artifact) is signed and verified with these same functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputError, VerificationError
+from pipeline.oci.reference import Reference
+from pipeline.signing import simple_signing as ss
+from pipeline.signing._cosign_store import (
+    VerificationCache,
+    append_layer,
+    as_reference,
+    attached_tag,
+    client_for,
+    fetch_attached,
+    fetch_layer,
+    head_attached,
+    resolve_descriptor,
+    resolve_digest,
+)
+from pipeline.signing._ecdsa import Signer, VerifyKey, load_signer, load_verify_keys
+
+SIGNATURE_SUFFIX = "sig"
+#: ``identity`` value that turns the docker-reference check off (cosign's default).
+ANY_IDENTITY = "*"
+
+_cache = VerificationCache()
+
+
+def _signer(key: Path | str | os.PathLike[str] | Signer) -> Signer:
+    return key if hasattr(key, "sign") else load_signer(key)  # type: ignore[arg-type,return-value]
+
+
+def sign_image(
+    ref: str | Reference,
+    key: Path | str | Signer,
+    *,
+    annotations: Mapping[str, str] | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    client: Any | None = None,
+) -> dict[str, Any]:
+    """Sign the manifest ``ref`` names (a tag is resolved to its digest now).
+
+    Signing the same digest again with the same key is a no-op; another key adds a
+    layer, so several signers can meet a verification threshold.
+    """
+    reference = as_reference(ref)
+    signer = _signer(key)
+    with client_for(reference, client, client_options) as registry:
+        descriptor = resolve_descriptor(registry, reference)
+        digest = str(descriptor["digest"])
+        payload = ss.build_payload(reference.name, digest, annotations)
+        signature = signer.sign(payload)
+        public = VerifyKey(signer.public_key, "signer")
+
+        def same_signature(layer: dict[str, Any], blob: bytes) -> bool:
+            encoded = layer.get("annotations", {}).get(ss.SIGNATURE_ANNOTATION, "")
+            try:
+                existing = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            return blob == payload and public.verify(existing, blob)
+
+        tag = attached_tag(digest, SIGNATURE_SUFFIX)
+        manifest_digest, count, added = append_layer(
+            registry,
+            reference.repository,
+            tag,
+            payload,
+            ss.MEDIA_TYPE,
+            {ss.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
+            is_duplicate=same_signature,
+        )
+    return {
+        "reference": str(reference),
+        "digest": digest,
+        "media_type": descriptor.get("mediaType"),
+        "signature_tag": f"{reference.name}:{tag}",
+        "signature_manifest": manifest_digest,
+        "signatures": count,
+        "added": added,
+        "keyid": public.keyid,
+    }
+
+
+def _identity_matches(docker_reference: str, expected: str) -> bool:
+    if expected == ANY_IDENTITY:
+        return True
+    try:
+        signed = Reference.parse(docker_reference)
+        wanted = Reference.parse(expected)
+    except InputError:
+        return False
+    return signed.name == wanted.name
+
+
+def verify_image(
+    ref: str | Reference,
+    keys: Sequence[Path | str | VerifyKey],
+    *,
+    threshold: int = 1,
+    identity: str | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    client: Any | None = None,
+    use_cache: bool = True,
+) -> dict[str, Any]:
+    """Verify the signatures of ``ref``; VerificationError unless ``threshold`` keys signed.
+
+    ``identity``: the repository the payload's docker-reference must name (default:
+    ``ref``'s own repository; ``"*"`` accepts any, as cosign does by default — use
+    it, or the source repository, for images copied between registries).
+    """
+    if threshold < 1:
+        raise InputError("threshold must be at least 1")
+    reference = as_reference(ref)
+    trusted = load_verify_keys(keys)
+    if threshold > len(trusted):
+        raise VerificationError(
+            f"threshold {threshold} cannot be met by {len(trusted)} trusted key(s)"
+        )
+    expected_identity = identity or reference.name
+    with client_for(reference, client, client_options) as registry:
+        digest = resolve_digest(registry, reference)
+        tag = attached_tag(digest, SIGNATURE_SUFFIX)
+        sig_digest = head_attached(registry, reference.repository, tag)
+        if sig_digest is None:
+            raise VerificationError(f"{reference}: no signatures found ({digest} is unsigned)")
+        key = (
+            reference.name,
+            digest,
+            sig_digest,
+            tuple(sorted(k.keyid for k in trusted)),
+            threshold,
+            expected_identity,
+        )
+        cached = _cache.get(key) if use_cache else None
+        if cached is not None:
+            return {**cached, "reference": str(reference), "cached": True}
+        attached = fetch_attached(registry, reference.repository, sig_digest)
+        if attached is None:
+            raise VerificationError(f"{reference}: signature manifest vanished while verifying")
+        signers, reasons = _check_layers(
+            registry, reference, attached.layers, digest, trusted, expected_identity
+        )
+    if len(signers) < threshold:
+        detail = "; ".join(reasons) if reasons else "no signature layers"
+        raise VerificationError(
+            f"{reference}: {len(signers)} of {threshold} required trusted signature(s) "
+            f"verified for {digest} ({detail})"
+        )
+    result = {
+        "reference": str(reference),
+        "digest": digest,
+        "verified": True,
+        "signers": sorted(signers),
+        "threshold": threshold,
+        "signature_manifest": attached.digest,
+        "identity": expected_identity,
+        "cached": False,
+    }
+    if use_cache:
+        _cache.put(key, result)
+    return dict(result)
+
+
+def _check_layers(
+    registry: Any,
+    reference: Reference,
+    layers: list[dict[str, Any]],
+    digest: str,
+    trusted: list[VerifyKey],
+    expected_identity: str,
+) -> tuple[set[str], list[str]]:
+    signers: set[str] = set()
+    reasons: list[str] = []
+    for index, layer in enumerate(layers):
+        label = f"signature {index}"
+        if layer["mediaType"] != ss.MEDIA_TYPE:
+            reasons.append(f"{label}: media type {layer['mediaType']!r} is not a signature")
+            continue
+        encoded = layer.get("annotations", {}).get(ss.SIGNATURE_ANNOTATION)
+        if not encoded:
+            reasons.append(f"{label}: no {ss.SIGNATURE_ANNOTATION} annotation")
+            continue
+        try:
+            signature = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            reasons.append(f"{label}: signature annotation is not valid base64")
+            continue
+        try:
+            payload = fetch_layer(registry, reference.repository, layer)
+        except VerificationError as exc:
+            reasons.append(f"{label}: {exc}")
+            continue
+        matching = [k for k in trusted if k.verify(signature, payload)]
+        if not matching:
+            reasons.append(f"{label}: not signed by a trusted key (or payload altered)")
+            continue
+        try:
+            parsed = ss.parse_payload(payload)
+        except VerificationError as exc:
+            reasons.append(f"{label}: {exc}")
+            continue
+        if parsed.manifest_digest != digest:
+            reasons.append(
+                f"{label}: signs {parsed.manifest_digest}, not {digest} "
+                "(copied from another image, or the tag moved after signing)"
+            )
+            continue
+        if not _identity_matches(parsed.docker_reference, expected_identity):
+            reasons.append(
+                f"{label}: signed for {parsed.docker_reference!r}, expected {expected_identity!r}"
+            )
+            continue
+        signers.update(k.keyid for k in matching)
+    return signers, reasons
+
+
+def clear_cache() -> None:
+    """Forget cached verification results (tests, key rotation)."""
+    _cache.clear()
+
+
+__all__ = ["ANY_IDENTITY", "SIGNATURE_SUFFIX", "clear_cache", "sign_image", "verify_image"]

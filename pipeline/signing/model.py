@@ -1,0 +1,138 @@
+"""Model signatures: who vouches for exactly which files of a (sealed) model.
+
+A model directory is signed with OpenSSF model signing (``model-signing``): every
+file is hashed with sha256, the list of (relative path, digest) becomes an in-toto
+statement (predicate ``https://model_signing/signature/v1.0``), the statement is
+signed in a DSSE envelope and stored as a Sigstore bundle v0.3 in
+``<model_dir>/model.sig``. The same file verifies with ``model_signing verify``.
+
+What is covered: every regular file under the directory, hidden files included, at
+any depth. Left out: the signature file itself and ``.git``. Symlinks, sockets and
+fifos are refused when signing and when verifying (never followed).
+
+Two ways to verify, because the runtime must not read the weights twice:
+
+* :func:`verify_model_signature` checks only the bundle (cheap) and returns the
+  signed ``{path: sha256}``; the loader hashes each ciphertext while decrypting and
+  compares with it.
+* :func:`verify_model` also hashes every file and fails on any added, removed or
+  changed file (for ``pipeline verify-model``, promotion gates, admission).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import InputError, IntegrityError
+from pipeline.signing import _model_internal as _impl
+
+SIGNATURE_NAME = "model.sig"
+
+__all__ = [
+    "SIGNATURE_NAME",
+    "Trust",
+    "sign_model",
+    "verify_model",
+    "verify_model_signature",
+]
+
+
+@dataclass(frozen=True)
+class Trust:
+    """Who may have signed. A signature is accepted if any one entry verifies it.
+
+    ``public_keys``: PEM public keys (key-based signing, the offline default).
+    ``certificate_chain``: PEM certificates that anchor certificate-based signatures.
+    ``identities``: (identity, OIDC issuer) pairs for Sigstore keyless signatures;
+    checking those needs the Sigstore trust root (TUF), i.e. the network.
+    An empty Trust accepts nothing.
+    """
+
+    public_keys: tuple[Path, ...] = ()
+    certificate_chain: tuple[Path, ...] = ()
+    identities: tuple[tuple[str, str], ...] = ()
+
+    def is_empty(self) -> bool:
+        """True when no signer at all is trusted (verification then always fails)."""
+        return not (self.public_keys or self.certificate_chain or self.identities)
+
+
+def sign_model(
+    model_dir: Path,
+    *,
+    private_key: Path | None = None,
+    pkcs11_uri: str | None = None,
+    identity_token: str | None = None,
+    signature_name: str = SIGNATURE_NAME,
+) -> Path:
+    """Sign every file in ``model_dir``; write ``model_dir/signature_name``; return its path.
+
+    Exactly one signer: a PEM private key (password from PIPELINE_SIGNING_KEY_PASSWORD),
+    a PKCS#11 URI (module/token/PIN completed from the pipeline's PKCS#11 settings when
+    absent from the URI), or an OIDC identity token for Sigstore keyless signing.
+    An existing signature is replaced atomically; on failure it is left untouched.
+    """
+    chosen = [x for x in (private_key, pkcs11_uri, identity_token) if x is not None]
+    if len(chosen) != 1:
+        raise InputError(
+            "sign with exactly one of: a private key, a PKCS#11 URI, an identity token"
+        )
+    _impl.check_signature_name(signature_name)
+    model_dir = _impl.check_model_dir(Path(model_dir))
+    if not _has_files(model_dir, signature_name):
+        raise InputError(f"nothing to sign: {model_dir} has no files")
+
+    from model_signing import signing
+
+    config = signing.Config().set_hashing_config(_impl.hashing_config(signature_name))
+    if private_key is not None:
+        config = _impl.load_key_signer(config, Path(private_key))
+    elif pkcs11_uri is not None:
+        config = _impl.load_pkcs11_signer(config, pkcs11_uri)
+    else:
+        assert identity_token is not None
+        config = _impl.load_sigstore_signer(config, identity_token)
+
+    signature_path = model_dir / signature_name
+    _impl.sign_to_file(config, model_dir, signature_path)
+    return signature_path
+
+
+def verify_model_signature(
+    model_dir: Path, trust: Trust, *, signature_name: str = SIGNATURE_NAME
+) -> dict[str, str]:
+    """Check the signature only (no file is hashed); return the signed {path: sha256 hex}.
+
+    Raises VerificationError for a missing signature, a malformed bundle, a bad
+    signature, an untrusted signer, or a manifest that is not per-file sha256.
+    The caller must still compare every file it uses with the returned digests.
+    """
+    _impl.check_signature_name(signature_name)
+    model_dir = _impl.check_model_dir(Path(model_dir))
+    return _impl.verify_bundle(model_dir / signature_name, trust)
+
+
+def verify_model(
+    model_dir: Path, trust: Trust, *, signature_name: str = SIGNATURE_NAME
+) -> dict[str, str]:
+    """Check the signature and every file; return the signed {path: sha256 hex}.
+
+    VerificationError: the signature is missing, bad or untrusted.
+    IntegrityError: a file was added (present but not signed), removed (signed but
+    missing) or changed; the message names the files.
+    """
+    expected = verify_model_signature(model_dir, trust, signature_name=signature_name)
+    actual = _impl.hash_model(Path(model_dir), signature_name, IntegrityError)
+    _impl.compare(Path(model_dir), expected, actual)
+    return expected
+
+
+def _has_files(model_dir: Path, signature_name: str) -> bool:
+    for path in model_dir.rglob("*"):
+        relative = path.relative_to(model_dir)
+        if relative.parts[0] in _impl.ALWAYS_IGNORED or relative.as_posix() == signature_name:
+            continue
+        if path.is_file() or path.is_symlink():
+            return True
+    return False
