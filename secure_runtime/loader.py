@@ -13,7 +13,9 @@ never re-reads the disk after verification.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
 import os
 import time
 import types
@@ -34,6 +36,8 @@ from pipeline.sealing.open import (
 )
 from pipeline.sealing.safetensors_buffer import parse_header, tensors_from_buffer
 from pipeline.signing.model import Trust
+
+HUGE_BUFFER_MIN = 8 << 20
 
 
 @dataclass
@@ -75,6 +79,23 @@ def _project(opened: OpenedModel) -> dict[str, Any]:
     return data
 
 
+def host_buffer(size: int, *, pin: bool = False) -> torch.Tensor:
+    """An uninitialised uint8 buffer for plaintext weights, cheap to fault in.
+
+    Page faults dominate filling fresh memory here (~0.5 ms per MiB with 4 KiB
+    pages); an anonymous mapping advised ``MADV_HUGEPAGE`` faults in 2 MiB pages,
+    4-5x faster. Pinned (page-locked) memory is used instead when the weights go to
+    CUDA, so the host-to-device copy is a DMA.
+    """
+    if pin or size < HUGE_BUFFER_MIN:
+        return torch.empty(size, dtype=torch.uint8, pin_memory=pin)
+    mapped = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(AttributeError, OSError):
+        mapped.madvise(mmap.MADV_HUGEPAGE)
+    # frombuffer keeps a reference to the mapping for as long as the tensor lives.
+    return torch.frombuffer(mapped, dtype=torch.uint8)
+
+
 def _decrypt_weights(
     opened: OpenedModel, data_key: bytearray, device: str, threads: int | None
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], float]:
@@ -84,7 +105,7 @@ def _decrypt_weights(
     started = time.perf_counter()
     try:
         for entry in opened.manifest.sealed_files:
-            buffer = torch.empty(entry.size, dtype=torch.uint8, pin_memory=pin)
+            buffer = host_buffer(entry.size, pin=pin)
             buffers.append(buffer)
             view = memoryview(buffer.numpy()) if entry.size else memoryview(bytearray())
             decrypt_file_into(opened, entry, data_key, view, threads=threads)

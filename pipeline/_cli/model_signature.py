@@ -85,7 +85,9 @@ def sign_model_cmd(
         try:
             token = identity_token_file.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read identity token file {identity_token_file}: {exc}")
+            raise InputError(
+                f"cannot read identity token file {identity_token_file}: {exc}"
+            ) from None
     signature = sign_model(
         model_dir,
         private_key=private_key,

@@ -215,10 +215,10 @@ def mapped_ciphertext(path: Path) -> Iterator[memoryview]:
         if size == 0:
             yield memoryview(b"")
             return
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        with contextlib.suppress(AttributeError, OSError):
-            mapped.madvise(mmap.MADV_SEQUENTIAL)
-            mapped.madvise(mmap.MADV_WILLNEED)
+        # MAP_POPULATE maps the (page-cached) file in one kernel call instead of
+        # taking a fault per page during decryption.
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mapped = mmap.mmap(handle.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
         view = memoryview(mapped)
         try:
             yield view

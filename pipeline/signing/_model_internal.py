@@ -20,17 +20,19 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import io
 import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.errors import (
+    AuthError,
     ConfigError,
     InputError,
     IntegrityError,
@@ -137,84 +139,72 @@ def load_key_signer(config: Any, private_key: Path) -> Any:
         ) from None
 
 
-def load_pkcs11_signer(config: Any, pkcs11_uri: str) -> Any:
-    """Configure ``config`` with a key on a PKCS#11 token (model-signing's pkcs11 signer)."""
-    uri = resolve_pkcs11_uri(pkcs11_uri)
-    try:
-        import PyKCS11
-    except ImportError:  # pragma: no cover - PyKCS11 is a declared dependency
-        raise ConfigError("PKCS#11 signing needs PyKCS11 (pip install PyKCS11)") from None
-    try:
-        _keep_module_loaded(uri)
-        try:
-            return config.use_pkcs11_signer(pkcs11_uri=uri)
-        except PyKCS11.PyKCS11Error as exc:
-            if exc.value != PyKCS11.CKR_USER_ALREADY_LOGGED_IN:
-                raise
-            # PKCS#11 login state belongs to the process, not the session: another
-            # library in this process (the sealing key provider) is already logged in
-            # to the token, so a second login fails and none is needed.
-            return config.use_pkcs11_signer(pkcs11_uri=_without_pin(uri))
-    except PyKCS11.PyKCS11Error as exc:
-        raise KeyProviderError(f"PKCS#11 token refused: {_short(exc)}") from None
-    except FileNotFoundError as exc:
-        raise KeyProviderUnreachableError(f"PKCS#11 module not found: {exc}") from None
-    except (ValueError, RuntimeError) as exc:  # no such token/key/module, bad curve
-        raise KeyProviderError(f"PKCS#11 signing key unavailable: {_short(exc)}") from None
+@dataclass(frozen=True)
+class Pkcs11KeyRef:
+    """Where a token key lives, resolved from a URI plus the pipeline's PKCS#11 settings."""
+
+    module: str
+    token_label: str | None
+    slot_id: int | None
+    label: str | None
+    key_id: bytes | None
+    pin: str = field(repr=False)
 
 
-def resolve_pkcs11_uri(pkcs11_uri: str) -> str:
-    """Complete an RFC 7512 URI from the pipeline's PKCS#11 settings.
+def resolve_pkcs11_uri(pkcs11_uri: str) -> Pkcs11KeyRef:
+    """Parse an RFC 7512 URI and fill the gaps from the pipeline's PKCS#11 settings.
 
     ``pkcs11:object=model-signing`` is enough when the module, token and PIN are
-    configured the way the key provider reads them (PIPELINE_PKCS11_MODULE / _TOKEN /
-    _PIN / _PIN_FILE, or keys.pkcs11 in pipeline.yaml). A ``pin-source`` file is read
-    here, trailing newline stripped (model-signing would send the newline as part of
-    the PIN), and the PIN travels only inside this process.
+    configured the way the sealing key provider reads them (PIPELINE_PKCS11_MODULE /
+    _TOKEN / _PIN / _PIN_FILE, or keys.pkcs11 in pipeline.yaml). A ``pin-source`` file
+    is read with its trailing newline stripped; the PIN never leaves this process.
     """
-    from model_signing._signing.pkcs11uri import Pkcs11URI
-
-    if not pkcs11_uri.startswith("pkcs11:"):
-        raise InputError("a PKCS#11 URI must start with 'pkcs11:' (RFC 7512)")
-    parsed = Pkcs11URI()
-    try:
-        parsed.parse(pkcs11_uri)
-    except ValueError as exc:
-        raise InputError(f"malformed PKCS#11 URI: {_redact_pin(str(exc))}") from None
-    if parsed.get_path_attribute("object") is None and parsed.get_path_attribute("id") is None:
+    path_attrs, query = parse_pkcs11_uri(pkcs11_uri)
+    label = _text(path_attrs.get("object"))
+    key_id = path_attrs.get("id")
+    if label is None and key_id is None:
         raise InputError("the PKCS#11 URI must name the key: object=<label> or id=<id>")
+    conf = _pkcs11_settings()
 
-    settings_conf = _pkcs11_settings()
-    query = parsed.query_attributes
-    path_attrs = parsed.path_attributes
-    if "module-path" not in query and "module-name" not in query:
-        module = os.environ.get("PIPELINE_PKCS11_MODULE") or settings_conf.get("module")
-        if not module:
-            raise ConfigError(
-                "no PKCS#11 module: add module-path=... to the URI, set PIPELINE_PKCS11_MODULE "
-                "or keys.pkcs11.module in pipeline.yaml"
-            )
-        module_path = Path(str(module)).expanduser().absolute()
-        if not module_path.is_file():
-            raise KeyProviderUnreachableError(f"PKCS#11 module not found: {module_path}")
-        query["module-path"] = str(module_path)
-    if "token" not in path_attrs and "slot-id" not in path_attrs:
-        token = os.environ.get("PIPELINE_PKCS11_TOKEN") or settings_conf.get("token_label")
+    module = _text(query.get("module-path")) or os.environ.get("PIPELINE_PKCS11_MODULE")
+    module = module or conf.get("module")
+    if "module-name" in query and "module-path" not in query:
+        raise InputError("use module-path=<absolute path> (module-name is not supported)")
+    if not module:
+        raise ConfigError(
+            "no PKCS#11 module: add module-path=... to the URI, set PIPELINE_PKCS11_MODULE "
+            "or keys.pkcs11.module in pipeline.yaml"
+        )
+    module_path = Path(str(module)).expanduser()
+    if not module_path.is_absolute() or not module_path.is_file():
+        raise KeyProviderUnreachableError(f"PKCS#11 module not found: {module_path}")
+
+    slot_id: int | None = None
+    if "slot-id" in path_attrs:
+        try:
+            slot_id = int(_text(path_attrs["slot-id"]) or "")
+        except ValueError:
+            raise InputError("PKCS#11 URI: slot-id must be a number") from None
+    token = _text(path_attrs.get("token"))
+    if token is None and slot_id is None:
+        token = os.environ.get("PIPELINE_PKCS11_TOKEN") or conf.get("token_label")
         if not token:
             raise ConfigError(
                 "no PKCS#11 token: add token=... to the URI, set PIPELINE_PKCS11_TOKEN "
                 "or keys.pkcs11.token_label in pipeline.yaml"
             )
-        path_attrs["token"] = str(token)
 
-    pin: str | None = query.pop("pin-value", None)
-    source = query.pop("pin-source", None)
+    pin = _text(query.get("pin-value"))
+    source = _text(query.get("pin-source"))
     if pin is None and source is not None:
-        pin = _read_pin_file(Path(source.removeprefix("file://").removeprefix("file:")))
+        source_path = Path(source.removeprefix("file://").removeprefix("file:"))
+        if not source_path.is_absolute():
+            raise InputError("PKCS#11 URI: pin-source must be an absolute file path")
+        pin = _read_pin_file(source_path)
     if pin is None and os.environ.get("PIPELINE_PKCS11_PIN"):
         pin = os.environ["PIPELINE_PKCS11_PIN"]
     if pin is None:
-        pin_file = os.environ.get("PIPELINE_PKCS11_PIN_FILE") or settings_conf.get("pin_file")
+        pin_file = os.environ.get("PIPELINE_PKCS11_PIN_FILE") or conf.get("pin_file")
         if pin_file:
             pin = _read_pin_file(Path(str(pin_file)).expanduser())
     if pin is None:
@@ -222,46 +212,190 @@ def resolve_pkcs11_uri(pkcs11_uri: str) -> str:
             "no PIN for the PKCS#11 token: use pin-source=<file> in the URI, "
             "PIPELINE_PKCS11_PIN_FILE or keys.pkcs11.pin_file"
         )
-    query["pin-value"] = pin
+    return Pkcs11KeyRef(
+        module=str(module_path),
+        token_label=str(token) if token is not None else None,
+        slot_id=slot_id,
+        label=label,
+        key_id=key_id,
+        pin=pin,
+    )
+
+
+def parse_pkcs11_uri(pkcs11_uri: str) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """RFC 7512: ``pkcs11:<path attrs ';'>[?<query attrs '&'>]``, values percent-decoded."""
+    from urllib.parse import unquote_to_bytes
+
+    if not pkcs11_uri.startswith("pkcs11:"):
+        raise InputError("a PKCS#11 URI must start with 'pkcs11:' (RFC 7512)")
+    body = pkcs11_uri[len("pkcs11:") :]
+    path_part, _, query_part = body.partition("?")
+    result: list[dict[str, bytes]] = []
+    for part, separator in ((path_part, ";"), (query_part, "&")):
+        attrs: dict[str, bytes] = {}
+        for item in filter(None, part.split(separator)):
+            name, equals, value = item.partition("=")
+            if not equals or not name:
+                raise InputError("malformed PKCS#11 URI: an attribute is not name=value")
+            if name in attrs:
+                raise InputError(f"malformed PKCS#11 URI: attribute {name!r} given twice")
+            attrs[name] = unquote_to_bytes(value)
+        result.append(attrs)
+    if "pin-value" in result[1] and "pin-source" in result[1]:
+        raise InputError("PKCS#11 URI: give pin-value or pin-source, not both")
+    return result[0], result[1]
+
+
+def _text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
     try:
-        return str(parsed.format())
-    except ValueError as exc:
-        raise InputError(f"malformed PKCS#11 URI: {_redact_pin(str(exc))}") from None
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("PKCS#11 URI: attribute is not UTF-8 text") from None
 
 
-_LOADED_MODULES: dict[str, Any] = {}
+@contextlib.contextmanager
+def open_pkcs11_signer(pkcs11_uri: str) -> Iterator[Any]:
+    """A model-signing Signer backed by a token key, open for the duration of the block.
 
-
-def _keep_module_loaded(uri: str) -> None:
-    """Hold one PyKCS11 reference to the module for the life of the process.
-
-    PyKCS11 calls C_Finalize when its last user of a module goes away, which would
-    also end every session another PKCS#11 library in this process (python-pkcs11,
-    used by the sealing key provider) holds on the same module. One reference kept
-    here means model-signing's short-lived signer never finalizes the module.
+    Built on python-pkcs11, the one PKCS#11 library of the project: model-signing's own
+    PKCS#11 signer uses PyKCS11, and two libraries in one process fight over
+    C_Initialize/C_Finalize (one finalizing the module ends the other's sessions).
+    The bundle it makes is the one model-signing's key and PKCS#11 signers make.
     """
-    import PyKCS11
-    from model_signing._signing import sign_pkcs11
-    from model_signing._signing.pkcs11uri import Pkcs11URI
+    import pkcs11
+    from pkcs11 import KeyType, ObjectClass
+    from pkcs11 import exceptions as p11
 
-    parsed = Pkcs11URI()
-    parsed.parse(uri)
-    # The same lookup model-signing's signer does, so the same file name string.
-    parsed.set_module_directories(sign_pkcs11.MODULE_PATHS)
-    parsed.set_allow_any_module(True)
-    module = parsed.get_module()
-    if module not in _LOADED_MODULES:
-        _LOADED_MODULES[module] = PyKCS11.PyKCS11Lib().load(pkcs11dll_filename=module)
+    ref = resolve_pkcs11_uri(pkcs11_uri)
+    try:
+        library = pkcs11.lib(ref.module)
+    except (OSError, p11.PKCS11Error, RuntimeError) as exc:
+        raise KeyProviderUnreachableError(
+            f"cannot load PKCS#11 module {ref.module}: {_short(exc)}"
+        ) from None
+    try:
+        if ref.slot_id is not None:
+            slots = [s for s in library.get_slots(token_present=True) if s.slot_id == ref.slot_id]
+            if not slots:
+                raise KeyProviderUnreachableError(f"no token in PKCS#11 slot {ref.slot_id}")
+            token = slots[0].get_token()
+            if ref.token_label is not None and token.label != ref.token_label:
+                raise KeyProviderError(
+                    f"the token in slot {ref.slot_id} is not {ref.token_label!r}"
+                )
+        else:
+            token = library.get_token(token_label=ref.token_label)
+    except p11.NoSuchToken:
+        raise KeyProviderUnreachableError(
+            f"PKCS#11 token {ref.token_label!r} not found in {ref.module}"
+        ) from None
+    except p11.PKCS11Error as exc:
+        raise KeyProviderUnreachableError(f"PKCS#11 token unavailable: {_p11(exc)}") from None
+
+    try:
+        session = token.open(user_pin=ref.pin)
+    except p11.UserAlreadyLoggedIn:
+        # Login state belongs to the process, not the session: the sealing key provider
+        # is already logged in to this token, so this session is too.
+        session = token.open()
+    except (p11.PinIncorrect, p11.PinLenRange, p11.PinLocked) as exc:
+        raise AuthError(
+            f"PKCS#11 token {token.label!r} refused the PIN ({type(exc).__name__})"
+        ) from None
+    except p11.PKCS11Error as exc:
+        raise KeyProviderError(f"cannot log in to PKCS#11 token: {_p11(exc)}") from None
+    try:
+        what = f"label {ref.label!r}" if ref.label is not None else f"id {ref.key_id!r}"
+        criteria: dict[str, Any] = {"key_type": KeyType.EC}
+        if ref.label is not None:
+            criteria["label"] = ref.label
+        if ref.key_id is not None:
+            criteria["id"] = ref.key_id
+        try:
+            private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, **criteria)
+            public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, **criteria)
+        except p11.NoSuchKey:
+            raise KeyProviderError(
+                f"no EC key pair with {what} on PKCS#11 token {token.label!r} "
+                "(both the private and the public key object are needed)"
+            ) from None
+        except p11.MultipleObjectsReturned:
+            raise KeyProviderError(
+                f"more than one EC key with {what} on the token: add id=... to the URI"
+            ) from None
+        except p11.PKCS11Error as exc:
+            raise KeyProviderError(f"cannot read PKCS#11 key {what}: {_p11(exc)}") from None
+        yield _token_signer_class()(private, public)
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()
 
 
-def _without_pin(uri: str) -> str:
-    from model_signing._signing.pkcs11uri import Pkcs11URI
+def _p11(exc: BaseException) -> str:
+    return _short(exc) if str(exc) else type(exc).__name__
 
-    parsed = Pkcs11URI()
-    parsed.parse(uri)
-    parsed.query_attributes.pop("pin-value", None)
-    parsed.query_attributes.pop("pin-source", None)
-    return str(parsed.format())
+
+@functools.cache
+def _token_signer_class() -> type:
+    """model-signing Signer whose ECDSA happens on the token (class built on first use)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    from google.protobuf import json_format
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb, signing
+    from pkcs11 import Mechanism
+    from pkcs11.util.ec import encode_ec_public_key
+    from sigstore_models import intoto as intoto_pb
+    from sigstore_models.bundle import v1 as bundle_pb
+    from sigstore_models.common import v1 as common_pb
+
+    class TokenSigner(sign_sigstore_pb.Signer):  # type: ignore[misc]
+        """Same DSSE + bundle v0.3 as model-signing's key signer; the key never leaves."""
+
+        def __init__(self, private: Any, public: Any) -> None:
+            self._private = private
+            self._public_key = serialization.load_der_public_key(encode_ec_public_key(public))
+            if not isinstance(self._public_key, ec.EllipticCurvePublicKey):
+                raise KeyProviderError("the PKCS#11 key is not an EC key")
+            try:
+                self._hash = sign_ec_key.get_ec_key_hash(self._public_key)
+            except ValueError as exc:
+                raise KeyProviderError(f"unsupported PKCS#11 key: {exc}") from None
+
+        def sign(self, payload: Any) -> Any:
+            raw_payload = json_format.MessageToJson(payload.statement.pb).encode("utf-8")
+            digest = hashes.Hash(self._hash)
+            digest.update(sign_sigstore_pb.pae(raw_payload))
+            raw = self._private.sign(digest.finalize(), mechanism=Mechanism.ECDSA)
+            half = len(raw) // 2  # PKCS#11 returns r || s; DSSE carries DER
+            der = encode_dss_signature(
+                int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
+            )
+            envelope = intoto_pb.Envelope(
+                payload=base64.b64encode(raw_payload),
+                payload_type=signing._IN_TOTO_JSON_PAYLOAD_TYPE,
+                signatures=[intoto_pb.Signature(sig=base64.b64encode(der), keyid="")],
+            )
+            pem = self._public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            material = bundle_pb.VerificationMaterial(
+                public_key=common_pb.PublicKeyIdentifier(hint=hashlib.sha256(pem).hexdigest()),
+                tlog_entries=[],
+            )
+            return sign_sigstore_pb.Signature(
+                bundle_pb.Bundle(
+                    media_type=sign_sigstore_pb._BUNDLE_MEDIA_TYPE,
+                    verification_material=material,
+                    dsse_envelope=envelope,
+                )
+            )
+
+    return TokenSigner
 
 
 def _pkcs11_settings() -> dict[str, Any]:
@@ -306,16 +440,29 @@ def load_sigstore_signer(config: Any, identity_token: str) -> Any:
         raise _sigstore_error(exc, "cannot set up Sigstore keyless signing") from None
 
 
-def sign_to_file(config: Any, model_dir: Path, signature_path: Path) -> None:
+def signer_writer(signer: Any, signature_name: str) -> Callable[[Path, Path], None]:
+    """What ``model_signing.signing.Config.sign`` does, for a Signer it has no slot for."""
+
+    def write(model_dir: Path, target: Path) -> None:
+        from model_signing._signing import signing
+
+        manifest = hashing_config(signature_name).hash(model_dir)
+        signer.sign(signing.Payload(manifest)).write(target)
+
+    return write
+
+
+def sign_to_file(sign: Callable[[Path, Path], None], model_dir: Path, signature_path: Path) -> None:
     """Hash + sign with model-signing, writing the bundle under a temporary name first.
 
-    The temporary name does not exist while the model is hashed (model-signing hashes,
-    then signs, then writes), so it never ends up in its own manifest.
+    ``sign(model_dir, target)`` is ``model_signing.signing.Config.sign`` (or the same
+    steps for the token signer). The temporary name does not exist while the model is
+    hashed (hash, then sign, then write), so it never ends up in its own manifest.
     """
     tmp = signature_path.with_name(f".{signature_path.name}.tmp-{secrets.token_hex(6)}")
     try:
         try:
-            config.sign(model_dir, tmp)
+            sign(model_dir, tmp)
         except PipelineError:
             raise
         except ValueError as exc:
@@ -343,14 +490,9 @@ def sign_to_file(config: Any, model_dir: Path, signature_path: Path) -> None:
 
 
 def _signing_error(exc: Exception) -> Exception:
-    try:
-        import PyKCS11
-
-        if isinstance(exc, PyKCS11.PyKCS11Error):
-            return KeyProviderError(f"PKCS#11 signing failed: {_short(exc)}")
-    except ImportError:  # pragma: no cover
-        pass
     module = type(exc).__module__ or ""
+    if module.startswith("pkcs11"):
+        return KeyProviderError(f"PKCS#11 signing failed: {_p11(exc)}")
     if module.startswith(("sigstore", "requests", "urllib3")):
         return _sigstore_error(exc, "Sigstore keyless signing failed")
     return KeyProviderError(f"signing failed: {type(exc).__name__}: {_short(exc)}")
@@ -358,8 +500,6 @@ def _signing_error(exc: Exception) -> Exception:
 
 def _sigstore_error(exc: Exception, what: str) -> Exception:
     """Network and trust-root failures are 'unreachable'; bad tokens are auth problems."""
-    from pipeline.errors import AuthError
-
     name = type(exc).__name__
     if name in ("TUFError", "NetworkError", "ConnectionError", "Timeout", "MaxRetryError"):
         return UnreachableError(
@@ -464,9 +604,7 @@ def candidates(trust: Any, material: dict[str, Any], key_hint: str | None) -> li
         found.append(
             _Candidate(
                 "certificate chain " + ", ".join(str(p) for p in chain),
-                lambda: _build(
-                    lambda: sign_certificate.Verifier(chain), "certificate chain"
-                ),
+                lambda: _build(lambda: sign_certificate.Verifier(chain), "certificate chain"),
                 sigstore_bundle=False,
             )
         )
@@ -507,8 +645,9 @@ def _build(factory: Callable[[], Any], what: str) -> Any:
     except OSError as exc:
         raise ConfigError(f"trusted {what}: cannot read: {exc.strerror or exc}") from None
     except Exception as exc:  # not PEM, not EC, unsupported curve
-        raise ConfigError(f"trusted {what}: not a usable P-256/P-384/P-521 key or certificate: "
-                          f"{_short(exc)}") from None
+        raise ConfigError(
+            f"trusted {what}: not a usable P-256/P-384/P-521 key or certificate: {_short(exc)}"
+        ) from None
 
 
 class _Unreachable(Exception):
@@ -628,8 +767,10 @@ def _check_statement(signature_path: Path, data: dict[str, Any]) -> None:
             f"model signature {signature_path}: predicate {predicate_type!r} is not "
             f"{PREDICATE_TYPE} (re-sign with this pipeline)"
         )
-    if not isinstance(serialization, dict) or serialization.get("method") != "files" or (
-        serialization.get("hash_type") != "sha256"
+    if (
+        not isinstance(serialization, dict)
+        or serialization.get("method") != "files"
+        or (serialization.get("hash_type") != "sha256")
     ):
         raise VerificationError(
             f"model signature {signature_path}: manifest must use per-file sha256 digests "

@@ -202,6 +202,11 @@ def _verify_layers(
         label = f"{source} {index}"
         if layer["mediaType"] != dsse.MEDIA_TYPE:
             continue
+        annotated = layer.get("annotations", {}).get(PREDICATE_TYPE_ANNOTATION)
+        if annotated is not None and annotated != type_uri:
+            # The annotation is unsigned, so it may only narrow the search, never
+            # vouch for anything: a mislabelled layer is skipped (fail closed).
+            continue
         try:
             envelope = dsse.Envelope.from_json(fetch_layer(registry, reference.repository, layer))
             signed_by = dsse.verify(envelope, trusted)

@@ -85,17 +85,20 @@ def sign_model(
 
     from model_signing import signing
 
+    signature_path = model_dir / signature_name
+    if pkcs11_uri is not None:
+        with _impl.open_pkcs11_signer(pkcs11_uri) as token_signer:
+            write = _impl.signer_writer(token_signer, signature_name)
+            _impl.sign_to_file(write, model_dir, signature_path)
+        return signature_path
+
     config = signing.Config().set_hashing_config(_impl.hashing_config(signature_name))
     if private_key is not None:
         config = _impl.load_key_signer(config, Path(private_key))
-    elif pkcs11_uri is not None:
-        config = _impl.load_pkcs11_signer(config, pkcs11_uri)
     else:
         assert identity_token is not None
         config = _impl.load_sigstore_signer(config, identity_token)
-
-    signature_path = model_dir / signature_name
-    _impl.sign_to_file(config, model_dir, signature_path)
+    _impl.sign_to_file(config.sign, model_dir, signature_path)
     return signature_path
 
 
