@@ -53,6 +53,7 @@ def attach(
     sbom: dict[str, Any] | None = None,
     result: ScanResult | None = None,
     decision: GateDecision | None = None,
+    client_options: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Sign and attach the SBOM and/or scan result to ``ref``; returns what attest returned."""
     attest = _attest_fn()
