@@ -37,13 +37,14 @@ def _infer(project: str, module, model) -> str:  # type: ignore[no-untyped-def]
     import torch
 
     if project == "minilm":
-        code_inputs = module_code(model).preprocess(
-            ["sealed weights never touch the disk", "the model loads only in memory"], model.files
-        )
+        sentences = ["A man is playing a guitar.", "Someone plays an instrument.",
+                     "The stock market fell sharply today."]
+        code_inputs = module_code(model).preprocess(sentences, model.files)
         with torch.inference_mode():
             emb = module(**code_inputs)
-        cosine = float(emb[0] @ emb[1])
-        return f"embeddings {tuple(emb.shape)}, cosine(similar sentences)={cosine:.3f}"
+        similar, unrelated = float(emb[0] @ emb[1]), float(emb[0] @ emb[2])
+        return (f"embeddings {tuple(emb.shape)}, cosine(similar)={similar:.3f} "
+                f"> cosine(unrelated)={unrelated:.3f}")
     torch.manual_seed(0)
     batch = torch.randn(2, 16)
     with torch.inference_mode():

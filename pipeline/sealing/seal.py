@@ -216,7 +216,10 @@ def seal_model(
         if sign_key is not None:
             from pipeline.signing.model import sign_model
 
-            sign_model(tmp, private_key=Path(sign_key), signature_name=SIGNATURE_NAME)
+            written = {e.stored_path: e.stored_sha256 for e in entries}
+            written[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
+            sign_model(tmp, private_key=Path(sign_key), signature_name=SIGNATURE_NAME,
+                       known_digests=written)
         os.chmod(tmp, 0o755)
         _install(tmp, target, force)
     except BaseException:

@@ -14,9 +14,10 @@ storage code knowing. Private key passwords come from the environment variable
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -131,6 +132,24 @@ def load_signer(path: str | os.PathLike[str], password: bytes | None = None) -> 
     return PemSigner(key, str(path))
 
 
+@contextlib.contextmanager
+def open_signer(key: str | os.PathLike[str] | Signer) -> Iterator[Signer]:
+    """The signer ``key`` names: a Signer as is, a ``pkcs11:`` URI (token), or a PEM path.
+
+    A context manager because a token key is only usable while its session is open.
+    """
+    if hasattr(key, "sign"):
+        yield key  # type: ignore[misc]
+        return
+    from pipeline.signing._pkcs11_signer import is_pkcs11_uri, open_token_signer
+
+    if is_pkcs11_uri(key):
+        with open_token_signer(str(key)) as signer:
+            yield signer
+        return
+    yield load_signer(key)  # type: ignore[arg-type]
+
+
 def load_verify_key(source: str | os.PathLike[str]) -> VerifyKey:
     """Load a PEM public key from a path, or from inline PEM text (policy files allow both)."""
     text = os.fspath(source)
@@ -174,4 +193,5 @@ __all__ = [
     "load_signer",
     "load_verify_key",
     "load_verify_keys",
+    "open_signer",
 ]

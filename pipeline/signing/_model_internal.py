@@ -26,7 +26,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -88,6 +88,47 @@ def hashing_config(signature_name: str) -> Any:
         .use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)
         .set_ignored_paths(paths=[signature_name, *ALWAYS_IGNORED], ignore_git_paths=False)
     )
+
+
+def hashing_config_with_digests(
+    signature_name: str, model_dir: Path, known: Mapping[str, str] | None
+) -> Any:
+    """:func:`hashing_config`, but files whose sha256 the caller already has are not re-read.
+
+    The sealer computes the sha256 of every file it writes while writing it; hashing a
+    freshly sealed 1 GiB model again only to sign it would cost as much as the hash
+    itself. ``known`` maps relative posix paths to sha256 hex; any other file (and any
+    file not in ``known``) is hashed as usual, so the manifest is exactly the one the
+    plain configuration produces, and verifies with model-signing unchanged.
+    """
+    config = hashing_config(signature_name)
+    if not known:
+        return config
+    from model_signing._hashing.hashing import Digest
+
+    serializer = config._serializer  # model-signing 1.1: file.Serializer
+    real_factory = serializer._hasher_factory
+    root = Path(model_dir)
+    digests = {str(root / rel): bytes.fromhex(hex_digest) for rel, hex_digest in known.items()}
+
+    class _Known:
+        """A FileHasher whose result is already known (duck-typed: name + compute)."""
+
+        digest_name = "sha256"
+        digest_size = 32
+
+        def __init__(self, value: bytes) -> None:
+            self._value = value
+
+        def compute(self) -> Any:
+            return Digest("sha256", self._value)
+
+    def factory(path: Path) -> Any:
+        value = digests.get(str(path))
+        return _Known(value) if value is not None else real_factory(path)
+
+    serializer._hasher_factory = factory
+    return config
 
 
 def hash_model(model_dir: Path, signature_name: str, error: type[Exception]) -> dict[str, str]:
@@ -256,19 +297,16 @@ def _text(value: bytes | None) -> str | None:
 
 
 @contextlib.contextmanager
-def open_pkcs11_signer(pkcs11_uri: str) -> Iterator[Any]:
-    """A model-signing Signer backed by a token key, open for the duration of the block.
+def open_token_session(ref: Pkcs11KeyRef) -> Iterator[tuple[Any, Any]]:
+    """A logged-in ``(token, session)`` on the token ``ref`` names, closed after the block.
 
     Built on python-pkcs11, the one PKCS#11 library of the project: model-signing's own
     PKCS#11 signer uses PyKCS11, and two libraries in one process fight over
     C_Initialize/C_Finalize (one finalizing the module ends the other's sessions).
-    The bundle it makes is the one model-signing's key and PKCS#11 signers make.
     """
     import pkcs11
-    from pkcs11 import KeyType, ObjectClass
     from pkcs11 import exceptions as p11
 
-    ref = resolve_pkcs11_uri(pkcs11_uri)
     try:
         library = pkcs11.lib(ref.module)
     except (OSError, p11.PKCS11Error, RuntimeError) as exc:
@@ -295,11 +333,11 @@ def open_pkcs11_signer(pkcs11_uri: str) -> Iterator[Any]:
         raise KeyProviderUnreachableError(f"PKCS#11 token unavailable: {_p11(exc)}") from None
 
     try:
-        session = token.open(user_pin=ref.pin)
+        session = token.open(user_pin=ref.pin, rw=True)
     except p11.UserAlreadyLoggedIn:
         # Login state belongs to the process, not the session: the sealing key provider
         # is already logged in to this token, so this session is too.
-        session = token.open()
+        session = token.open(rw=True)
     except (p11.PinIncorrect, p11.PinLenRange, p11.PinLocked) as exc:
         raise AuthError(
             f"PKCS#11 token {token.label!r} refused the PIN ({type(exc).__name__})"
@@ -307,6 +345,23 @@ def open_pkcs11_signer(pkcs11_uri: str) -> Iterator[Any]:
     except p11.PKCS11Error as exc:
         raise KeyProviderError(f"cannot log in to PKCS#11 token: {_p11(exc)}") from None
     try:
+        yield token, session
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()
+
+
+@contextlib.contextmanager
+def open_pkcs11_signer(pkcs11_uri: str) -> Iterator[Any]:
+    """A model-signing Signer backed by a token key, open for the duration of the block.
+
+    The bundle it makes is the one model-signing's key and PKCS#11 signers make.
+    """
+    from pkcs11 import KeyType, ObjectClass
+    from pkcs11 import exceptions as p11
+
+    ref = resolve_pkcs11_uri(pkcs11_uri)
+    with open_token_session(ref) as (token, session):
         what = f"label {ref.label!r}" if ref.label is not None else f"id {ref.key_id!r}"
         criteria: dict[str, Any] = {"key_type": KeyType.EC}
         if ref.label is not None:
@@ -328,9 +383,48 @@ def open_pkcs11_signer(pkcs11_uri: str) -> Iterator[Any]:
         except p11.PKCS11Error as exc:
             raise KeyProviderError(f"cannot read PKCS#11 key {what}: {_p11(exc)}") from None
         yield _token_signer_class()(private, public)
-    finally:
-        with contextlib.suppress(Exception):
-            session.close()
+
+
+def create_token_keypair(pkcs11_uri: str) -> bytes:
+    """Generate an ECDSA P-256 pair on the token; return the public key as PEM.
+
+    The private key is created sensitive and non-extractable, so it can sign but never
+    leave the HSM; the PEM is what verifiers are given (``--trust``). A label that is
+    already taken is refused rather than shadowed: two keys of one label would make
+    ``object=<label>`` ambiguous for every later signature.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from pkcs11 import Attribute, KeyType, ObjectClass
+    from pkcs11 import exceptions as p11
+    from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+
+    ref = resolve_pkcs11_uri(pkcs11_uri)
+    if ref.label is None:
+        raise InputError("name the new key with object=<label> in the PKCS#11 URI")
+    with open_token_session(ref) as (token, session):
+        existing = list(session.get_objects({Attribute.LABEL: ref.label,
+                                             Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        if existing:
+            raise InputError(f"PKCS#11 token {token.label!r} already has a key {ref.label!r}")
+        key_id = ref.key_id or secrets.token_bytes(16)
+        try:
+            params = session.create_domain_parameters(
+                KeyType.EC,
+                {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+                local=True,
+            )
+            public, _ = params.generate_keypair(
+                store=True,
+                label=ref.label,
+                id=key_id,
+                private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+            )
+        except p11.PKCS11Error as exc:
+            raise KeyProviderError(f"cannot generate a key on the token: {_p11(exc)}") from None
+        der = encode_ec_public_key(public)
+    return serialization.load_der_public_key(der).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _p11(exc: BaseException) -> str:
@@ -440,13 +534,15 @@ def load_sigstore_signer(config: Any, identity_token: str) -> Any:
         raise _sigstore_error(exc, "cannot set up Sigstore keyless signing") from None
 
 
-def signer_writer(signer: Any, signature_name: str) -> Callable[[Path, Path], None]:
+def signer_writer(
+    signer: Any, signature_name: str, known: Mapping[str, str] | None = None
+) -> Callable[[Path, Path], None]:
     """What ``model_signing.signing.Config.sign`` does, for a Signer it has no slot for."""
 
     def write(model_dir: Path, target: Path) -> None:
         from model_signing._signing import signing
 
-        manifest = hashing_config(signature_name).hash(model_dir)
+        manifest = hashing_config_with_digests(signature_name, model_dir, known).hash(model_dir)
         signer.sign(signing.Payload(manifest)).write(target)
 
     return write

@@ -40,7 +40,7 @@ from pipeline.signing._cosign_store import (
     resolve_descriptor,
     resolve_digest,
 )
-from pipeline.signing._ecdsa import Signer, VerifyKey, load_signer, load_verify_keys
+from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 
 ATTESTATION_SUFFIX = "att"
 PREDICATE_TYPE_ANNOTATION = "predicateType"
@@ -61,15 +61,15 @@ def attest(
     """Sign ``predicate`` about the manifest ``ref`` names and attach it (``.att`` + referrer).
 
     ``predicate_type`` is a short name (slsaprovenance, cyclonedx, vuln) or a URI.
+    ``key``: a PEM private key path, a ``pkcs11:`` URI naming a token key, or a Signer.
     Attesting the same statement again with the same key adds nothing.
     """
     reference = as_reference(ref)
     type_uri = intoto.resolve_predicate_type(predicate_type)
     if not isinstance(predicate, Mapping):
         raise InputError("the predicate must be a JSON object")
-    signer: Signer = key if hasattr(key, "sign") else load_signer(key)  # type: ignore[assignment,arg-type]
-    public = VerifyKey(signer.public_key, "signer")
-    with client_for(reference, client, client_options) as registry:
+    with open_signer(key) as signer, client_for(reference, client, client_options) as registry:
+        public = VerifyKey(signer.public_key, "signer")
         subject = resolve_descriptor(registry, reference)
         digest = str(subject["digest"])
         statement = intoto.build_statement(reference.name, digest, type_uri, predicate)

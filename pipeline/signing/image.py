@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,17 +38,13 @@ from pipeline.signing._cosign_store import (
     resolve_descriptor,
     resolve_digest,
 )
-from pipeline.signing._ecdsa import Signer, VerifyKey, load_signer, load_verify_keys
+from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 
 SIGNATURE_SUFFIX = "sig"
 #: ``identity`` value that turns the docker-reference check off (cosign's default).
 ANY_IDENTITY = "*"
 
 _cache = VerificationCache()
-
-
-def _signer(key: Path | str | os.PathLike[str] | Signer) -> Signer:
-    return key if hasattr(key, "sign") else load_signer(key)  # type: ignore[arg-type,return-value]
 
 
 def sign_image(
@@ -62,12 +57,13 @@ def sign_image(
 ) -> dict[str, Any]:
     """Sign the manifest ``ref`` names (a tag is resolved to its digest now).
 
+    ``key``: a PEM private key path, a ``pkcs11:`` URI naming a token key, or a Signer.
+
     Signing the same digest again with the same key is a no-op; another key adds a
     layer, so several signers can meet a verification threshold.
     """
     reference = as_reference(ref)
-    signer = _signer(key)
-    with client_for(reference, client, client_options) as registry:
+    with open_signer(key) as signer, client_for(reference, client, client_options) as registry:
         descriptor = resolve_descriptor(registry, reference)
         digest = str(descriptor["digest"])
         payload = ss.build_payload(reference.name, digest, annotations)

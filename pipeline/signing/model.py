@@ -21,6 +21,7 @@ Two ways to verify, because the runtime must not read the weights twice:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def sign_model(
     pkcs11_uri: str | None = None,
     identity_token: str | None = None,
     signature_name: str = SIGNATURE_NAME,
+    known_digests: Mapping[str, str] | None = None,
 ) -> Path:
     """Sign every file in ``model_dir``; write ``model_dir/signature_name``; return its path.
 
@@ -72,6 +74,9 @@ def sign_model(
     a PKCS#11 URI (module/token/PIN completed from the pipeline's PKCS#11 settings when
     absent from the URI), or an OIDC identity token for Sigstore keyless signing.
     An existing signature is replaced atomically; on failure it is left untouched.
+    ``known_digests`` ({relative path: sha256 hex}) is for a caller that has just
+    written those files and hashed them while writing (the sealer): they are not
+    read again. Files not listed are hashed as usual.
     """
     chosen = [x for x in (private_key, pkcs11_uri, identity_token) if x is not None]
     if len(chosen) != 1:
@@ -88,11 +93,13 @@ def sign_model(
     signature_path = model_dir / signature_name
     if pkcs11_uri is not None:
         with _impl.open_pkcs11_signer(pkcs11_uri) as token_signer:
-            write = _impl.signer_writer(token_signer, signature_name)
+            write = _impl.signer_writer(token_signer, signature_name, known_digests)
             _impl.sign_to_file(write, model_dir, signature_path)
         return signature_path
 
-    config = signing.Config().set_hashing_config(_impl.hashing_config(signature_name))
+    config = signing.Config().set_hashing_config(
+        _impl.hashing_config_with_digests(signature_name, model_dir, known_digests)
+    )
     if private_key is not None:
         config = _impl.load_key_signer(config, Path(private_key))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import json
 import os
@@ -481,3 +482,34 @@ def test_pkcs11_uri_round_trips_percent_encoding(label, key_id, token) -> None:
 def test_malformed_pkcs11_uris_are_input_errors(uri) -> None:
     with pytest.raises(InputError):
         _model_internal.parse_pkcs11_uri(uri)
+
+
+# ------------------------------------------------------------------- known digests
+
+
+def test_known_digests_sign_the_same_manifest_without_reading(model, keys, monkeypatch) -> None:
+    """The sealer's shortcut: digests it already has are used, the rest are hashed."""
+    known = {"weights/part-0.bin": hashlib.sha256(FILES["weights/part-0.bin"]).hexdigest()}
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def spy(file, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(os.path.basename(os.fspath(file)) if not isinstance(file, int) else "")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    sign_model(model, private_key=keys["good"][0], known_digests=known)
+    monkeypatch.undo()
+    assert "part-0.bin" not in opened and "config.json" in opened
+    # Exactly what a full hash gives, and model-signing itself accepts it.
+    assert verify_model(model, trust_of(keys["good"][1])) == {
+        name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()
+    }
+    config = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=keys["good"][1])
+    config.verify(model, model / SIGNATURE_NAME)
+
+
+def test_a_wrong_known_digest_is_caught_by_full_verification(model, keys) -> None:
+    sign_model(model, private_key=keys["good"][0], known_digests={"weights/part-1.bin": "00" * 32})
+    with pytest.raises(IntegrityError, match="part-1.bin"):
+        verify_model(model, trust_of(keys["good"][1]))
