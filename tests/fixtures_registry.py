@@ -389,6 +389,8 @@ class FlakyProxy:
     ``drop``: predicate(method, path, count) -> True to close the connection unanswered.
     ``tamper``: function(method, path, body) -> new body for responses.
     ``log``: (method, path, status) of every request seen.
+    ``rewrite_digest``: after ``tamper``, send a Docker-Content-Digest that matches the
+    altered body (a registry that serves bad content consistently, not a corrupted hop).
     """
 
     upstream: RegistryServer
@@ -396,6 +398,7 @@ class FlakyProxy:
     fail_first: int = 0
     drop: Callable[[str, str, int], bool] | None = None
     tamper: Callable[[str, str, bytes], bytes] | None = None
+    rewrite_digest: bool = False
     log: list[tuple[str, str, int]] = field(default_factory=list)
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -462,11 +465,21 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
             response = conn.getresponse()
             data = response.read()
             conn.close()
+            headers_out = response.getheaders()
             if proxy.tamper and method != "HEAD":
+                original = data
                 data = proxy.tamper(method, path, data)
+                if proxy.rewrite_digest and data != original:
+                    import hashlib
+
+                    fixed = "sha256:" + hashlib.sha256(data).hexdigest()
+                    headers_out = [
+                        (k, fixed if k.lower() == "docker-content-digest" else v)
+                        for k, v in headers_out
+                    ]
             proxy.log.append((method, path, response.status))
             self.send_response(response.status)
-            for key, value in response.getheaders():
+            for key, value in headers_out:
                 if key.lower() in (
                     "transfer-encoding",
                     "connection",

@@ -39,15 +39,75 @@ def _options(insecure: bool, ca_file: str | None) -> dict[str, Any]:
     return {"insecure": insecure, "ca_file": ca_file}
 
 
+def _private_key_source(ctx: click.Context, param: click.Parameter, value: str) -> str | Path:
+    """A ``pkcs11:`` URI stays a URI (token key); anything else must be a PEM file."""
+    if value.startswith("pkcs11:"):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise click.BadParameter(f"file {value!r} does not exist", ctx=ctx, param=param)
+    return path
+
+
 _private_key = click.option(
-    "--key", "key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Private signing key (PEM, ECDSA P-256).",
+    "--key", "key", required=True, callback=_private_key_source, metavar="PEM|PKCS11_URI",
+    help="Private signing key: a PEM file (ECDSA P-256) or a PKCS#11 URI such as "
+         "pkcs11:object=release (module, token and PIN from PIPELINE_PKCS11_*).",
 )
 _public_keys = click.option(
     "--key", "keys", required=True, multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Trusted public key (PEM); repeatable.",
 )
+_verify_keys = click.option(
+    "--key", "keys", multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Trusted public key (PEM); repeatable. Needed unless a keyless identity is given.",
+)
+
+
+def _keyless_flags(func: F) -> F:
+    """cosign's keyless verification flags, with the trust root given as local files."""
+    pem = click.Path(exists=True, dir_okay=False, path_type=Path)
+    for option in reversed([
+        click.option("--certificate-identity-regexp", "identity_regexp", default=None,
+                     help="Keyless: the certificate SAN must fully match this regex."),
+        click.option("--certificate-oidc-issuer", "oidc_issuer", default=None,
+                     help="Keyless: the certificate's OIDC issuer (exact)."),
+        click.option("--fulcio-root", "fulcio_roots", multiple=True, type=pem,
+                     help="Keyless: trusted Fulcio CA certificate(s), PEM; repeatable."),
+        click.option("--rekor-key", "rekor_keys", multiple=True, type=pem,
+                     help="Keyless: trusted Rekor public key(s), PEM; repeatable."),
+        click.option("--insecure-ignore-tlog", is_flag=True, default=False,
+                     help="Keyless: accept a signature without a Rekor entry (cert checked "
+                          "at the current time)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _keyless(keys: tuple[Path, ...], identity_regexp: str | None, oidc_issuer: str | None,
+             fulcio_roots: tuple[Path, ...], rekor_keys: tuple[Path, ...],
+             ignore_tlog: bool) -> tuple[list[Any], Any]:
+    """(identities, trust root) from the keyless flags; UsageError when half given."""
+    from pipeline.signing.keyless import Identity, TrustRoot
+
+    if not (identity_regexp or oidc_issuer):
+        if not keys:
+            raise click.UsageError("give --key, or --certificate-identity-regexp with "
+                                   "--certificate-oidc-issuer and --fulcio-root")
+        return [], None
+    if not (identity_regexp and oidc_issuer and fulcio_roots):
+        raise click.UsageError("keyless verification needs --certificate-identity-regexp, "
+                               "--certificate-oidc-issuer and --fulcio-root")
+    try:
+        import re
+
+        re.compile(identity_regexp)
+    except re.error as exc:
+        raise click.UsageError(f"--certificate-identity-regexp: {exc}") from None
+    root = TrustRoot.load(list(fulcio_roots), list(rekor_keys), require_tlog=not ignore_tlog)
+    return [Identity(oidc_issuer, identity_regexp)], root
 
 
 @main.command("sign")
@@ -55,9 +115,15 @@ _public_keys = click.option(
 @_private_key
 @click.option("-a", "--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
               help="Extra (signed) annotation in the payload's 'optional' section.")
+@click.option("--certificate", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="PEM certificate of --key (e.g. from Fulcio) to attach.")
+@click.option("--certificate-chain", type=click.Path(exists=True, dir_okay=False,
+                                                     path_type=Path),
+              default=None, help="PEM chain of --certificate (intermediates, root).")
 @_registry_flags
 @json_option
-def sign_command(reference: str, key: Path, annotations: tuple[str, ...], insecure: bool,
+def sign_command(reference: str, key: Path | str, annotations: tuple[str, ...],
+                 certificate: Path | None, certificate_chain: Path | None, insecure: bool,
                  ca_file: str | None, as_json: bool) -> None:
     """Sign the manifest REFERENCE names (a tag is resolved to its digest first)."""
     from pipeline.errors import InputError
@@ -69,8 +135,11 @@ def sign_command(reference: str, key: Path, annotations: tuple[str, ...], insecu
         if not sep or not name:
             raise InputError(f"annotation {item!r} is not KEY=VALUE")
         extra[name] = value
+    if certificate_chain is not None and certificate is None:
+        raise InputError("--certificate-chain needs --certificate")
     result = sign_image(reference, key, annotations=extra or None,
-                        client_options=_options(insecure, ca_file))
+                        client_options=_options(insecure, ca_file), certificate=certificate,
+                        certificate_chain=certificate_chain)
     verb = "signed" if result["added"] else "already signed by this key:"
     emit(result, as_json, f"{verb} {result['digest']} -> {result['signature_tag']} "
                           f"({result['signatures']} signature(s))")
@@ -78,23 +147,33 @@ def sign_command(reference: str, key: Path, annotations: tuple[str, ...], insecu
 
 @main.command("verify")
 @click.argument("reference")
-@_public_keys
+@_verify_keys
+@_keyless_flags
 @click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Distinct trusted keys that must have signed.")
+              help="Distinct trusted keys (or keyless identities) that must have signed.")
 @click.option("--identity", default=None,
               help="Repository the signature must name (default: REFERENCE's; '*' for any).")
 @_registry_flags
 @json_option
-def verify_command(reference: str, keys: tuple[Path, ...], threshold: int,
+def verify_command(reference: str, keys: tuple[Path, ...], identity_regexp: str | None,
+                   oidc_issuer: str | None, fulcio_roots: tuple[Path, ...],
+                   rekor_keys: tuple[Path, ...], insecure_ignore_tlog: bool, threshold: int,
                    identity: str | None, insecure: bool, ca_file: str | None,
                    as_json: bool) -> None:
-    """Verify REFERENCE's signatures; exit 0 only when THRESHOLD trusted keys signed it."""
+    """Verify REFERENCE's signatures; exit 0 only when THRESHOLD trusted signers signed it.
+
+    Signers: public keys (--key), or a keyless identity (Fulcio certificate: issuer +
+    subject regex) checked against a local trust root (--fulcio-root, --rekor-key).
+    """
     from pipeline.signing.image import verify_image
 
+    identities, root = _keyless(keys, identity_regexp, oidc_issuer, fulcio_roots, rekor_keys,
+                                insecure_ignore_tlog)
     result = verify_image(reference, list(keys), threshold=threshold, identity=identity,
-                          client_options=_options(insecure, ca_file))
+                          client_options=_options(insecure, ca_file), keyless=identities,
+                          trust_root=root)
     emit(result, as_json, f"verified {result['digest']}: signed by "
-                          f"{len(result['signers'])} trusted key(s)")
+                          f"{len(result['signers'])} trusted signer(s)")
 
 
 def _read_predicate(path: Path) -> dict[str, Any]:
@@ -121,7 +200,7 @@ def _read_predicate(path: Path) -> dict[str, Any]:
 @_private_key
 @_registry_flags
 @json_option
-def attest_command(reference: str, predicate_type: str, predicate: Path, key: Path,
+def attest_command(reference: str, predicate_type: str, predicate: Path, key: Path | str,
                    insecure: bool, ca_file: str | None, as_json: bool) -> None:
     """Sign an in-toto statement about REFERENCE and attach it (cosign .att + OCI referrer)."""
     from pipeline.signing.attestation import attest

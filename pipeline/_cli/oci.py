@@ -148,11 +148,20 @@ def push_model_cmd(
 @main.command("pull-model")
 @click.argument("reference")
 @click.argument("dest", type=click.Path(file_okay=False))
+@click.option(
+    "--trust",
+    "trust_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Public key (PEM) the model signature must verify with (its own model.sig or "
+    "an attached one); repeatable. Without it nothing is verified here.",
+)
 @_registry_options
 @json_option
 def pull_model_cmd(
     reference: str,
     dest: str,
+    trust_keys: tuple[str, ...],
     insecure: bool,
     ca_file: str | None,
     username: str | None,
@@ -160,10 +169,42 @@ def pull_model_cmd(
     as_json: bool,
 ) -> None:
     """Pull the sealed model artifact REFERENCE into DEST (new or empty directory)."""
+    from pathlib import Path
+
     from pipeline.oci.model_artifact import pull_model
+    from pipeline.oci.reference import Reference
+    from pipeline.signing.model import Trust
+
+    ref = Reference.parse(reference)
+    trust = Trust(public_keys=tuple(Path(k) for k in trust_keys)) if trust_keys else None
+    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+        path = pull_model(ref, dest, client=client, trust=trust)
+    emit(
+        {"reference": str(ref), "path": str(path), "verified": trust is not None},
+        as_json,
+        str(path),
+    )
+
+
+@main.command("attach-model-signature")
+@click.argument("reference")
+@click.argument("signature", type=click.Path(exists=True, dir_okay=False))
+@_registry_options
+@json_option
+def attach_model_signature_cmd(
+    reference: str,
+    signature: str,
+    insecure: bool,
+    ca_file: str | None,
+    username: str | None,
+    password_stdin: bool,
+    as_json: bool,
+) -> None:
+    """Attach the model-signing bundle SIGNATURE to the model artifact REFERENCE (referrer)."""
+    from pipeline.oci.model_artifact import attach_model_signature
     from pipeline.oci.reference import Reference
 
     ref = Reference.parse(reference)
     with _client(ref, insecure, ca_file, username, password_stdin) as client:
-        path = pull_model(ref, dest, client=client)
-    emit({"reference": str(ref), "path": str(path)}, as_json, str(path))
+        digest = attach_model_signature(ref, signature, client=client)
+    emit({"reference": str(ref), "signature_manifest": digest}, as_json, digest)

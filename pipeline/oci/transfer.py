@@ -9,50 +9,21 @@ manifest in ``index.json`` only once all of its content is on disk.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pipeline.errors import InputError, IntegrityError
-from pipeline.oci import media_types as mt
 from pipeline.oci.client import RegistryClient
 from pipeline.oci.layout import OCILayout
+from pipeline.oci.manifest import Manifest, parse_manifest
 from pipeline.oci.reference import Reference
 
 _MAX_DEPTH = 4
 
 
-def _load_manifest(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads(data)
-    except ValueError as exc:
-        raise InputError(f"{what}: manifest is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise InputError(f"{what}: manifest is not a JSON object")
-    return manifest
-
-
-def _children(manifest: dict[str, Any], media_type: str, what: str) -> tuple[list, list]:
-    """(blob descriptors, child manifest descriptors) of a manifest."""
-    if media_type in mt.INDEX_TYPES:
-        manifests = manifest.get("manifests")
-        if not isinstance(manifests, list):
-            raise InputError(f"{what}: index without a 'manifests' list")
-        return [], manifests
-    config, layers = manifest.get("config"), manifest.get("layers", [])
-    if not isinstance(config, dict) or not isinstance(layers, list):
-        raise InputError(f"{what}: image manifest without config/layers")
-    blobs = [config, *layers]
-    for blob in blobs:
-        if not isinstance(blob, dict) or "digest" not in blob:
-            raise InputError(f"{what}: descriptor without a digest")
-    return blobs, []
-
-
-def _media_type(manifest: dict[str, Any], descriptor: dict[str, Any]) -> str:
-    media_type = descriptor.get("mediaType") or manifest.get("mediaType")
-    if not media_type:
-        media_type = mt.OCI_INDEX if "manifests" in manifest else mt.OCI_MANIFEST
-    return str(media_type)
+def _children(body: bytes, media_type: str | None, what: str) -> tuple[list, list, Manifest]:
+    """(blob descriptors, child manifest descriptors, parsed) of a manifest; InputError if bad."""
+    manifest = parse_manifest(body, media_type, where=what)
+    return list(manifest.blobs), list(manifest.manifests), manifest
 
 
 def push_layout(
@@ -85,9 +56,8 @@ def _push_manifest(
     digest = descriptor["digest"]
     body = layout.read_blob(digest)  # verified
     what = f"{layout.path}@{digest}"
-    manifest = _load_manifest(body, what)
-    media_type = _media_type(manifest, descriptor)
-    blobs, children = _children(manifest, media_type, what)
+    blobs, children, manifest = _children(body, descriptor.get("mediaType"), what)
+    media_type = manifest.media_type
     for child in children:
         _push_manifest(layout, ref, client, child, child["digest"], depth + 1)
     for blob in blobs:
@@ -112,8 +82,8 @@ def pull_to_layout(
         raise IntegrityError(f"{ref}: registry returned manifest {digest}")
     _pull_content(layout, ref, client, body, media_type, digest, 0)
     name = tag if tag is not None else ref.tag
-    manifest = _load_manifest(body, str(ref))
-    layout.add_manifest(body, media_type, tag=name, artifact_type=manifest.get("artifactType"))
+    manifest = parse_manifest(body, media_type, where=str(ref))
+    layout.add_manifest(body, media_type, tag=name, artifact_type=manifest.artifact_type)
     return digest
 
 
@@ -129,8 +99,7 @@ def _pull_content(
     if depth > _MAX_DEPTH:
         raise InputError(f"{ref}: image index nesting deeper than {_MAX_DEPTH}")
     what = f"{ref.name}@{digest}"
-    manifest = _load_manifest(body, what)
-    blobs, children = _children(manifest, media_type, what)
+    blobs, children, _ = _children(body, media_type, what)
     for child in children:
         child_body, child_type, child_digest = client.get_manifest(ref.repository, child["digest"])
         _pull_content(layout, ref, client, child_body, child_type, child_digest, depth + 1)

@@ -357,32 +357,42 @@ def open_pkcs11_signer(pkcs11_uri: str) -> Iterator[Any]:
 
     The bundle it makes is the one model-signing's key and PKCS#11 signers make.
     """
+    ref = resolve_pkcs11_uri(pkcs11_uri)
+    with open_token_session(ref) as (token, session):
+        private, public = find_token_keypair(ref, token, session)
+        yield _token_signer_class()(private, public)
+
+
+def find_token_keypair(ref: Pkcs11KeyRef, token: Any, session: Any) -> tuple[Any, Any]:
+    """The (private, public) EC key objects ``ref`` names on the open ``session``.
+
+    Both halves are required: the public object is how a signer learns which key it
+    holds (and how a bundle gets its key hint) without ever touching the private one.
+    """
     from pkcs11 import KeyType, ObjectClass
     from pkcs11 import exceptions as p11
 
-    ref = resolve_pkcs11_uri(pkcs11_uri)
-    with open_token_session(ref) as (token, session):
-        what = f"label {ref.label!r}" if ref.label is not None else f"id {ref.key_id!r}"
-        criteria: dict[str, Any] = {"key_type": KeyType.EC}
-        if ref.label is not None:
-            criteria["label"] = ref.label
-        if ref.key_id is not None:
-            criteria["id"] = ref.key_id
-        try:
-            private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, **criteria)
-            public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, **criteria)
-        except p11.NoSuchKey:
-            raise KeyProviderError(
-                f"no EC key pair with {what} on PKCS#11 token {token.label!r} "
-                "(both the private and the public key object are needed)"
-            ) from None
-        except p11.MultipleObjectsReturned:
-            raise KeyProviderError(
-                f"more than one EC key with {what} on the token: add id=... to the URI"
-            ) from None
-        except p11.PKCS11Error as exc:
-            raise KeyProviderError(f"cannot read PKCS#11 key {what}: {_p11(exc)}") from None
-        yield _token_signer_class()(private, public)
+    what = f"label {ref.label!r}" if ref.label is not None else f"id {ref.key_id!r}"
+    criteria: dict[str, Any] = {"key_type": KeyType.EC}
+    if ref.label is not None:
+        criteria["label"] = ref.label
+    if ref.key_id is not None:
+        criteria["id"] = ref.key_id
+    try:
+        private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, **criteria)
+        public = session.get_key(object_class=ObjectClass.PUBLIC_KEY, **criteria)
+    except p11.NoSuchKey:
+        raise KeyProviderError(
+            f"no EC key pair with {what} on PKCS#11 token {token.label!r} "
+            "(both the private and the public key object are needed)"
+        ) from None
+    except p11.MultipleObjectsReturned:
+        raise KeyProviderError(
+            f"more than one EC key with {what} on the token: add id=... to the URI"
+        ) from None
+    except p11.PKCS11Error as exc:
+        raise KeyProviderError(f"cannot read PKCS#11 key {what}: {_p11(exc)}") from None
+    return private, public
 
 
 def create_token_keypair(pkcs11_uri: str) -> bytes:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pipeline.errors import InputError, VerificationError
 from pipeline.oci.reference import Reference
+from pipeline.signing import keyless
 from pipeline.signing import simple_signing as ss
 from pipeline.signing._cosign_store import (
     VerificationCache,
@@ -39,6 +40,7 @@ from pipeline.signing._cosign_store import (
     resolve_digest,
 )
 from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
+from pipeline.signing.keyless import Identity, TrustRoot, certificate_annotations
 
 SIGNATURE_SUFFIX = "sig"
 #: ``identity`` value that turns the docker-reference check off (cosign's default).
@@ -54,8 +56,14 @@ def sign_image(
     annotations: Mapping[str, str] | None = None,
     client_options: Mapping[str, Any] | None = None,
     client: Any | None = None,
+    certificate: Path | str | None = None,
+    certificate_chain: Path | str | None = None,
 ) -> dict[str, Any]:
     """Sign the manifest ``ref`` names (a tag is resolved to its digest now).
+
+    ``certificate`` (and ``certificate_chain``): a PEM certificate for ``key``'s public
+    key (e.g. from Fulcio or a private CA), attached as cosign does, so the signature
+    verifies against an identity (keyless policy) as well as against the key.
 
     ``key``: a PEM private key path, a ``pkcs11:`` URI naming a token key, or a Signer.
 
@@ -63,6 +71,9 @@ def sign_image(
     layer, so several signers can meet a verification threshold.
     """
     reference = as_reference(ref)
+    layer_annotations: dict[str, str] = {}
+    if certificate is not None:
+        layer_annotations = certificate_annotations(certificate, certificate_chain)
     with open_signer(key) as signer, client_for(reference, client, client_options) as registry:
         descriptor = resolve_descriptor(registry, reference)
         digest = str(descriptor["digest"])
@@ -85,7 +96,7 @@ def sign_image(
             tag,
             payload,
             ss.MEDIA_TYPE,
-            {ss.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
+            {ss.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode(), **layer_annotations},
             is_duplicate=same_signature,
         )
     return {
@@ -120,8 +131,14 @@ def verify_image(
     client_options: Mapping[str, Any] | None = None,
     client: Any | None = None,
     use_cache: bool = True,
+    keyless: Sequence[Identity] = (),
+    trust_root: TrustRoot | None = None,
 ) -> dict[str, Any]:
-    """Verify the signatures of ``ref``; VerificationError unless ``threshold`` keys signed.
+    """Verify the signatures of ``ref``; VerificationError unless ``threshold`` signers signed.
+
+    Signers are the trusted ``keys`` and, with a ``trust_root``, the ``keyless``
+    identities (a certificate-carrying signature, see pipeline.signing.keyless); each
+    distinct key or identity counts once towards ``threshold``.
 
     ``identity``: the repository the payload's docker-reference must name (default:
     ``ref``'s own repository; ``"*"`` accepts any, as cosign does by default — use
@@ -130,10 +147,14 @@ def verify_image(
     if threshold < 1:
         raise InputError("threshold must be at least 1")
     reference = as_reference(ref)
-    trusted = load_verify_keys(keys)
-    if threshold > len(trusted):
+    if keyless and trust_root is None:
+        raise VerificationError("keyless identities need a trust root (Fulcio CA, Rekor key)")
+    trusted = load_verify_keys(keys) if keys or not keyless else []
+    identities = tuple(keyless)
+    if threshold > len(trusted) + len(identities):
         raise VerificationError(
-            f"threshold {threshold} cannot be met by {len(trusted)} trusted key(s)"
+            f"threshold {threshold} cannot be met by {len(trusted)} trusted key(s) "
+            f"and {len(identities)} keyless identity(ies)"
         )
     expected_identity = identity or reference.name
     with client_for(reference, client, client_options) as registry:
@@ -149,6 +170,8 @@ def verify_image(
             tuple(sorted(k.keyid for k in trusted)),
             threshold,
             expected_identity,
+            tuple(i.label for i in identities),
+            trust_root.fingerprint if trust_root is not None and identities else None,
         )
         cached = _cache.get(key) if use_cache else None
         if cached is not None:
@@ -156,8 +179,9 @@ def verify_image(
         attached = fetch_attached(registry, reference.repository, sig_digest)
         if attached is None:
             raise VerificationError(f"{reference}: signature manifest vanished while verifying")
+        keyless_trust = (trust_root, identities) if identities and trust_root else None
         signers, reasons = _check_layers(
-            registry, reference, attached.layers, digest, trusted, expected_identity
+            registry, reference, attached.layers, digest, trusted, expected_identity, keyless_trust
         )
     if len(signers) < threshold:
         detail = "; ".join(reasons) if reasons else "no signature layers"
@@ -187,6 +211,7 @@ def _check_layers(
     digest: str,
     trusted: list[VerifyKey],
     expected_identity: str,
+    keyless_trust: tuple[TrustRoot, tuple[Identity, ...]] | None = None,
 ) -> tuple[set[str], list[str]]:
     signers: set[str] = set()
     reasons: list[str] = []
@@ -209,7 +234,20 @@ def _check_layers(
         except VerificationError as exc:
             reasons.append(f"{label}: {exc}")
             continue
-        matching = [k for k in trusted if k.verify(signature, payload)]
+        matching = [k.keyid for k in trusted if k.verify(signature, payload)]
+        if (
+            not matching
+            and keyless_trust
+            and keyless.CERTIFICATE_ANNOTATION in layer.get("annotations", {})
+        ):
+            try:
+                who = keyless.verify_keyless(
+                    layer["annotations"], payload, signature, *keyless_trust
+                )
+                matching = [who.label]
+            except VerificationError as exc:
+                reasons.append(f"{label}: keyless: {exc}")
+                continue
         if not matching:
             reasons.append(f"{label}: not signed by a trusted key (or payload altered)")
             continue
@@ -229,7 +267,7 @@ def _check_layers(
                 f"{label}: signed for {parsed.docker_reference!r}, expected {expected_identity!r}"
             )
             continue
-        signers.update(k.keyid for k in matching)
+        signers.update(matching)
     return signers, reasons
 
 

@@ -30,8 +30,16 @@ Format (YAML, see policies/image-policy.yaml)::
             conditions:
               - {path: predicate.buildDefinition.buildType, equals: "https://..."}
 
-Keyless authorities need a Fulcio/Rekor trust root, which cannot be reached
-here: they are parsed and validated but never satisfied offline (fail closed).
+    trustRoot:                # for keyless authorities (else they never count)
+      fulcio: [keys/fulcio-root.pem]          # CA certificates (PEM)
+      rekor: [keys/rekor.pub]                 # transparency-log public keys (PEM)
+      requireTlog: true                       # default; false = cosign's
+                                              # --insecure-ignore-tlog
+
+Keyless authorities are verified against the local ``trustRoot`` (Sigstore's TUF
+repository is not reachable here; see pipeline.signing.keyless). Without one they
+are parsed and validated but never satisfied (fail closed). Attestations are
+verified against the rule's keys.
 """
 
 from __future__ import annotations
@@ -48,8 +56,10 @@ from pipeline.errors import ConfigError, InputError, PipelineError
 from pipeline.oci.reference import Reference
 from pipeline.signing import intoto
 from pipeline.signing._ecdsa import VerifyKey, load_verify_key
+from pipeline.signing.keyless import Identity, TrustRoot
 
-_TOP_KEYS = {"version", "default", "requireDigest", "rules", "apiVersion", "kind"}
+_TOP_KEYS = {"version", "default", "requireDigest", "rules", "apiVersion", "kind", "trustRoot"}
+_TRUST_ROOT_KEYS = {"fulcio", "rekor", "requireTlog"}
 _RULE_KEYS = {"name", "images", "authorities", "threshold", "identity", "attestations"}
 _ATTESTATION_KEYS = {"type", "conditions", "threshold"}
 _CONDITION_TESTS = {"equals", "in", "matches", "exists"}
@@ -71,7 +81,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
 
 @dataclass(frozen=True)
 class KeylessAuthority:
-    """A Fulcio certificate identity (issuer + subject regex): validated, not verifiable here."""
+    """A Fulcio certificate identity (issuer + subject regex); needs the policy's trustRoot."""
 
     issuer: str
     subject: str
@@ -244,15 +254,45 @@ def _parse_rule(raw: Any, index: int, base: Path) -> Rule:
     )
 
 
+def _parse_trust_root(raw: Any, base: Path) -> TrustRoot | None:
+    if raw is None:
+        return None
+    where = "image policy: trustRoot"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    _unknown(raw, _TRUST_ROOT_KEYS, where)
+    paths: dict[str, list[str]] = {}
+    for name in ("fulcio", "rekor"):
+        value = raw.get(name, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}.{name}: must be a list of PEM file paths")
+        paths[name] = [str((base / os.path.expandvars(v)).expanduser()) for v in value]
+    require_tlog = raw.get("requireTlog", True)
+    if not isinstance(require_tlog, bool):
+        raise ConfigError(f"{where}.requireTlog: must be true or false")
+    try:
+        return TrustRoot.load(paths["fulcio"], paths["rekor"], require_tlog=require_tlog)
+    except PipelineError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 class ImagePolicy:
     """A loaded policy; :meth:`evaluate` is the one decision function."""
 
     def __init__(
-        self, rules: Sequence[Rule], *, default_allow: bool = False, require_digest: bool = True
+        self,
+        rules: Sequence[Rule],
+        *,
+        default_allow: bool = False,
+        require_digest: bool = True,
+        trust_root: TrustRoot | None = None,
     ) -> None:
         self.rules = list(rules)
         self.default_allow = default_allow
         self.require_digest = require_digest
+        self.trust_root = trust_root
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: Path | None = None) -> ImagePolicy:
@@ -272,7 +312,8 @@ class ImagePolicy:
             raise ConfigError("image policy: 'rules' must be a list")
         base = base or Path.cwd()
         rules = [_parse_rule(rule, index, base) for index, rule in enumerate(raw_rules)]
-        return cls(rules, default_allow=default == "allow", require_digest=require_digest)
+        return cls(rules, default_allow=default == "allow", require_digest=require_digest,
+                   trust_root=_parse_trust_root(data.get("trustRoot"), base))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ImagePolicy:
@@ -330,7 +371,7 @@ class ImagePolicy:
                     reasons.append(f"resolved {ref} to {digest}")
                 pinned = ref.with_digest(digest)
                 for rule in rules:
-                    ok, why = self._check_rule(rule, pinned, registry)
+                    ok, why = self._check_rule(rule, pinned, registry, self.trust_root)
                     allowed = allowed and ok
                     reasons.extend(why)
         except PipelineError as exc:
@@ -339,23 +380,28 @@ class ImagePolicy:
         return PolicyResult(allowed, reasons, text, digest, [r.name for r in rules])
 
     @staticmethod
-    def _check_rule(rule: Rule, ref: Reference, registry: Any) -> tuple[bool, list[str]]:
+    def _check_rule(
+        rule: Rule, ref: Reference, registry: Any, trust_root: TrustRoot | None = None
+    ) -> tuple[bool, list[str]]:
         from pipeline.signing.attestation import verify_attestations
         from pipeline.signing.image import verify_image
 
         reasons: list[str] = []
         ok = True
         prefix = f"rule {rule.name}"
-        if rule.keyless:
+        identities = [Identity(a.issuer, a.subject) for a in rule.keyless] if trust_root else []
+        if rule.keyless and not trust_root:
             reasons.append(f"{prefix}: {len(rule.keyless)} keyless authority(ies) cannot be "
-                           "verified offline (no Fulcio/Rekor trust root): not counted")
-        if not rule.keys or rule.threshold > len(rule.keys):
+                           "verified without a trustRoot (Fulcio CA, Rekor key): not counted")
+        verifiable = len(rule.keys) + len(identities)
+        if not verifiable or rule.threshold > verifiable:
             return False, [*reasons, f"{prefix}: threshold {rule.threshold} cannot be met by "
-                                     f"{len(rule.keys)} verifiable key(s)"]
+                                     f"{verifiable} verifiable authority(ies)"]
         try:
             result = verify_image(ref, list(rule.keys), threshold=rule.threshold,
-                                  identity=rule.identity, client=registry)
-            reasons.append(f"{prefix}: signed by {len(result['signers'])} trusted key(s) "
+                                  identity=rule.identity, client=registry,
+                                  keyless=identities, trust_root=trust_root)
+            reasons.append(f"{prefix}: signed by {len(result['signers'])} trusted signer(s) "
                            f"(threshold {rule.threshold})")
         except PipelineError as exc:
             ok = False

@@ -341,7 +341,7 @@ def test_cli_sign_and_verify(push, keys, capsys: pytest.CaptureFixture[str]) -> 
 def test_tls_registry_with_auth(tls_registry: RegistryServer, keys, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     layout, digest = write_image(tmp_path / "tls-img")
-    ref = Reference.parse(f"{tls_registry.host}/secure/app:v1")
+    ref = Reference.parse(f"{tls_registry.host}/secure/signed-app:v1")
     with tls_registry.client() as client:
         push_layout(layout, ref, client, tag="v1")
     monkeypatch.setenv("PIPELINE_REGISTRY_USERNAME", tls_registry.username or "")

@@ -215,3 +215,74 @@ def test_cli_round_trip_with_real_seal(
         run(["pull-model", f"{registry.host}/models/real:nope", str(tmp_path / "x"), "--insecure"])
         == 10
     )
+
+
+def test_model_signature_attached_as_referrer_is_verified_on_pull(
+    registry: RegistryServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeline.oci.model_artifact import SIGNATURE_ARTIFACT_TYPE, attached_model_signatures
+
+    monkeypatch.setenv("PIPELINE_KEYRING", str(tmp_path / "keys" / "keyring.json"))
+    monkeypatch.delenv("PIPELINE_SIGNING_KEY_PASSWORD", raising=False)
+    assert run(["keys", "create", "kek"]) == 0
+    assert run(["keys", "create-signing", "rel", "--dir", str(tmp_path / "keys")]) == 0
+    assert run(["keys", "create-signing", "other", "--dir", str(tmp_path / "keys")]) == 0
+    private, public = tmp_path / "keys" / "rel.key", tmp_path / "keys" / "rel.pub"
+    sealed = tmp_path / "sealed"
+    assert run(["seal", str(ROOT / "examples" / "tiny"), "--key", "kek", "--out", str(sealed)]) == 0
+    assert not (sealed / "model.sig").exists()
+    ref = registry.ref(f"models/attached-{os.urandom(3).hex()}", "v1")
+    capsys.readouterr()
+    assert run(["push-model", str(sealed), ref, "--insecure", "--json"]) == 0
+    digest = json.loads(capsys.readouterr().out)["digest"]
+    # Unsigned: a pull that asks for verification fails closed and leaves nothing.
+    assert run(["pull-model", ref, str(tmp_path / "none"), "--insecure",
+                "--trust", str(public)]) == 6
+    assert not (tmp_path / "none").exists()
+    # Signed after the push: the bundle is attached, the model's digest is unchanged.
+    assert run(["sign-model", str(sealed), "--key", str(private)]) == 0
+    assert run(["attach-model-signature", ref, str(sealed / "model.sig"), "--insecure"]) == 0
+    client = registry.client()
+    repository = Reference.parse(ref).repository
+    assert client.head_manifest(repository, "v1")["digest"] == digest
+    [referrer] = client.referrers(repository, digest)
+    assert referrer["artifactType"] == SIGNATURE_ARTIFACT_TYPE
+    assert attached_model_signatures(ref, client=client) == [(sealed / "model.sig").read_bytes()]
+    assert run(["pull-model", f"{ref}@{digest}", str(tmp_path / "back"), "--insecure",
+                "--trust", str(public)]) == 0
+    assert _tree(tmp_path / "back") == _tree(sealed)
+    # Another key's trust: verification error (6), nothing written.
+    capsys.readouterr()
+    assert run(["pull-model", ref, str(tmp_path / "x"), "--insecure",
+                "--trust", str(tmp_path / "keys" / "other.pub")]) == 6
+    err = capsys.readouterr().err
+    assert "no trusted model signature" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_attached_signature_must_name_the_model_as_subject(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    from pipeline.oci.model_artifact import attach_model_signature, attached_model_signatures
+
+    client = registry.client()
+    repository = f"models/subject-{os.urandom(3).hex()}"
+    first = push_model(_sealed_dir(tmp_path / "a"), registry.ref(repository, "a"), client=client)
+    second_dir = _sealed_dir(tmp_path / "b")
+    (second_dir / "config.json").write_text('{"hidden": 9}')
+    second = push_model(second_dir, registry.ref(repository, "b"), client=client)
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text('{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}')
+    attach_model_signature(registry.ref(repository, "a"), bundle, client=client)
+    # Copy the referrer entry into the other model's fallback index: it is ignored there.
+    index_a, _, _ = client.get_manifest(repository, first.replace(":", "-"))
+    client.put_manifest(repository, second.replace(":", "-"), index_a, mt.OCI_INDEX)
+    assert attached_model_signatures(f"{registry.host}/{repository}@{first}", client=client)
+    assert attached_model_signatures(f"{registry.host}/{repository}@{second}", client=client) == []
+    not_json = tmp_path / "bad.sig"
+    not_json.write_bytes(b"\x00garbage")
+    with pytest.raises(InputError, match="not a readable model signature"):
+        attach_model_signature(registry.ref(repository, "a"), not_json, client=client)

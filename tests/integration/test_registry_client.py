@@ -283,12 +283,16 @@ def test_registry_down_mid_push_leaves_no_tag(
 def test_tls_with_ca_and_basic_auth(
     tls_registry: RegistryServer, image_layout, tmp_path: Path
 ) -> None:
+    # The registry is shared by the session: a repository of this test's own keeps
+    # tags pushed by other tests (signatures, attestations) out of list_tags.
+    repository = f"secure/tls-basic-{os.urandom(4).hex()}"
     layout, digest = image_layout()
-    ref = Reference.parse(tls_registry.ref("secure/app", "v1"))
+    ref = Reference.parse(tls_registry.ref(repository, "v1"))
     client = tls_registry.client()
     assert push_layout(layout, ref, client) == digest
     assert pull_to_layout(ref, str(tmp_path / "out"), client) == digest
-    assert client.list_tags("secure/app") == ["v1"]
+    assert client.list_tags(repository) == ["v1"]
+    assert repository in client.catalog()
 
 
 def test_wrong_password_is_auth_error(tls_registry: RegistryServer) -> None:

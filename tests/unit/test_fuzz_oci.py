@@ -1,0 +1,49 @@
+"""Runs the atheris target tests/fuzz/fuzz_oci.py (references, manifests) for bounded inputs.
+
+libFuzzer exits the process when it is done, so the target runs in a subprocess; any
+exception other than InputError inside it makes libFuzzer exit non-zero and write a
+crash file, which fails this test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TARGET = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_oci.py"
+ROOT = TARGET.parents[2]
+
+
+def _run(tmp_path: Path, runs: int, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            str(TARGET),
+            f"-runs={runs}",
+            "-seed=4242",
+            "-max_len=1024",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_fuzz_oci_target_only_raises_input_error(tmp_path: Path) -> None:
+    result = _run(tmp_path, 5000)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Done 5000 runs" in result.stderr
+    assert not list(tmp_path.glob("crash-*"))
+
+
+def test_fuzz_oci_harness_reports_a_failing_target(tmp_path: Path) -> None:
+    # Proves the test above can fail: a target that raises is reported as a crash.
+    result = _run(tmp_path, 10, FUZZ_OCI_SELF_TEST="1")
+    assert result.returncode != 0
+    assert "self-test: the harness must report this" in result.stdout + result.stderr
+    assert list(tmp_path.glob("crash-*"))
