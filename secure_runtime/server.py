@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ from pipeline.errors import (
     NotFoundError,
     PipelineError,
 )
+from secure_runtime.config import DEFAULT_MAX_REQUEST_BYTES, RuntimeConfig
 from secure_runtime.metrics import RuntimeMetrics
 from secure_runtime.protocol import (
     ProtocolError,
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("secure_runtime")
 
 SERVER_NAME = "secure-runtime"
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 class RequestTooLargeError(InputError):
@@ -71,26 +71,6 @@ class RequestTooLargeError(InputError):
 
 class NotReadyError(PipelineError):
     """The model is not loaded yet, or the server is draining (HTTP 503)."""
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """Everything the runtime needs to start; see docs/runtime.md for each setting."""
-
-    model: str
-    trust: tuple[Path, ...] = ()
-    host: str = "127.0.0.1"
-    port: int = 8080
-    grpc_port: int | None = 8081
-    device: str = "auto"
-    allow_root: bool = False
-    allow_unsigned: bool = False
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    drain_seconds: float = 30.0
-    log_level: str = "info"
-    pipeline_config: str | None = None
-    registry_insecure: bool = False
-    warmup: bool = True
 
 
 @dataclass
@@ -282,6 +262,20 @@ def looks_like_oci_reference(model: str) -> bool:
     return "/" in model and (":" in model.rsplit("/", 1)[-1] or "@" in model)
 
 
+def check_model_reference(config: RuntimeConfig) -> None:
+    """Fail closed on a tag-only OCI reference: a tag can be moved after signing.
+
+    The signature still binds the content, but pinning a digest is what makes the
+    deployment reproducible and lets admission policy reason about it; tags need
+    ``--allow-tag`` (``SECURE_RUNTIME_ALLOW_TAG=1``).
+    """
+    if looks_like_oci_reference(config.model) and "@" not in config.model and not config.allow_tag:
+        raise ConfigError(
+            f"model reference {config.model!r} has no digest: pin it as "
+            "REGISTRY/REPO@sha256:<64 hex>, or pass --allow-tag to accept a tag"
+        )
+
+
 def _pull(reference: str, config: RuntimeConfig, workdir: Path) -> Path:
     try:
         from pipeline.oci.model_artifact import pull_model
@@ -289,6 +283,8 @@ def _pull(reference: str, config: RuntimeConfig, workdir: Path) -> Path:
         raise ConfigError(f"cannot pull {reference}: OCI support is not installed ({exc})"
                           ) from None
     opts: dict[str, Any] = {"insecure": True} if config.registry_insecure else {}
+    if config.registry_ca_file is not None:
+        opts["ca_file"] = str(config.registry_ca_file)
     log.info("pulling sealed model %s", reference)
     return pull_model(reference, workdir / "model", **opts)
 
@@ -334,6 +330,10 @@ def load_engine(config: RuntimeConfig, state: RuntimeState) -> InferenceEngine:
 
             trust = Trust(public_keys=tuple(config.trust))
         settings = load_settings(config.pipeline_config)
+        if config.key_file is not None:
+            # A Kubernetes Secret volume exposes files as symlinks into ..data/; the
+            # local key provider opens with O_NOFOLLOW, so hand it the real file.
+            settings = replace(settings, keyring=Path(os.path.realpath(config.key_file)))
         try:
             loaded = load_sealed_model(
                 source,
@@ -447,8 +447,10 @@ def serve(config: RuntimeConfig) -> int:
 
     from secure_runtime.hardening import check_user, disable_core_dumps
 
-    check_user(config.allow_root)
+    # env={}: SECURE_RUNTIME_ALLOW_ROOT was already folded into config (flag > env > file).
+    check_user(config.allow_root, env={})
     disable_core_dumps()
+    check_model_reference(config)
     state = RuntimeState()
     state.metrics.core_dumps_disabled.set(1)
     app = create_app(state, max_request_bytes=config.max_request_bytes)
@@ -464,6 +466,7 @@ def serve(config: RuntimeConfig) -> int:
         host=config.host,
         port=config.port,
         log_level=config.log_level,
+        log_config=None,  # uvicorn's lines go through our one log format
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=max(1, int(config.drain_seconds)),
@@ -501,6 +504,7 @@ __all__ = [
     "RequestTooLargeError",
     "RuntimeConfig",
     "RuntimeState",
+    "check_model_reference",
     "create_app",
     "http_status",
     "load_engine",

@@ -251,6 +251,8 @@ spec:
         - {{ printf "%s/%s" (trimSuffix "/" .Values.trust.mountPath) .Values.trust.key | quote }}
         - {{ .Values.keys.argName }}
         - {{ printf "%s/%s" (trimSuffix "/" .Values.keys.mountPath) .Values.keys.key | quote }}
+        - --host
+        - {{ .Values.runtime.host | quote }}
         - --port
         - {{ .Values.runtime.httpPort | quote }}
         - --grpc-port
