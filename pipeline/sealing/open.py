@@ -239,14 +239,18 @@ def decrypt_file_into(
     if out.nbytes != entry.size:
         raise ValueError("output buffer size differs from the plaintext size")
     with mapped_ciphertext(model.path / entry.stored_path) as ciphertext:
-        _streaming.decrypt_into(
-            data_key,
-            ciphertext,
-            out,
-            associated_data(entry.path),
-            segment_size=model.manifest.segment_size,
-            threads=threads,
-        )
+        try:
+            _streaming.decrypt_into(
+                data_key,
+                ciphertext,
+                out,
+                associated_data(entry.path),
+                segment_size=model.manifest.segment_size,
+                threads=threads,
+            )
+        except IntegrityError as exc:
+            # The stream layer knows segments, not files: say which file is bad.
+            raise IntegrityError(f"{entry.stored_path}: {exc}") from None
 
 
 def zero(buffer: bytearray | memoryview) -> None:

@@ -162,7 +162,7 @@ def test_flipped_bit_in_sealed_file(workspace: dict[str, Path], where: str) -> N
     size = target.stat().st_size
     offset = {"header": 5, "first_segment": 100, "last_segment": size - 40, "tag": size - 1}[where]
     _flip(target, offset)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError, match="^w.safetensors.sealed: "):  # names the file
         load_sealed(sealed, trust=_trust(workspace))
     assert _verify_cli(workspace, sealed) == EXIT_INTEGRITY
 

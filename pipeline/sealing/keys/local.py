@@ -53,6 +53,42 @@ def _wipe(buffer: bytearray) -> None:
     buffer[:] = b"\x00" * len(buffer)
 
 
+def _check_keyring_mode(path: Path, info: os.stat_result) -> None:
+    """Refuse a keyring that anyone but us (and root) could read or replace.
+
+    Two shapes are safe. Ours: owned by the current user, mode 0600 (or stricter).
+    A read-only mount: owned by root, which nobody else can change, readable by our
+    own group at most, never by others and never group-writable. The second is what a
+    Kubernetes Secret volume gives a non-root pod (root:fsGroup, mode 0440); the group
+    is the pod's own, so nothing outside the pod reads the key through it.
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid == os.getuid():
+        if mode & 0o077:
+            raise InsecureKeyStoreError(
+                f"keyring {path} is accessible by group or others "
+                f"(mode {mode:04o}); refusing to use it. "
+                f"If nobody else could have read it, run: chmod 600 {path}; "
+                "otherwise treat its keys as compromised and rotate them"
+            )
+        return
+    if info.st_uid != 0:
+        raise InsecureKeyStoreError(
+            f"keyring {path} is owned by uid {info.st_uid}, not by the "
+            f"current user (uid {os.getuid()}) or root; refusing to use it"
+        )
+    if mode & 0o037:
+        raise InsecureKeyStoreError(
+            f"root-owned keyring {path} is writable by its group or accessible by others "
+            f"(mode {mode:04o}); a read-only mount must be 0440 or stricter"
+        )
+    if mode & 0o040 and info.st_gid not in {os.getgid(), *os.getgroups()}:
+        raise InsecureKeyStoreError(
+            f"root-owned keyring {path} is readable by group {info.st_gid}, which is not "
+            "this process's group; refusing to use it"
+        )
+
+
 class LocalKeyProvider:
     """KEKs in a JSON keyring file; wrap is AES-256-GCM (JOSE name ``A256GCM``)."""
 
@@ -191,18 +227,7 @@ class LocalKeyProvider:
             info = os.fstat(handle.fileno())  # checks the file we actually opened
             if not stat.S_ISREG(info.st_mode):
                 raise InsecureKeyStoreError(f"keyring {self.keyring} is not a regular file")
-            if info.st_uid != os.getuid():
-                raise InsecureKeyStoreError(
-                    f"keyring {self.keyring} is owned by uid {info.st_uid}, not by the "
-                    f"current user (uid {os.getuid()}); refusing to use it"
-                )
-            if info.st_mode & 0o077:
-                raise InsecureKeyStoreError(
-                    f"keyring {self.keyring} is accessible by group or others "
-                    f"(mode {stat.S_IMODE(info.st_mode):04o}); refusing to use it. "
-                    f"If nobody else could have read it, run: chmod 600 {self.keyring}; "
-                    "otherwise treat its keys as compromised and rotate them"
-                )
+            _check_keyring_mode(self.keyring, info)
             self._check_directory()
             raw = handle.read(_MAX_KEYRING_BYTES + 1)
         if len(raw) > _MAX_KEYRING_BYTES:
