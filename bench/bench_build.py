@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             slim = baseline_size(work)
             if slim:
                 saving = 1 - base.size / slim
+                verdict = "met" if saving >= 0.6 else "MISSED"
                 print(f"[ratio] our base / debootstrap slim = {base.size / slim:.2f} "
-                      f"({saving:.0%} smaller; target >= 60%: {'met' if saving >= 0.6 else 'MISSED'})")
+                      f"({saving:.0%} smaller; target >= 60%: {verdict})")
         if args.torch:
             bench_project(TINY, work, "torch")
         ok = small["same"]

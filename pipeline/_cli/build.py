@@ -14,24 +14,41 @@ from pipeline.cli import main
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A rich spinner on stderr that shows the current step (silent with --json)."""
+def _progress(enabled: bool) -> Iterator[Callable[..., None]]:
+    """Rich progress on stderr: a bar for counted steps (downloads, extraction, compression),
+    a pulsing bar for the others. Silent with --json, so stdout stays machine-readable."""
     if not enabled:
-        yield lambda _msg: None
+        yield lambda *_args, **_kwargs: None
         return
     from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     console = Console(stderr=True)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     ) as progress:
         task = progress.add_task("build", total=None)
-        yield lambda msg: progress.update(task, description=msg)
+
+        def say(message: str, done: int | None = None, total: int | None = None) -> None:
+            if total is None:
+                progress.update(task, description=message, total=None, completed=0)
+            else:
+                progress.update(task, description=message, total=total, completed=done or 0)
+
+        yield say
 
 
 def _client_options(insecure: bool, ca_file: str | None) -> dict:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.oci.digest import is_digest
+from pipeline.oci.reference import Reference
 from pipeline.scan.findings import ScanResult
 from pipeline.scan.gate import GateDecision
 
@@ -36,6 +38,13 @@ def vuln_predicate(result: ScanResult, decision: GateDecision | None = None) -> 
     }
 
 
+def _sbom_subject(sbom: dict[str, Any] | None) -> str | None:
+    """The image digest an SBOM from :func:`pipeline.scan.sbom.image_sbom` describes."""
+    component = ((sbom or {}).get("metadata") or {}).get("component") or {}
+    version = component.get("version")
+    return version if isinstance(version, str) and is_digest(version) else None
+
+
 def _attest_fn():
     try:
         from pipeline.signing.attestation import attest  # noqa: PLC0415
@@ -54,12 +63,28 @@ def attach(
     result: ScanResult | None = None,
     decision: GateDecision | None = None,
     client_options: dict[str, Any] | None = None,
+    client: Any | None = None,
 ) -> list[Any]:
-    """Sign and attach the SBOM and/or scan result to ``ref``; returns what attest returned."""
+    """Sign and attach the SBOM and/or scan result to ``ref``; returns what attest returned.
+
+    ``client_options`` (``insecure``, ``ca_file``, credentials) or an open ``client``
+    reach the registry the same way ``pipeline push`` does; without them the registry's
+    defaults apply (TLS, docker config credentials).
+    """
+    if sbom is None and result is None:
+        raise ConfigError("attach needs an SBOM, a scan result, or both")
+    described = {d for d in (_sbom_subject(sbom), result.digest if result else None) if d}
+    if len(described) > 1:
+        raise ConfigError(f"the SBOM and the scan result describe different images: {described}")
     attest = _attest_fn()
+    if described:
+        # Pin the reference to the digest that was scanned: a tag that moved since must
+        # not receive statements about another image (NotFoundError if it is not there).
+        ref = str(Reference.parse(str(ref)).with_digest(described.pop()))
+    options = {"client_options": client_options, "client": client}
     out = []
     if sbom is not None:
-        out.append(attest(ref, SBOM_PREDICATE, sbom, key))
+        out.append(attest(ref, SBOM_PREDICATE, sbom, key, **options))
     if result is not None:
-        out.append(attest(ref, VULN_PREDICATE, vuln_predicate(result, decision), key))
+        out.append(attest(ref, VULN_PREDICATE, vuln_predicate(result, decision), key, **options))
     return out

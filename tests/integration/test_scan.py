@@ -67,3 +67,50 @@ def test_missing_trivy_db_is_a_config_error(built: Built, tmp_path: Path) -> Non
 
 def test_scan_of_a_non_layout_is_refused(tmp_path: Path) -> None:
     assert run(["scan", str(tmp_path)]) != 0
+
+
+def test_signed_sbom_and_scan_attestations_verify(
+    built: Built, registry, tmp_path: Path, capsys
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from pipeline.scan.attest import SBOM_PREDICATE, VULN_PREDICATE, attach
+    from pipeline.scan.gate import evaluate, parse_policy
+    from pipeline.scan.sbom import image_sbom
+    from pipeline.scan.trivy import scan_image
+    from pipeline.signing.attestation import verify_attestations
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / "release.key", tmp_path / "release.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    ref = registry.ref("models/attested", "v1")
+    assert run(["build", str(built.project), "--out", str(built.layout),
+                "--push", ref, "--insecure"]) == 0
+    capsys.readouterr()
+    sbom = image_sbom(str(built.layout))
+    result = scan_image(str(built.layout))
+    decision = evaluate(result, parse_policy({}, environment="dev"))
+    options = {"insecure": True}
+    attached = attach(ref, private, sbom=sbom, result=result, decision=decision,
+                      client_options=options)
+    assert [a["digest"] for a in attached] == [built.digest, built.digest]
+    boms = verify_attestations(ref, SBOM_PREDICATE, public, client_options=options)
+    assert boms[0]["predicate"]["metadata"]["component"]["version"] == built.digest
+    vulns = verify_attestations(ref, VULN_PREDICATE, public, client_options=options)
+    scanned = vulns[0]["predicate"]["scanner"]["result"]
+    assert scanned["vulnerabilities"].startswith("not scanned")
+    assert scanned["gate"]["passed"] is True
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    stranger = tmp_path / "stranger.pub"
+    stranger.write_bytes(other.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+    from pipeline.errors import VerificationError
+
+    with pytest.raises(VerificationError):
+        verify_attestations(ref, SBOM_PREDICATE, stranger, client_options=options,
+                            use_cache=False)

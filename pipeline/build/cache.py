@@ -1,0 +1,115 @@
+"""The layer cache: blobs keyed by a digest of each layer's *inputs*.
+
+Why inputs, not outputs: knowing that a layer is unchanged must not require building it.
+The base is keyed by the Debian lock and the assembly format, the deps by the locked
+wheel lines and the platform, the app by every path, mode and content. A record also
+keeps the layer's (path, kind, mode) index so the lint never re-reads cached blobs. A
+cached blob is re-hashed before use and dropped if it does not match its record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.build._tarlayer import Entry, LayerBlob, write_layer
+from pipeline.oci.digest import parse_digest
+
+Index = tuple[tuple[str, str, int], ...]
+
+
+@dataclass(frozen=True)
+class CachedLayer:
+    """A layer blob in the cache, with what the manifest, config and lint need."""
+
+    blob: Path
+    digest: str
+    diff_id: str
+    size: int
+    uncompressed_size: int
+    index: Index
+
+
+def cache_dir() -> Path:
+    """``$PIPELINE_LAYER_CACHE`` or ``~/.cache/secure-model-pipeline/layers``."""
+    env = os.environ.get("PIPELINE_LAYER_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "secure-model-pipeline" / "layers"
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class LayerCache:
+    """``keys/<hex>.json`` records pointing at ``blobs/sha256/<hex>`` layer blobs."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else cache_dir()
+        (self.root / "keys").mkdir(parents=True, exist_ok=True)
+        (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+
+    def _record(self, key: str) -> Path:
+        return self.root / "keys" / f"{parse_digest(key)[1]}.json"
+
+    def get(self, key: str) -> CachedLayer | None:
+        """The layer built from inputs ``key``, if cached and intact."""
+        record = self._record(key)
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+            blob = self.root / "blobs" / "sha256" / parse_digest(data["digest"])[1]
+            layer = CachedLayer(
+                blob, data["digest"], data["diff_id"], int(data["size"]),
+                int(data["uncompressed_size"]),
+                tuple((str(p), str(k), int(m)) for p, k, m in data["index"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not blob.is_file() or _hash_file(blob) != layer.digest:
+            record.unlink(missing_ok=True)
+            blob.unlink(missing_ok=True)
+            return None
+        return layer
+
+    def build(
+        self, key: str, entries: list[Entry], progress: Callable[[int], None] | None = None
+    ) -> CachedLayer:
+        """Write ``entries`` as a layer, store it under ``key`` and return it."""
+        fd, tmp = tempfile.mkstemp(prefix=".layer-", suffix=".tar.gz", dir=self.root / "blobs")
+        os.close(fd)
+        try:
+            written: LayerBlob = write_layer(entries, Path(tmp), progress)
+            blob = self.root / "blobs" / "sha256" / parse_digest(written.digest)[1]
+            os.replace(written.path, blob)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        layer = CachedLayer(blob, written.digest, written.diff_id, written.size,
+                            written.uncompressed_size, written.index)
+        _atomic_json(self._record(key), {
+            "digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
+            "uncompressed_size": layer.uncompressed_size,
+            "index": [list(item) for item in layer.index],
+        })
+        return layer

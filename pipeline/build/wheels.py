@@ -1,0 +1,204 @@
+"""The python lock and the dependency layer: pinned wheels for the *image's* platform.
+
+Why wheels only, hashes always: an sdist runs its build script on the build machine, and
+an unpinned download is whatever the index serves today. The lock pins
+``name==version --hash=sha256:...`` for CPython 3.11 on manylinux (glibc 2.36, the
+base's libc), and ``pip install --require-hashes --only-binary=:all: --no-deps
+--no-compile --target`` installs exactly that into the layer, no bytecode (it would carry
+timestamps) and no console scripts (nothing in the image may start a second program).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.build._tarlayer import REG, Entry
+from pipeline.errors import BuildError, InputError
+
+LOCK_HEADER = "# secure-model-pipeline python lock v1"
+TARGET = "cp311 linux x86_64 glibc 2.36"
+SITE_DIR = "usr/local/lib/python3.11/dist-packages"
+#: Every manylinux tag glibc 2.36 can run: pip does not expand ``manylinux_2_36`` itself.
+PLATFORMS: tuple[str, ...] = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)),
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+)
+_LINE = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9][A-Za-z0-9.+!_-]*) --hash=sha256:([0-9a-f]{64})$"
+)
+_WHEEL = re.compile(r"^([^-]+)-([^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+@dataclass(frozen=True, order=True)
+class PinnedWheel:
+    """One locked distribution: normalised name, exact version, the wheel's sha256."""
+
+    name: str
+    version: str
+    sha256: str
+
+    def line(self) -> str:
+        return f"{self.name}=={self.version} --hash=sha256:{self.sha256}"
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name normalisation."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def target_line(requirements: Sequence[str]) -> str:
+    """The lock's second line: platform and the requirements it was resolved from."""
+    return f"# target: {TARGET}; from: {', '.join(requirements)}"
+
+
+def format_python_lock(wheels: Sequence[PinnedWheel], requirements: Sequence[str]) -> str:
+    """Canonical lock text (wheels sorted by name)."""
+    lines = [LOCK_HEADER, target_line(requirements)]
+    lines += [w.line() for w in sorted(wheels, key=lambda w: w.name)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_python_lock(text: str) -> tuple[PinnedWheel, ...]:
+    """Strict parser: header, then only exact pins with one sha256 each."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != LOCK_HEADER:
+        raise InputError(f"not a python lock: first line must be {LOCK_HEADER!r}")
+    wheels: dict[str, PinnedWheel] = {}
+    for number, raw in enumerate(lines[1:], start=2):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _LINE.match(line)
+        if not match:
+            raise InputError(
+                f"python lock line {number}: expected 'name==version --hash=sha256:<hex>'"
+            )
+        wheel = PinnedWheel(normalize(match.group(1)), match.group(2), match.group(3))
+        if wheel.name in wheels:
+            raise InputError(f"python lock line {number}: duplicate package {wheel.name}")
+        wheels[wheel.name] = wheel
+    return tuple(wheels.values())
+
+
+def recorded_target(text: str) -> str:
+    """The lock's ``# target:`` line ('' when absent)."""
+    lines = text.splitlines()
+    return lines[1].strip() if len(lines) > 1 and lines[1].startswith("# target:") else ""
+
+
+def _pip(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
+
+
+def _platform_args() -> list[str]:
+    args = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+            "--abi", "cp311"]
+    for platform in PLATFORMS:
+        args += ["--platform", platform]
+    return args
+
+
+def _run_pip(args: list[str], what: str) -> None:
+    env = dict(os.environ, PIP_CONSTRAINT="", PIP_NO_COMPILE="1")
+    proc = subprocess.run(args, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip())[-800:]
+        raise BuildError(f"{what} failed: {tail}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve(requirements: Sequence[str], torch: str = "none") -> tuple[PinnedWheel, ...]:
+    """Resolve ``requirements`` for the image platform with pip; wheels and their sha256."""
+    if not requirements:
+        return ()
+    with tempfile.TemporaryDirectory(prefix="pipeline-resolve-") as tmp:
+        _run_pip(_pip("download", "-q", "-d", tmp, *_platform_args(), *requirements),
+                 "resolving python packages for the image")
+        wheels = []
+        for path in sorted(Path(tmp).iterdir()):
+            match = _WHEEL.match(path.name)
+            if not match:
+                raise BuildError(f"resolution produced a non-wheel: {path.name}")
+            wheels.append(PinnedWheel(normalize(match.group(1)), match.group(2), _sha256(path)))
+    if torch == "cpu":
+        cuda = sorted(w.name for w in wheels if w.name.startswith("nvidia-"))
+        if cuda:
+            raise BuildError(
+                "runtime.torch is 'cpu' but the resolution pulls CUDA wheels: "
+                + ", ".join(cuda) + " (pin a +cpu torch build)"
+            )
+    return tuple(sorted(wheels))
+
+
+def lock_key(wheels: Sequence[PinnedWheel]) -> str:
+    """The dependency layer's cache key: the pinned lines and the target platform."""
+    text = "deps-v2\n" + TARGET + "\n" + "\n".join(sorted(w.line() for w in wheels))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def install(wheels: Sequence[PinnedWheel], target: Path) -> None:
+    """``pip install --target`` the locked wheels (hash-checked, no deps, no bytecode)."""
+    if not wheels:
+        return
+    lock = target.parent / "requirements.hashes"
+    lock.write_text("".join(w.line() + "\n" for w in wheels), encoding="utf-8")
+    _run_pip(
+        _pip("install", "-q", "--target", str(target), "--no-deps", "--require-hashes",
+             "--no-compile", "--no-warn-script-location", *_platform_args(), "-r", str(lock)),
+        "installing the locked python packages",
+    )
+
+
+def site_entries(target: Path) -> list[Entry]:
+    """Files of an installed ``--target`` tree as layer entries (``bin/`` dropped)."""
+    entries: list[Entry] = []
+    for dirpath, dirs, files in os.walk(target):
+        dirs.sort()
+        base = Path(dirpath)
+        rel_dir = base.relative_to(target).as_posix()
+        if rel_dir == "bin" or rel_dir.startswith("bin/"):
+            continue
+        if "__pycache__" in dirs:
+            dirs.remove("__pycache__")
+        for name in sorted(files):
+            path = base / name
+            if path.is_symlink() or not path.is_file() or name.endswith(".pyc"):
+                continue
+            rel = path.relative_to(target).as_posix()
+            mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            if name == "RECORD" and rel_dir.endswith(".dist-info"):
+                entries.append(Entry(f"{SITE_DIR}/{rel}", REG, mode, _record(path)))
+            else:
+                entries.append(Entry(f"{SITE_DIR}/{rel}", REG, mode, source=path))
+    return entries
+
+
+def _record(path: Path) -> bytes:
+    """RECORD without the dropped console scripts.
+
+    Why: pip writes each script's shebang (this machine's interpreter path) and records
+    its hash, which would make the layer differ between build hosts; the scripts are not
+    shipped, so their lines go too.
+    """
+    lines = path.read_bytes().splitlines(keepends=True)
+    return b"".join(line for line in lines if not line.startswith((b"../", b"bin/")))
+
+
+ProgressFn = Callable[..., None]
