@@ -1,4 +1,4 @@
-"""Regenerate ``examples/tiny/model.safetensors`` deterministically (seeded); the file is committed."""
+"""Write examples/tiny/model.safetensors: the tiny classifier's weights, made here (seeded)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ import http.client
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import tarfile
@@ -33,16 +32,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import requests
 
-REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+from pipeline.errors import UnreachableError
+from pipeline.oci.local_registry import start_local_registry
+
 TEST_USER = "pipeline-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -152,60 +148,37 @@ def start_registry(
     htpasswd: tuple[str, str] | None = None,
     extra_config: dict | None = None,
 ) -> RegistryServer:
-    """Start docker-registry with a generated config; waits until ``/v2/`` answers."""
+    """Start docker-registry (pipeline.oci.local_registry) with TLS/auth as asked."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    storage = directory / "storage"
-    storage.mkdir(exist_ok=True)
-    config: dict = {
-        "version": 0.1,
-        "log": {"level": "error", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": "pipeline-test-only"},
-    }
-    server = RegistryServer(host=f"127.0.0.1:{port}", url="", storage=storage)
+    config: dict = {"http": {}}
+    ca_file: Path | None = None
+    username = password = None
     if tls:
-        ca, cert, key = _write_certificates(directory)
+        ca_file, cert, key = _write_certificates(directory)
         config["http"]["tls"] = {"certificate": str(cert), "key": str(key)}
-        server.ca_file = ca
     if htpasswd:
-        user, password = htpasswd
+        username, password = htpasswd
         line = subprocess.run(
-            ["htpasswd", "-Bbn", user, password], check=True, capture_output=True, text=True
+            ["htpasswd", "-Bbn", username, password], check=True, capture_output=True, text=True
         ).stdout.strip()
         (directory / "htpasswd").write_text(line + "\n")
         config["auth"] = {
             "htpasswd": {"realm": "pipeline-test", "path": str(directory / "htpasswd")}
         }
-        server.username, server.password = user, password
-    if extra_config:
-        for key, value in extra_config.items():
-            config[key] = value
-    (directory / "config.yml").write_text(json.dumps(config))  # JSON is YAML
-    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    log = open(directory / "registry.log", "wb")  # noqa: SIM115 - lives as long as the process
-    server.process = subprocess.Popen(
-        [REGISTRY_BIN, "serve", str(directory / "config.yml")], stdout=log, stderr=subprocess.STDOUT
+    config.update(extra_config or {})
+    try:
+        local = start_local_registry(
+            directory,
+            config=config,
+            scheme="https" if tls else "http",
+            verify=str(ca_file) if ca_file else True,
+        )
+    except UnreachableError as exc:
+        raise RuntimeError(str(exc)) from None
+    return RegistryServer(
+        host=local.host, url=local.url, storage=local.storage, process=local.process,
+        ca_file=ca_file, username=username, password=password,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            answer = requests.get(
-                server.url + "/v2/",
-                timeout=2,
-                verify=str(server.ca_file) if server.ca_file else True,
-            )
-            if answer.status_code in (200, 401):
-                return server
-        except requests.RequestException:
-            pass
-        if server.process.poll() is not None or time.monotonic() > deadline:
-            stop_registry(server)
-            raise RuntimeError(
-                "docker-registry did not start: "
-                + (directory / "registry.log").read_text(errors="replace")[-2000:]
-            )
-        time.sleep(0.05)
 
 
 def stop_registry(server: RegistryServer) -> None:
@@ -221,8 +194,6 @@ def stop_registry(server: RegistryServer) -> None:
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A plain-HTTP anonymous registry on 127.0.0.1."""
-    if not os.path.exists(REGISTRY_BIN):
-        pytest.fail("docker-registry is not installed (scripts/setup.sh installs it)")
     server = start_registry(tmp_path_factory.mktemp("registry"))
     yield server
     stop_registry(server)

@@ -2,7 +2,7 @@
 
 Small enough to seal, sign, load and serve in well under a second, so tests and
 the demo exercise the whole pipeline on a real ``torch.nn.Module`` with real
-weights (``model.safetensors``, made by ``make_weights.py``).
+weights (``model.safetensors``, made by ``examples/make_tiny_weights.py``).
 """
 
 from __future__ import annotations

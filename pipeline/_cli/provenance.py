@@ -1,0 +1,41 @@
+"""``pipeline provenance``: the SLSA v1 predicate of a built image, for ``pipeline attest``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from pipeline._cli._common import emit, json_option
+from pipeline.cli import main
+
+
+@main.command("provenance")
+@click.argument("target")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the predicate here instead of stdout.",
+)
+@click.option("--builder-id", default=None, help="builder.id to record (default: local builder).")
+@json_option
+def provenance_cmd(target: str, output: Path | None, builder_id: str | None, as_json: bool) -> None:
+    """Print the SLSA provenance v1 predicate of an image built by `pipeline build` (DIR[:tag]).
+
+    Attach it with: pipeline attest REF --type slsaprovenance --predicate FILE --key PEM
+    """
+    from pipeline.build.provenance import BUILDER_ID, image_provenance
+
+    predicate = image_provenance(target, builder_id=builder_id or BUILDER_ID)
+    text = json.dumps(predicate, indent=2, sort_keys=True)
+    if output is None:
+        click.echo(text)
+        return
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, output)
+    emit({"provenance": str(output), "buildType": predicate["buildDefinition"]["buildType"]},
+         as_json, f"wrote {output}")
