@@ -20,15 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.oci.reference import Reference  # noqa: E402
 from pipeline.oci.transfer import push_layout  # noqa: E402
 from pipeline.signing import attestation, image  # noqa: E402
+from pipeline.signing.keypair import create_signing_keypair  # noqa: E402
 from tests.fixtures_registry import start_registry, stop_registry, write_image  # noqa: E402
 
 PREDICATES = {
@@ -39,13 +37,8 @@ PREDICATES = {
 
 
 def _keys(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
     private, public = directory / "k.pem", directory / "k.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    create_signing_keypair(private, public)
     return private, public
 
 

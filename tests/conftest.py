@@ -1,4 +1,5 @@
 # Shared fixtures: each helper module registers its fixtures here with one import line.
+from tests.fixtures_keys import keys  # noqa: F401
 from tests.fixtures_registry import *  # noqa
 from tests.fixtures_softhsm import softhsm_env, softhsm_token  # noqa: F401
 from tests.integration._build_support import build_env, built  # noqa: F401,E402

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
 from pipeline._cli._common import emit, json_option
+from pipeline._fileio import write_atomic
 from pipeline.cli import main
 
 
@@ -34,8 +34,6 @@ def provenance_cmd(target: str, output: Path | None, builder_id: str | None, as_
     if output is None:
         click.echo(text)
         return
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, output)
+    write_atomic(output, text + "\n")
     emit({"provenance": str(output), "buildType": predicate["buildDefinition"]["buildType"]},
          as_json, f"wrote {output}")

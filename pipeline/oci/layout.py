@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from pipeline._fileio import write_atomic
 from pipeline.errors import InputError, IntegrityError, NotFoundError
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import is_digest, parse_digest
@@ -36,20 +37,6 @@ _CHUNK = 1 << 20
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class BlobWriter:
@@ -112,8 +99,8 @@ class OCILayout:
         if root.is_dir() and any(root.iterdir()):
             raise InputError(f"{root}: directory is not empty and not an OCI layout")
         (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        _atomic_write(root / LAYOUT_FILE, _dumps({"imageLayoutVersion": LAYOUT_VERSION}))
-        _atomic_write(
+        write_atomic(root / LAYOUT_FILE, _dumps({"imageLayoutVersion": LAYOUT_VERSION}))
+        write_atomic(
             root / INDEX_FILE,
             _dumps({"manifests": [], "mediaType": mt.OCI_INDEX, "schemaVersion": 2}),
         )
@@ -283,7 +270,7 @@ class OCILayout:
             index["manifests"] = entries
             index.setdefault("schemaVersion", 2)
             index.setdefault("mediaType", mt.OCI_INDEX)
-            _atomic_write(self.path / INDEX_FILE, _dumps(index))
+            write_atomic(self.path / INDEX_FILE, _dumps(index))
         return descriptor["digest"]
 
     def resolve(self, tag_or_digest: str | None = None) -> dict[str, Any]:

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.cli import run
 from pipeline.errors import EXIT_VERIFICATION, VerificationError
@@ -51,21 +49,6 @@ URIS = {
 def _fresh_caches() -> None:
     clear_cache()
     attestation.clear_cache()
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Callable[[str], tuple[Path, Path]]:
-    def make(name: str) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        private, public = tmp_path / f"{name}.key", tmp_path / f"{name}.pub"
-        private.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        public.write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        return private, public
-
-    return make
 
 
 @pytest.fixture

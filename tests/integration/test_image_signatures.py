@@ -25,23 +25,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def keys(tmp_path: Path) -> Callable[[str], tuple[Path, Path]]:
-    """Factory: ``keys("alice")`` -> (private PEM, public PEM) of a fresh P-256 pair."""
-
-    def make(name: str) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        private, public = tmp_path / f"{name}.key", tmp_path / f"{name}.pub"
-        private.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-        public.write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        return private, public
-
-    return make
-
-
-@pytest.fixture
 def push(registry: RegistryServer, tmp_path: Path) -> Callable[..., tuple[Reference, str]]:
     """Factory: push a small image built here; returns (reference with tag, digest)."""
     counter = iter(range(1_000_000))

@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.cli import run
 from pipeline.errors import (
@@ -44,21 +42,6 @@ def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], code: int, text:
     assert "Traceback" not in err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert text in err, err
-
-
-@pytest.fixture
-def keys(tmp_path: Path) -> Callable[[str], tuple[Path, Path]]:
-    def make(name: str) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        private, public = tmp_path / f"{name}.key", tmp_path / f"{name}.pub"
-        private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                              serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
-        public.write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        return private, public
-
-    return make
 
 
 @pytest.fixture

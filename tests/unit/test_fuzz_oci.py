@@ -7,31 +7,14 @@ crash file, which fails this test.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-TARGET = Path(__file__).resolve().parents[1] / "fuzz" / "fuzz_oci.py"
-ROOT = TARGET.parents[2]
+from tests.fuzz.runner import run_target
 
 
 def _run(tmp_path: Path, runs: int, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            str(TARGET),
-            f"-runs={runs}",
-            "-seed=4242",
-            "-max_len=1024",
-            f"-artifact_prefix={tmp_path}/",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_target("fuzz_oci", tmp_path, runs, seed=4242, max_len=1024, **env)
 
 
 def test_fuzz_oci_target_only_raises_input_error(tmp_path: Path) -> None:
