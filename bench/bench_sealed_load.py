@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
             pg = best(plain_gpu, args.repeat)
             sg = best(lambda: load_sealed(sealed, trust=trust, device=args.device), args.repeat)
-            print(f"  GPU: plain {pg * 1000:.1f} ms, sealed {sg * 1000:.1f} ms, ratio {sg / pg:.2f}")
+            print(f"  GPU: plain {pg * 1000:.1f} ms, sealed {sg * 1000:.1f} ms, "
+                  f"ratio {sg / pg:.2f}")
     return 0
 
 

@@ -75,7 +75,8 @@ def load_settings(config: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(f"{path}: section 'keys' must be a mapping")
     keyring = os.environ.get("PIPELINE_KEYRING") or keys.get("keyring")
     keyring_path = Path(keyring).expanduser() if keyring else DEFAULT_KEYRING.expanduser()
-    if path and keyring and not os.environ.get("PIPELINE_KEYRING") and not keyring_path.is_absolute():
+    from_file = path and keyring and not os.environ.get("PIPELINE_KEYRING")
+    if from_file and not keyring_path.is_absolute():
         keyring_path = (path.parent / keyring_path).resolve()
     pkcs11 = keys.get("pkcs11") or {}
     if not isinstance(pkcs11, dict):

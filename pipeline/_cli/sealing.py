@@ -59,7 +59,8 @@ def seal_command(
     if not wants_json(as_json):
 
         def progress(path: str, size: int) -> None:
-            click.echo(f"  sealed {path} ({size:,} bytes)" if size else f"  copied {path}", err=True)
+            line = f"  sealed {path} ({size:,} bytes)" if size else f"  copied {path}"
+            click.echo(line, err=True)
 
     result = seal_model(
         model_dir,

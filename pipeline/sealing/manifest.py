@@ -178,7 +178,9 @@ def _parse_file(raw: Any, index: int) -> FileEntry:
     if not isinstance(raw, dict):
         raise InputError(f"{MANIFEST_NAME}: {where} is not an object")
     path = check_relative_path(_require(raw, "path", str, where))
-    entry = FileEntry(path=path, size=_size(raw, "size", where), sha256=_digest(raw, "sha256", where))
+    entry = FileEntry(
+        path=path, size=_size(raw, "size", where), sha256=_digest(raw, "sha256", where)
+    )
     sealed = raw.get("sealed")
     if sealed is None:
         return entry
@@ -206,7 +208,9 @@ def parse_manifest(data: bytes) -> SealManifest:
     if not isinstance(raw, dict):
         raise InputError(f"{MANIFEST_NAME}: expected a JSON object")
     if raw.get("format") != FORMAT:
-        raise InputError(f"{MANIFEST_NAME}: not a sealed-model manifest (format {raw.get('format')!r})")
+        raise InputError(
+            f"{MANIFEST_NAME}: not a sealed-model manifest (format {raw.get('format')!r})"
+        )
     if raw.get("version") != FORMAT_VERSION:
         raise InputError(
             f"{MANIFEST_NAME}: unsupported format version {raw.get('version')!r} "

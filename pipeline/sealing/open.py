@@ -134,7 +134,9 @@ def open_sealed(
     settings = settings or load_settings()
     manifest_bytes, manifest = _read_manifest(root)
     if manifest.signature != SIGNATURE_NAME:
-        raise VerificationError(f"{MANIFEST_NAME}: unexpected signature file {manifest.signature!r}")
+        raise VerificationError(
+            f"{MANIFEST_NAME}: unexpected signature file {manifest.signature!r}"
+        )
     effective = resolve_trust(trust, settings)
     verified = False
     if effective is not None:

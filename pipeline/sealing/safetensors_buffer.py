@@ -62,7 +62,7 @@ class SafetensorsHeader:
 
 
 def parse_header(buffer: bytes | bytearray | memoryview) -> SafetensorsHeader:
-    """Validate the header of an in-memory safetensors file; :class:`InputError` if it is not one."""
+    """Validate the header of an in-memory safetensors file (:class:`InputError` if not one)."""
     view = memoryview(buffer)
     total = view.nbytes
     if total < 8:

@@ -88,7 +88,9 @@ def weight_files(model_dir: Path, files: list[str]) -> set[str]:
             declared = [declared]
         for name in declared:
             if name not in files:
-                raise InputError(f"pipeline.yaml names weights '{name}' that are not in {model_dir}")
+                raise InputError(
+                    f"pipeline.yaml names weights '{name}' that are not in {model_dir}"
+                )
             weights.add(name)
     return weights
 

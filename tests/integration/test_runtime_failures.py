@@ -85,7 +85,8 @@ def test_tampered_weights(ws: Workspace, sealed: Path, tmp_path: Path) -> None:
     port = free_port()
     code, seen, log = watch_until_exit(
         runtime_args(ws, bad, port, "--allow-root"), tmp_path / "log", port)
-    _assert_refused(code, seen, log, EXIT_INTEGRITY, "model.safetensors.sealed: sealed stream segment")
+    _assert_refused(code, seen, log, EXIT_INTEGRITY,
+                    "model.safetensors.sealed: sealed stream segment")
 
 
 def test_untrusted_signer(ws: Workspace, sealed: Path, tmp_path: Path) -> None:

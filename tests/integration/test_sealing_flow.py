@@ -72,6 +72,11 @@ def _big_project(root: Path, seed: int = 1) -> Path:
     return project
 
 
+def _seal_big(ws: dict[str, Path]) -> Path:
+    """The multi-segment model sealed with 4 KiB segments."""
+    return _seal(ws, _big_project(ws["root"]), "big.sealed", "--segment-size", "4KB")
+
+
 def _trust(ws: dict[str, Path]) -> Trust:
     return Trust(public_keys=(ws["public"],))
 
@@ -98,7 +103,7 @@ def test_round_trip_tensors_equal_the_original(workspace: dict[str, Path]) -> No
         assert torch.equal(tensors[name], original[name])
     manifest = json.loads((sealed / "seal.json").read_text())
     assert {f["path"] for f in manifest["files"]} == {
-        "model.safetensors", "model.py", "config.json", "pipeline.yaml"}
+        "model.safetensors", "model.py", "config.json", "pipeline.yaml", "requirements.lock"}
     assert not (sealed / "model.safetensors").exists()
     assert (sealed / "model.safetensors.sealed").read_bytes()[:1] == b"\x28"
 
@@ -115,7 +120,9 @@ def test_module_builds_from_verified_code_and_runs(workspace: dict[str, Path]) -
     assert model.name == "tiny" and model.signature_verified
 
 
-def test_verify_only_and_cli_json(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_only_and_cli_json(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     sealed = _seal(workspace, TINY, "tiny.sealed")
     capsys.readouterr()
     assert run(["--json", "unseal", str(sealed), "--verify-only", "--trust",
@@ -157,7 +164,7 @@ def test_sealing_is_reproducible_except_keys(workspace: dict[str, Path]) -> None
 
 @pytest.mark.parametrize("where", ["header", "first_segment", "last_segment", "tag"])
 def test_flipped_bit_in_sealed_file(workspace: dict[str, Path], where: str) -> None:
-    sealed = _seal(workspace, _big_project(workspace["root"]), "big.sealed", "--segment-size", "4KB")
+    sealed = _seal_big(workspace)
     target = sealed / "w.safetensors.sealed"
     size = target.stat().st_size
     offset = {"header": 5, "first_segment": 100, "last_segment": size - 40, "tag": size - 1}[where]
@@ -177,7 +184,7 @@ def test_flipped_bit_in_seal_json(workspace: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize("cut", [1, 16, 4096, 5000])
 def test_truncated_file(workspace: dict[str, Path], cut: int) -> None:
-    sealed = _seal(workspace, _big_project(workspace["root"]), "big.sealed", "--segment-size", "4KB")
+    sealed = _seal_big(workspace)
     target = sealed / "w.safetensors.sealed"
     target.write_bytes(target.read_bytes()[:-cut])
     with pytest.raises(IntegrityError, match="truncated|digest|segment"):
@@ -198,7 +205,7 @@ def _rewrite_manifest(sealed: Path, edit) -> None:  # type: ignore[no-untyped-de
 
 
 def test_segments_reordered_even_when_resigned(workspace: dict[str, Path]) -> None:
-    sealed = _seal(workspace, _big_project(workspace["root"]), "big.sealed", "--segment-size", "4KB")
+    sealed = _seal_big(workspace)
     target = sealed / "w.safetensors.sealed"
     data = target.read_bytes()
     seg = 4096
@@ -242,7 +249,8 @@ def test_wrong_key_even_when_resigned(workspace: dict[str, Path]) -> None:
 
 def test_unknown_key_id(workspace: dict[str, Path]) -> None:
     sealed = _seal(workspace, TINY, "tiny.sealed")
-    _rewrite_manifest(sealed, lambda m: m["key"].__setitem__("key_id", "local:gone:0000000000000000"))
+    gone = "local:gone:0000000000000000"
+    _rewrite_manifest(sealed, lambda m: m["key"].__setitem__("key_id", gone))
     _resign(workspace, sealed)
     with pytest.raises(KeyProviderError):
         load_sealed(sealed, trust=_trust(workspace))
