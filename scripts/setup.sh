@@ -3,6 +3,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# apt-get download and apt-cache (the image builder's Debian base lock) need package lists;
+# a fresh CI machine may have every package installed but empty lists. Quick when present.
+apt_updated=0
+lists_dir=/var/lib/apt/lists
+if command -v apt-config >/dev/null; then
+  eval "$(apt-config shell lists_dir Dir::State::Lists/d)"
+fi
+if [ -z "$(find "$lists_dir" -maxdepth 1 -name '*_Packages*' -size +0 -print -quit 2>/dev/null)" ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: no apt package lists in $lists_dir: apt-get update"
+    apt-get update -qq
+    apt_updated=1
+  else
+    echo "setup: warning: no apt package lists in $lists_dir (run 'apt-get update' as root)" >&2
+  fi
+fi
+
 APT_PACKAGES=(softhsm2 opensc docker-registry skopeo umoci bubblewrap runc apache2-utils openssl
               ca-certificates git debootstrap)
 missing=()
@@ -14,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: need root to install: ${missing[*]}" >&2; exit 1
   fi
   echo "setup: installing Debian packages: ${missing[*]}"
-  apt-get update -qq
+  [ "$apt_updated" -eq 1 ] || apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

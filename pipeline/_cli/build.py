@@ -70,6 +70,11 @@ def _client_options(insecure: bool, ca_file: str | None) -> dict:
 @click.option("--tag", default="latest", show_default=True, help="Tag in the layout's index.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every layer (results are still cached).")
 @click.option("--frozen", is_flag=True, help="Fail instead of (re)writing the python lock.")
+@click.option(
+    "--base-lock",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Debian lock for the base layer (default: $PIPELINE_BASE_LOCK, else the committed one).",
+)
 @click.option("--push", "push_ref", help="Also push to this registry reference.")
 @click.option("--insecure", is_flag=True, help="Plain HTTP for --push (loopback registries only).")
 @click.option("--ca-file", help="CA bundle for --push.")
@@ -81,6 +86,7 @@ def build_cmd(
     tag: str,
     no_cache: bool,
     frozen: bool,
+    base_lock: Path | None,
     push_ref: str | None,
     insecure: bool,
     ca_file: str | None,
@@ -92,7 +98,8 @@ def build_cmd(
 
     with _progress(not wants_json(as_json)) as say:
         result = build_image(
-            project_dir, out, tag=tag, no_cache=no_cache, frozen=frozen, progress=say
+            project_dir, out, tag=tag, no_cache=no_cache, frozen=frozen, base_lock=base_lock,
+            progress=say,
         )
     data = result.to_dict()
     if push_ref:
@@ -224,15 +231,17 @@ def lock_group() -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Lock file to write (default: the builder's debian-base.lock).",
+    help="Lock file to write (default: $PIPELINE_BASE_LOCK, else the committed "
+    "debian-base.lock).",
 )
 @json_option
 def lock_base_cmd(out: Path | None, as_json: bool) -> None:
     """Resolve the base image's Debian packages from apt metadata into the lock."""
-    from pipeline.build.debian import DEFAULT_LOCK, resolve_closure, write_lock
+    from pipeline.build.base_lock import lock_path
+    from pipeline.build.debian import resolve_closure, write_lock
 
     lock = resolve_closure()
-    target = out or DEFAULT_LOCK
+    target = lock_path(out)
     write_lock(lock, target)
     emit(
         {"lock": str(target), "packages": len(lock.packages), "digest": lock.digest()},

@@ -25,10 +25,15 @@ WEIGHT_SUFFIXES = (
     ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".gguf", ".h5", ".pb",
     ".msgpack", ".sealed",
 )
-#: The runtime's requirements when ``secure_runtime/requirements.in`` does not exist.
+#: The runtime's requirements when ``secure_runtime/requirements.in`` does not exist: what
+#: ``secure_runtime`` and the part of ``pipeline`` it carries import (gRPC endpoint, model
+#: signature verification, registry pulls, PKCS#11 key provider), with pyproject's floors.
+#: ``tests/unit/test_build_runtime_requirements.py`` checks every such import is covered.
 RUNTIME_REQUIREMENTS = (
-    "cryptography", "pyyaml", "fastapi", "uvicorn", "safetensors", "numpy",
-    "prometheus-client",
+    "cryptography>=45.0", "pyyaml>=6.0", "fastapi>=0.110", "uvicorn>=0.29",
+    "safetensors>=0.4.5", "numpy>=1.26", "prometheus-client>=0.20", "grpcio>=1.85.1",
+    "protobuf>=7.35.1", "model-signing>=1.1.1", "pyopenssl>=24.0", "requests>=2.31",
+    "python-pkcs11>=0.7",
 )
 #: The part of ``pipeline`` the runtime imports (nothing of the CLI, build or release code).
 RUNTIME_PIPELINE_PARTS = ("__init__.py", "errors.py", "config.py", "oci", "sealing", "signing")

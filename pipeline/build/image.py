@@ -25,8 +25,9 @@ from pipeline.build import wheels
 from pipeline.build._tarlayer import DIR, Entry
 from pipeline.build.app import LIB_DIR, MODEL_DIR, app_entries, entries_digest, runtime_requirements
 from pipeline.build.base import BASE_FORMAT, NONROOT_UID, base_entries
+from pipeline.build.base_lock import lock_path
 from pipeline.build.cache import CachedLayer, LayerCache
-from pipeline.build.debian import DEFAULT_LOCK, fetch_debs, load_lock
+from pipeline.build.debian import DebianLock, fetch_debs, load_lock
 from pipeline.build.lint import IndexEntry, enforce, lint_image
 from pipeline.build.project import ProjectSpec, load_project
 from pipeline.errors import BuildError, ConfigError
@@ -234,8 +235,9 @@ def _cached(cache: LayerCache, key: str, no_cache: bool) -> CachedLayer | None:
     return None if no_cache else cache.get(key)
 
 
-def _base_layer(cache: LayerCache, no_cache: bool, say: Progress) -> tuple[CachedLayer, bool]:
-    lock = load_lock(DEFAULT_LOCK)
+def _base_layer(
+    cache: LayerCache, lock: DebianLock, no_cache: bool, say: Progress
+) -> tuple[CachedLayer, bool]:
     key = _key(BASE_FORMAT, lock.digest())
     hit = _cached(cache, key, no_cache)
     if hit:
@@ -283,29 +285,35 @@ def build_image(
     tag: str = "latest",
     no_cache: bool = False,
     frozen: bool = False,
+    base_lock: Path | None = None,
     progress: Progress | None = None,
 ) -> BuildResult:
-    """Build ``project_dir``'s image into the OCI layout ``out``; returns its manifest digest."""
+    """Build ``project_dir``'s image into the OCI layout ``out``; returns its manifest digest.
+
+    ``base_lock`` overrides the Debian lock (else ``$PIPELINE_BASE_LOCK``, else the
+    committed one): see :mod:`pipeline.build.base_lock` for why.
+    """
     say = progress or _quiet
     spec = load_project(Path(project_dir))
+    debian_lock = load_lock(lock_path(base_lock))
     say("checking the python lock")
     lock_text = ensure_python_lock(spec, frozen=frozen)
     pinned = wheels.parse_python_lock(lock_text)
     cache = LayerCache()
 
     say("base layer")
-    base, base_hit = _base_layer(cache, no_cache, say)
+    base, base_hit = _base_layer(cache, debian_lock, no_cache, say)
     say("python dependencies layer")
     deps, deps_hit = _deps_layer(cache, pinned, no_cache, say)
     say("app layer")
     app, app_hit = _app_layer(cache, spec, no_cache)
 
-    base_lock = load_lock(DEFAULT_LOCK)
     created = _rfc3339(created_epoch(spec.root))
     python_lock = "sha256:" + hashlib.sha256(lock_text.encode()).hexdigest()
-    labels = annotations(spec, created, base_lock.digest(), python_lock)
+    labels = annotations(spec, created, debian_lock.digest(), python_lock)
     layers = [
-        ("base", base, f"{len(base_lock.packages)} Debian packages, lock {base_lock.digest()}"),
+        ("base", base,
+         f"{len(debian_lock.packages)} Debian packages, lock {debian_lock.digest()}"),
         ("python dependencies", deps, f"{len(pinned)} wheels, lock {python_lock}"),
         ("app", app, f"project {spec.name} at /{MODEL_DIR}"
                      + (f", secure_runtime at /{LIB_DIR}" if spec.uses_secure_runtime else "")),
