@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline._cli._common import emit, json_option, wants_json, warn
+from pipeline._fileio import write_atomic
 from pipeline.cli import main
 
 
@@ -203,7 +204,6 @@ def scan_cmd(
 @json_option
 def sbom_cmd(target: str, output: Path | None, as_json: bool) -> None:
     """Print the validated CycloneDX 1.6 SBOM of an OCI layout image (DIR[:tag])."""
-    import os
 
     from pipeline.scan.sbom import image_sbom
 
@@ -212,9 +212,7 @@ def sbom_cmd(target: str, output: Path | None, as_json: bool) -> None:
     if output is None:
         click.echo(text)
         return
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, output)
+    write_atomic(output, text + "\n")
     emit(
         {"sbom": str(output), "components": len(document.get("components", []))},
         as_json,

@@ -9,7 +9,6 @@ cached blob is re-hashed before use and dropped if it does not match its record.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline._fileio import write_atomic
 from pipeline.build._tarlayer import Entry, LayerBlob, write_layer
 from pipeline.oci.digest import parse_digest
 
@@ -51,15 +51,7 @@ def _hash_file(path: Path) -> str:
 
 
 def _atomic_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, json.dumps(data, sort_keys=True))
 
 
 class LayerCache:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline._fileio import write_atomic
 from pipeline.errors import BuildError, ConfigError, InputError, IntegrityError, NotFoundError
 
 LOCK_HEADER = "# secure-model-pipeline debian lock v1"
@@ -131,9 +132,7 @@ def write_lock(lock: DebianLock, path: Path = DEFAULT_LOCK) -> None:
     """Write the canonical text (temp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(format_lock(lock), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, format_lock(lock))
 
 
 # -- resolution ---------------------------------------------------------------------------

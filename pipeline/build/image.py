@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline._fileio import write_atomic
 from pipeline.build import wheels
 from pipeline.build._tarlayer import DIR, Entry
 from pipeline.build.app import LIB_DIR, MODEL_DIR, app_entries, entries_digest, runtime_requirements
@@ -100,9 +101,7 @@ def ensure_python_lock(spec: ProjectSpec, *, frozen: bool = False) -> str:
         state = "missing" if text is None else "stale (pipeline.yaml changed)"
         raise BuildError(f"{spec.lock_path}: python lock is {state}; run 'pipeline lock deps'")
     text = wheels.format_python_lock(wheels.resolve(requirements, spec.torch), requirements)
-    tmp = spec.lock_path.with_name(f".{spec.lock_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, spec.lock_path)
+    write_atomic(spec.lock_path, text)
     return text
 
 
