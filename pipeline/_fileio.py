@@ -8,11 +8,14 @@ over the target: readers see the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["sha256_file", "write_atomic"]
+
+_BLOCK = 1 << 20
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
@@ -30,3 +33,12 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_BLOCK):
+            digest.update(chunk)
+    return digest.hexdigest()

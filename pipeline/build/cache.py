@@ -9,7 +9,6 @@ cached blob is re-hashed before use and dropped if it does not match its record.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline._fileio import write_atomic
+from pipeline._fileio import sha256_file, write_atomic
 from pipeline.build._tarlayer import Entry, LayerBlob, write_layer
 from pipeline.oci.digest import parse_digest
 
@@ -40,14 +39,6 @@ def cache_dir() -> Path:
     """``$PIPELINE_LAYER_CACHE`` or ``~/.cache/secure-model-pipeline/layers``."""
     env = os.environ.get("PIPELINE_LAYER_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "secure-model-pipeline" / "layers"
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -78,7 +69,7 @@ class LayerCache:
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if not blob.is_file() or _hash_file(blob) != layer.digest:
+        if not blob.is_file() or "sha256:" + sha256_file(blob) != layer.digest:
             record.unlink(missing_ok=True)
             blob.unlink(missing_ok=True)
             return None

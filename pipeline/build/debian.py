@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline._fileio import write_atomic
+from pipeline._fileio import sha256_file, write_atomic
 from pipeline.errors import BuildError, ConfigError, InputError, IntegrityError, NotFoundError
 
 LOCK_HEADER = "# secure-model-pipeline debian lock v1"
@@ -229,14 +229,6 @@ def deb_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "secure-model-pipeline" / "debs"
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_debs(lock: DebianLock, progress: Progress | None = None) -> dict[str, Path]:
     """Every locked .deb, downloaded if missing, each re-hashed against the lock."""
     cache = deb_cache_dir()
@@ -249,7 +241,7 @@ def fetch_debs(lock: DebianLock, progress: Progress | None = None) -> dict[str, 
         if progress:
             progress(f"verifying {package.name}", number, len(lock.packages))
         path = cache / f"{package.sha256}.deb"
-        if _sha256_file(path) != package.sha256:
+        if sha256_file(path) != package.sha256:
             path.unlink(missing_ok=True)
             raise IntegrityError(
                 f"{package.name}={package.version}: cached .deb does not match the lock's sha256"
@@ -279,7 +271,7 @@ def _download(packages: Iterable[LockedPackage], cache: Path, progress: Progress
             )
         by_hash = {p.sha256: p for p in wanted}
         for path in Path(tmp).glob("*.deb"):
-            sha = _sha256_file(path)
+            sha = sha256_file(path)
             package = by_hash.pop(sha, None)
             if package is None:
                 raise IntegrityError(f"downloaded {path.name} matches no sha256 in the lock")

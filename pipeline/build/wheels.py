@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline._fileio import sha256_file
 from pipeline.build._tarlayer import REG, Entry
 from pipeline.errors import BuildError, InputError
 
@@ -116,14 +117,6 @@ def _run_pip(args: list[str], what: str) -> None:
         raise BuildError(f"{what} failed: {tail}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve(requirements: Sequence[str], torch: str = "none") -> tuple[PinnedWheel, ...]:
     """Resolve ``requirements`` for the image platform with pip; wheels and their sha256."""
     if not requirements:
@@ -136,7 +129,7 @@ def resolve(requirements: Sequence[str], torch: str = "none") -> tuple[PinnedWhe
             match = _WHEEL.match(path.name)
             if not match:
                 raise BuildError(f"resolution produced a non-wheel: {path.name}")
-            wheels.append(PinnedWheel(normalize(match.group(1)), match.group(2), _sha256(path)))
+            wheels.append(PinnedWheel(normalize(match.group(1)), match.group(2), sha256_file(path)))
     if torch == "cpu":
         cuda = sorted(w.name for w in wheels if w.name.startswith("nvidia-"))
         if cuda:

@@ -255,3 +255,34 @@ def copy_sealed(sealed: Path, dest: Path) -> Path:
     """A private copy of a sealed model, for tests that tamper with it."""
     shutil.copytree(sealed, dest)
     return dest
+
+
+NONROOT = 65532
+
+
+def as_user(*command: str, uid: int = NONROOT, gid: int = NONROOT,
+            read_anything: bool = True) -> list[str]:
+    """``command`` run as a real host uid/gid (no other groups) through ``setpriv``.
+
+    ``read_anything`` adds CAP_DAC_READ_SEARCH, and only that: the interpreter lives
+    under /root here (0700). It grants no CAP_IPC_LOCK and does not make the process
+    non-dumpable by itself, so hardening checks still see an ordinary process.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.fail("setpriv (util-linux) is needed to drop to an unprivileged uid")
+    caps = (["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
+            if read_anything else [])
+    return [setpriv, "--reuid", str(uid), "--regid", str(gid), "--clear-groups", *caps,
+            *command]
+
+
+def bwrap_child_pid(rt: Runtime) -> int:
+    """Host PID of the runtime under bwrap: bwrap's only child (PID 1 of its namespace)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{rt.pid}/task/{rt.pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.01)
+    raise AssertionError("bwrap started no child")

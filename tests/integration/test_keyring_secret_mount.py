@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,21 +17,11 @@ import pytest
 
 from pipeline.errors import EXIT_INSECURE
 from pipeline.sealing.keys.local import LocalKeyProvider
+from tests.integration._runtime_support import NONROOT, as_user
 
 pytestmark = pytest.mark.integration
 
-NONROOT = 65532
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _as_nonroot(*command: str) -> list[str]:
-    # CAP_DAC_READ_SEARCH only because the interpreter lives under /root (0700) here;
-    # the provider's decision rests on ownership and mode bits, not on access().
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.fail("setpriv (util-linux) is needed to drop to uid 65532")
-    return [setpriv, "--reuid", str(NONROOT), "--regid", str(NONROOT), "--clear-groups",
-            "--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search", *command]
 
 
 @pytest.fixture
@@ -47,18 +36,18 @@ def mounted(tmp_path: Path) -> Path:
     return keyring
 
 
-def _list_as_nonroot(keyring: Path) -> subprocess.CompletedProcess[str]:
+def _listas_user(keyring: Path) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ["PATH"], "PIPELINE_KEYRING": str(keyring), "HOME": "/tmp",
            "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        _as_nonroot(sys.executable, "-m", "pipeline", "keys", "list", "--json"),
+        as_user(sys.executable, "-m", "pipeline", "keys", "list", "--json"),
         env=env, cwd="/", capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_root_owned_0440_in_our_group_is_accepted(mounted: Path) -> None:
     os.chown(mounted, 0, NONROOT)
     os.chmod(mounted, 0o440)
-    result = _list_as_nonroot(mounted)
+    result = _listas_user(mounted)
     assert result.returncode == 0, result.stderr
     assert [k["name"] for k in json.loads(result.stdout)["keys"]] == ["kek"]
 
@@ -74,7 +63,7 @@ def test_root_owned_0440_in_our_group_is_accepted(mounted: Path) -> None:
 def test_looser_mounts_are_refused(mounted: Path, gid: int, mode: int, reason: str) -> None:
     os.chown(mounted, 0, gid)
     os.chmod(mounted, mode)
-    result = _list_as_nonroot(mounted)
+    result = _listas_user(mounted)
     assert result.returncode == EXIT_INSECURE, result.stderr
     assert reason in result.stderr and "Traceback" not in result.stderr
 
@@ -82,6 +71,6 @@ def test_looser_mounts_are_refused(mounted: Path, gid: int, mode: int, reason: s
 def test_a_file_owned_by_another_user_is_refused(mounted: Path) -> None:
     os.chown(mounted, 1234, NONROOT)
     os.chmod(mounted, 0o400)
-    result = _list_as_nonroot(mounted)
+    result = _listas_user(mounted)
     assert result.returncode == EXIT_INSECURE
     assert "owned by uid 1234" in result.stderr

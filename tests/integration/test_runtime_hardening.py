@@ -31,10 +31,13 @@ import requests
 from secure_runtime.proto import grpc_predict_v2_pb2 as pb
 from secure_runtime.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.integration._runtime_support import (
+    NONROOT,
     PYTHON,
     TINY,
     Runtime,
     Workspace,
+    as_user,
+    bwrap_child_pid,
     free_port,
     make_workspace,
     metric,
@@ -47,7 +50,7 @@ from tests.integration._runtime_support import (
 )
 
 pytestmark = pytest.mark.integration
-NOBODY = 65532
+NOBODY = NONROOT
 BWRAP = shutil.which("bwrap")
 PIN = "pin-" + os.urandom(8).hex()
 
@@ -107,30 +110,16 @@ def _no_memlock() -> None:
     resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
 
 
-def _as_nobody(*command: str) -> list[str]:
-    """Run as uid/gid 65532 with no groups and one capability, CAP_DAC_READ_SEARCH.
-
-    The interpreter lives under /root here (0700); reading it needs that one
-    capability. It grants no CAP_IPC_LOCK, and does not make the process
-    non-dumpable by itself (the control process shows both).
-    """
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.fail("setpriv (util-linux) is needed to drop to uid 65532")
-    return [setpriv, "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
-            "--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search", *command]
-
-
 def test_unprivileged_process_is_hardened(unprivileged_copy: Path) -> None:
     base = unprivileged_copy
     port = free_port()
-    args = _as_nobody(PYTHON, "-m", "secure_runtime", "--model", str(base / "tiny.sealed"),
+    args = as_user(PYTHON, "-m", "secure_runtime", "--model", str(base / "tiny.sealed"),
             "--trust", str(base / "signer.pub"), "--key-file", str(base / "keys/keyring.json"),
             "--port", str(port), "--no-grpc")
     env = runtime_env(HOME=str(base / "home"), PIPELINE_PKCS11_PIN=PIN)
     log = base / "home" / "runtime.log"
     rt = start_runtime(args, log, port, env=env, cwd=base / "home", preexec_fn=_no_memlock)
-    control = subprocess.Popen(_as_nobody("sleep", "30"), preexec_fn=_no_memlock)
+    control = subprocess.Popen(as_user("sleep", "30"), preexec_fn=_no_memlock)
     try:
         rt.wait_ready()
         status = _status(rt.pid)
@@ -185,17 +174,6 @@ def _bwrap(host_tmp: Path, model: Path, ws: Workspace, port: int, *extra: str,
     ]
 
 
-def _inner_pid(rt: Runtime) -> int:
-    """Host PID of the runtime: bwrap's only child (PID 1 inside its namespace)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{rt.pid}/task/{rt.pid}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.01)
-    raise AssertionError("bwrap started no child")
-
-
 def _plaintext_slices() -> list[bytes]:
     raw = (TINY / "model.safetensors").read_bytes()
     (header_len,) = struct.unpack_from("<Q", raw)
@@ -212,7 +190,7 @@ def test_read_only_root_and_tmpfs_never_see_plaintext(ws: Workspace, sealed: Pat
     rt = start_runtime(_bwrap(host_tmp, sealed, ws, port), tmp_path / "bwrap.log", port)
     try:
         rt.wait_ready()
-        inner = _inner_pid(rt)
+        inner = bwrap_child_pid(rt)
         assert _status(inner)["Uid"].split()[0] == "0"  # 65532 inside maps to us outside
         mounts = Path(f"/proc/{inner}/mounts").read_text().splitlines()
         root_mount = [m.split() for m in mounts if m.split()[1] == "/"]
@@ -311,7 +289,7 @@ def test_sigterm_drains_as_pid_1(ws: Workspace, slow_sealed: Path, tmp_path: Pat
                        tmp_path / "bwrap.log", port, grpc_port=grpc_port)
     try:
         rt.wait_ready()
-        inner = _inner_pid(rt)
+        inner = bwrap_child_pid(rt)
         ns_pid = _status(inner)["NSpid"].split()
         assert ns_pid[-1] == "1", ns_pid  # PID 1 in its namespace: no default SIGTERM action
         _drain_on_sigterm(rt, inner)

@@ -20,7 +20,6 @@ import signal
 import struct
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,8 @@ from secure_runtime.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.integration._build_support import Built, built_tiny  # noqa: F401 - fixture
 from tests.integration._runtime_support import (
     TINY,
-    Runtime,
+    as_user,
+    bwrap_child_pid,
     free_port,
     make_workspace,
     runtime_env,
@@ -118,11 +118,9 @@ def _pod_argv(pod: Pod, port: int, grpc_port: int) -> list[str]:
     config = pod.config
     uid, gid = (int(x) for x in config["User"].split(":"))
     env = [arg for item in config["Env"] for arg in ("--setenv", *item.split("=", 1))]
-    for tool in ("setpriv", "bwrap"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is needed (scripts/setup.sh installs bubblewrap)")
-    return [
-        "setpriv", "--reuid", str(uid), "--regid", str(gid), "--clear-groups",
+    if shutil.which("bwrap") is None:
+        pytest.fail("bwrap is needed (scripts/setup.sh installs bubblewrap)")
+    return as_user(
         "bwrap", "--ro-bind", str(pod.rootfs), "/", "--proc", "/proc", "--dev", "/dev",
         "--tmpfs", "/tmp",
         "--ro-bind", str(pod.models), MODEL_MOUNT,
@@ -134,18 +132,8 @@ def _pod_argv(pod: Pod, port: int, grpc_port: int) -> list[str]:
         "--", *config["Entrypoint"],
         "--model", MODEL_MOUNT, "--trust", f"{TRUST_MOUNT}/trust.pub",
         "--key-file", f"{KEYS_MOUNT}/kek", "--port", str(port), "--grpc-port", str(grpc_port),
-    ]
-
-
-def _inner_pid(rt: Runtime) -> int:
-    """Host PID of the runtime: bwrap's only child (PID 1 of its namespace)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{rt.pid}/task/{rt.pid}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.01)
-    raise AssertionError("bwrap started no child")
+        uid=uid, gid=gid, read_anything=False,  # the image's own interpreter: no extra cap
+    )
 
 
 def _in_process(batch: np.ndarray) -> np.ndarray:
@@ -191,7 +179,7 @@ def test_runtime_image_serves_the_sealed_model(pod: Pod, tmp_path: Path) -> None
                        env=runtime_env(), cwd=tmp_path, grpc_port=grpc_port)
     try:
         rt.wait_ready(timeout=TINY_START_TIMEOUT)
-        inner = _inner_pid(rt)
+        inner = bwrap_child_pid(rt)
         status = Path(f"/proc/{inner}/status").read_text()
         (uids,) = [line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")]
         assert uids == [str(NONROOT)] * 4  # a real uid 65532 on the host, not mapped root
