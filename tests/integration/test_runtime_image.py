@@ -31,7 +31,7 @@ import pytest
 
 from secure_runtime.proto import grpc_predict_v2_pb2 as pb
 from secure_runtime.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.integration._build_support import Built, built_tiny  # noqa: F401 - fixture
+from tests.integration._build_support import Built
 from tests.integration._runtime_support import (
     TINY,
     as_user,
