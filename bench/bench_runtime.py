@@ -11,7 +11,11 @@ data key unwrapped, decrypted in memory, hardened). Measured:
 * cold start: process start -> ``/v2/health/ready`` 200 (median of ``--starts``);
 * load: ``--concurrency`` client threads send ``--requests`` OIP v2 JSON requests
   in total (keep-alive), rounds alternating plain/ours; requests/s, p50 and p99
-  latency, each the median over the rounds (shared machines are noisy).
+  latency, each the median over the rounds (shared machines are noisy);
+* server CPU per request: the server process's user+system CPU time over a round
+  divided by its requests (Linux ``/proc``), median over the rounds. The client
+  shares the cores, so requests/s moves with whatever else runs; the server's
+  own CPU cost per request is the steadier measure of serving overhead.
 
 Targets (docs/performance.md, "Runtime serving"): throughput and latency within
 5% of plain; cold start <= 1.3x plain. The client shares the CPU with the server,
@@ -97,6 +101,15 @@ class Server:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(30)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads); NaN off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(port: int, model: str, body: bytes, total: int, concurrency: int
@@ -187,6 +200,7 @@ def main() -> int:
                 cold[server.name].append(server.start())
                 server.stop()
         results: dict[str, list[tuple[float, float, float]]] = {"plain": [], "secure_runtime": []}
+        cpu: dict[str, list[float]] = {"plain": [], "secure_runtime": []}
         for server in (plain, ours):
             server.start()
         try:
@@ -194,8 +208,12 @@ def main() -> int:
                 load(server.port, model, body, max(100, args.requests // 10), args.concurrency)
             for _ in range(args.rounds):
                 for server in (plain, ours):
+                    assert server.process is not None
+                    before = process_cpu_seconds(server.process.pid)
                     results[server.name].append(
                         load(server.port, model, body, args.requests, args.concurrency))
+                    used = process_cpu_seconds(server.process.pid) - before
+                    cpu[server.name].append(used / args.requests * 1e6)
         finally:
             for server in (plain, ours):
                 server.stop()
@@ -210,16 +228,22 @@ def main() -> int:
           f"requests: {args.requests} x {args.rounds} rounds, concurrency {args.concurrency}, "
           f"cpu cores: {os.cpu_count()}")
     print("medians over rounds; cold start: median of starts")
-    print(f"{'':16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cold start s':>14}")
+    cpu_med = {name: statistics.median(values) for name, values in cpu.items()}
+    print(f"{'':16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cold start s':>14}"
+          f"{'server CPU us/req':>19}")
     for name, (rps, p50, p99) in best.items():
-        print(f"{name:16}{rps:10.1f}{p50:10.2f}{p99:10.2f}{cold_med[name]:14.2f}")
+        print(f"{name:16}{rps:10.1f}{p50:10.2f}{p99:10.2f}{cold_med[name]:14.2f}"
+              f"{cpu_med[name]:19.0f}")
     throughput, p50_ratio, p99_ratio = o[0] / p[0], o[1] / p[1], o[2] / p[2]
     cold_ratio = cold_med["secure_runtime"] / cold_med["plain"]
     print(f"ratios (ours / plain): throughput {throughput:.3f} (target >= 0.95), "
           f"p50 {p50_ratio:.3f}, p99 {p99_ratio:.3f} (target <= 1.05), "
-          f"cold start {cold_ratio:.3f} (target <= 1.3)")
+          f"cold start {cold_ratio:.3f} (target <= 1.3), "
+          f"server CPU per request {cpu_med['secure_runtime'] / cpu_med['plain']:.3f}")
     print("all rounds (req/s): " + "; ".join(
         f"{n}: " + ", ".join(f"{r[0]:.0f}" for r in rounds) for n, rounds in results.items()))
+    print("cold starts (s): " + "; ".join(
+        f"{n}: " + ", ".join(f"{t:.2f}" for t in times) for n, times in cold.items()))
     return 0
 
 

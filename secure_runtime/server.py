@@ -22,9 +22,11 @@ serve an in-memory model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import tempfile
@@ -37,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.errors import (
@@ -123,11 +124,19 @@ def http_status(exc: BaseException) -> int:
 
 
 class _MetricsMiddleware:
-    """Counts every HTTP request by route template and status; times it; tracks in-flight."""
+    """Counts every HTTP request by route template and status; times it; tracks in-flight.
+
+    The labelled children are looked up once and kept (``labels()`` takes a lock and
+    builds a key on every call; a request would pay for three of them). The keys are
+    route templates and status codes, so the caches stay as small as the label sets.
+    """
 
     def __init__(self, app: Callable[..., Awaitable[None]], metrics: RuntimeMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._in_flight = metrics.in_flight.labels(protocol="http")
+        self._latency: dict[str, Any] = {}
+        self._requests: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -141,21 +150,77 @@ class _MetricsMiddleware:
                 status = int(message["status"])
             await send(message)
 
-        gauge = self.metrics.in_flight.labels(protocol="http")
+        gauge = self._in_flight
         gauge.inc()
         started = time.perf_counter()
         try:
             await self.app(scope, receive, record_status)
         finally:
             gauge.dec()
+            elapsed = time.perf_counter() - started
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(protocol="http", endpoint=endpoint).observe(
-                time.perf_counter() - started
-            )
-            self.metrics.requests.labels(
-                protocol="http", endpoint=endpoint, status=str(status)
-            ).inc()
+            latency = self._latency.get(endpoint)
+            if latency is None:
+                latency = self._latency[endpoint] = self.metrics.latency.labels(
+                    protocol="http", endpoint=endpoint
+                )
+            latency.observe(elapsed)
+            counter = self._requests.get((endpoint, status))
+            if counter is None:
+                counter = self._requests[(endpoint, status)] = self.metrics.requests.labels(
+                    protocol="http", endpoint=endpoint, status=str(status)
+                )
+            counter.inc()
+
+
+class _InferenceThread:
+    """One daemon thread that runs submitted calls in order, off the event loop.
+
+    Like ``run_in_executor`` on a one-thread pool, minus what this use does not need:
+    the thread is a daemon (a forward stuck past the drain deadline cannot hold the
+    process open at exit) and starts on the first call. A call whose awaiting request
+    was cancelled before its turn is skipped.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Any, Any]] = queue.SimpleQueue()
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    async def run(self, func: Callable[[], Any]) -> Any:
+        """``func()`` on the inference thread; its result or exception, here."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    threading.Thread(target=self._work, name="infer", daemon=True).start()
+                    self._started = True
+        self._queue.put((func, loop, future))
+        return await future
+
+    def _work(self) -> None:
+        while True:
+            func, loop, future = self._queue.get()
+            if future.cancelled():
+                continue
+            try:
+                outcome: tuple[Any, BaseException | None] = (func(), None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting request
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # that event loop has closed meanwhile
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+            del func, loop, future, outcome
+
+
+def _settle(future: Any, result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the request was cancelled meanwhile (client went away)
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -180,8 +245,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def create_app(
     state: RuntimeState, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 ) -> FastAPI:
-    """The OIP v2 REST application over ``state`` (which may not hold a model yet)."""
+    """The OIP v2 REST application over ``state`` (which may not hold a model yet).
+
+    Inference requests run on one dedicated worker thread, off the event loop (so
+    health, readiness and metrics answer while a forward runs). One is enough: the
+    engine runs one ``forward`` at a time anyway. It is also cheaper per request than
+    the general-purpose thread pool (``run_in_threadpool``): a single warm thread
+    taking work from a queue avoids a capacity limiter and most thread hand-offs,
+    ~0.1 ms per request on 2 cores (docs/performance.md, "Runtime serving").
+    """
     from pipeline import __version__
+
+    infer_thread = _InferenceThread()
 
     app = FastAPI(
         title=SERVER_NAME,
@@ -241,7 +316,7 @@ def create_app(
             outputs = engine.infer(parsed.inputs, parsed.outputs)
             return infer_response(engine.name, parsed.id, outputs)
 
-        return _json(await run_in_threadpool(run))
+        return _json(await infer_thread.run(run))
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -12,7 +12,12 @@ parsing). This module adds what a fail-closed supply chain needs around it:
   to the project's error tree, with messages that never include key material or PINs;
 * checking that the signed statement is the v1.0 model-signing predicate with a
   ``files``/``sha256`` serialization and safe relative names, because the cheap path
-  hands those names and digests to a loader that opens files by them.
+  hands those names and digests to a loader that opens files by them;
+* verifying plain key-signed bundles (what ``--key`` signing writes) without importing
+  model-signing at all (:func:`plain_key_bundle`, :class:`_NativeKeyVerifier`): the
+  same DSSE/ECDSA/statement checks on ``cryptography`` alone, because that import
+  (its signers, sigstore-python, rekor-types, requests) was most of the secure
+  runtime's cold-start overhead. Every other bundle still goes through model-signing.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import os
@@ -631,6 +637,7 @@ class _Candidate:
     description: str
     build: Callable[[], Any]
     sigstore_bundle: bool  # True: parse with sigstore-python's Bundle (keyless)
+    native: bool = False  # True: build() gives a _NativeKeyVerifier for a _KeyBundle
 
 
 def read_bundle(signature_path: Path) -> tuple[bytes, dict[str, Any]]:
@@ -687,10 +694,16 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def candidates(trust: Any, material: dict[str, Any], key_hint: str | None) -> list[_Candidate]:
-    """The trusted signers that could have made a bundle with this verification material."""
-    from model_signing._signing import sign_certificate, sign_ec_key, sign_sigstore
+def candidates(
+    trust: Any, material: dict[str, Any], key_hint: str | None, *, native_keys: bool = False
+) -> list[_Candidate]:
+    """The trusted signers that could have made a bundle with this verification material.
 
+    ``native_keys``: the bundle is a plain key bundle (:func:`plain_key_bundle`), so
+    trusted public keys are checked by :class:`_NativeKeyVerifier` instead of
+    model-signing's ``sign_ec_key.Verifier`` (same checks, without importing the
+    signing and Sigstore stack). model-signing is imported only for what needs it.
+    """
     found: list[_Candidate] = []
     if "publicKey" in material:
         keys = list(trust.public_keys)
@@ -698,34 +711,217 @@ def candidates(trust: Any, material: dict[str, Any], key_hint: str | None) -> li
         # (older bundles carry no hint), so a wrong hint can never lock out a right key.
         keys.sort(key=lambda p: _key_hint(p) != key_hint)
         for path in keys:
+            if native_keys:
+                build = lambda p=path: _build(lambda: _NativeKeyVerifier(Path(p)), f"key {p}")  # noqa: E731
+            else:
+                build = lambda p=path: _build(lambda: _ms_key_verifier(Path(p)), f"key {p}")  # noqa: E731
             found.append(
-                _Candidate(
-                    f"public key {path}",
-                    lambda p=path: _build(lambda: sign_ec_key.Verifier(Path(p)), f"key {p}"),
-                    sigstore_bundle=False,
-                )
+                _Candidate(f"public key {path}", build, sigstore_bundle=False, native=native_keys)
             )
     if "x509CertificateChain" in material and trust.certificate_chain:
         chain = [Path(p) for p in trust.certificate_chain]
+
+        def certificate_verifier() -> Any:
+            from model_signing._signing import sign_certificate
+
+            return sign_certificate.Verifier(chain)
+
         found.append(
             _Candidate(
                 "certificate chain " + ", ".join(str(p) for p in chain),
-                lambda: _build(lambda: sign_certificate.Verifier(chain), "certificate chain"),
+                lambda: _build(certificate_verifier, "certificate chain"),
                 sigstore_bundle=False,
             )
         )
     if ("certificate" in material or "x509CertificateChain" in material) and trust.identities:
         for identity, issuer in trust.identities:
+
+            def sigstore_verifier(i: str = identity, o: str = issuer) -> Any:
+                from model_signing._signing import sign_sigstore
+
+                return sign_sigstore.Verifier(identity=i, oidc_issuer=o)
+
             found.append(
                 _Candidate(
                     f"Sigstore identity {identity} ({issuer})",
-                    lambda i=identity, o=issuer: _build_sigstore(
-                        lambda: sign_sigstore.Verifier(identity=i, oidc_issuer=o)
-                    ),
+                    lambda f=sigstore_verifier: _build_sigstore(f),
                     sigstore_bundle=True,
                 )
             )
     return found
+
+
+def _ms_key_verifier(path: Path) -> Any:
+    from model_signing._signing import sign_ec_key
+
+    return sign_ec_key.Verifier(path)
+
+
+# ------------------------------------------------------ key bundles without model-signing
+#
+# Verifying a key-signed bundle needs no Sigstore machinery: it is one ECDSA check
+# over the DSSE pre-authentication encoding of the in-toto statement. Importing
+# model-signing for it costs ~0.35 s (it loads its signers, sigstore-python,
+# rekor-types, requests, ...), which is most of the runtime's cold-start overhead.
+# So a bundle of exactly the shape key signing produces is checked here with
+# ``cryptography`` alone, reproducing model-signing 1.1's ``sign_ec_key.Verifier``
+# and ``signing.Verifier.verify`` step by step (references in the comments); any
+# other shape (extra or snake_case fields, transparency-log entries, several
+# signatures, non-canonical base64, ...) goes to model-signing exactly as before.
+# tests/unit/test_model_signing.py checks that both paths decide alike on valid,
+# tampered and mutated bundles.
+
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"  # signing._IN_TOTO_JSON_PAYLOAD_TYPE
+IN_TOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"  # signing._IN_TOTO_STATEMENT_TYPE
+_B64_STD = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
+@dataclass(frozen=True)
+class _KeyBundle:
+    """The parts of a plain key bundle that verification reads (bytes already decoded)."""
+
+    hint: str | None
+    payload_type: str
+    payload: bytes
+    sig: bytes
+
+
+def _b64_strict(value: Any) -> bytes | None:
+    """Canonical standard base64 -> bytes; None for anything else (-> model-signing path)."""
+    if not isinstance(value, str) or not _B64_STD.fullmatch(value):
+        return None
+    return base64.b64decode(value, validate=True)
+
+
+def plain_key_bundle(data: dict[str, Any]) -> _KeyBundle | None:
+    """The bundle's parts if it has exactly the shape key signing writes, else None.
+
+    That shape: ``mediaType`` (v0.3, checked on read), ``verificationMaterial`` with a
+    ``publicKey`` (``hint`` only) and no transparency-log entries, and a DSSE
+    envelope with one signature, all base64 canonical. Every field model-signing's
+    strict bundle model would accept differently (aliases, extras) is outside it.
+    """
+    if set(data) != {"mediaType", "verificationMaterial", "dsseEnvelope"}:
+        return None
+    material, envelope = data["verificationMaterial"], data["dsseEnvelope"]
+    if not set(material) <= {"publicKey", "tlogEntries"} or material.get("tlogEntries", []) != []:
+        return None
+    public_key = material.get("publicKey")
+    if not isinstance(public_key, dict) or not set(public_key) <= {"hint"}:
+        return None
+    hint = public_key.get("hint")
+    if hint is not None and not isinstance(hint, str):
+        return None
+    if set(envelope) != {"payload", "payloadType", "signatures"}:
+        return None
+    signatures = envelope["signatures"]
+    if not isinstance(signatures, list) or len(signatures) != 1:
+        return None
+    signature = signatures[0]
+    if not isinstance(signature, dict) or not {"sig"} <= set(signature) <= {"sig", "keyid"}:
+        return None
+    if signature.get("keyid") is not None and not isinstance(signature["keyid"], str):
+        return None
+    payload_type = envelope["payloadType"]
+    payload, sig = _b64_strict(envelope["payload"]), _b64_strict(signature["sig"])
+    if not isinstance(payload_type, str) or payload is None or sig is None:
+        return None
+    return _KeyBundle(hint, payload_type, payload, sig)
+
+
+def _pae(payload: bytes) -> bytes:
+    # sign_sigstore_pb.pae: the type is always the in-toto one, whatever the envelope says
+    # (the envelope's payloadType is compared with it after the signature check).
+    kind = IN_TOTO_PAYLOAD_TYPE
+    return b" ".join([f"DSSEv1 {len(kind)} {kind} {len(payload)}".encode(), payload])
+
+
+def _pae_compat(payload: bytes) -> bytes:
+    # sign_sigstore_pb.pae_compat: model-signing 0.2 put the bytes' repr into a str;
+    # signatures made then still verify with model-signing 1.x, so here too.
+    kind = IN_TOTO_PAYLOAD_TYPE
+    return f"DSSEV1 {len(kind)} {kind} {len(payload)} {payload!r}".encode()
+
+
+class _NativeKeyVerifier:
+    """model-signing's ``sign_ec_key.Verifier`` for a :class:`_KeyBundle`, on cryptography."""
+
+    def __init__(self, public_key_path: Path) -> None:
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = serialization.load_pem_public_key(public_key_path.read_bytes())
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise ValueError(f"not an elliptic curve key ({type(key).__name__})")
+        # sign_ec_key._check_supported_ec_key and get_ec_key_hash
+        if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+            raise ValueError(f"Unsupported key for curve '{key.curve.name}'")
+        digest = {256: hashes.SHA256, 384: hashes.SHA384, 521: hashes.SHA512}[key.curve.key_size]
+        self._key = key
+        self._algorithm = ec.ECDSA(digest())
+        pem = key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self._hint = hashlib.sha256(pem).hexdigest()
+
+    def verify(self, bundle: _KeyBundle) -> dict[str, Any]:
+        """The verified in-toto statement; ValueError/InvalidSignature when not valid."""
+        from cryptography.exceptions import InvalidSignature
+
+        # sign_ec_key.Verifier._verify_bundle: a hint, when given, must name this key.
+        if bundle.hint and bundle.hint != self._hint:
+            raise ValueError(
+                "Key mismatch: The public key hash in the signature's verification material "
+                "does not match the provided public key."
+            )
+        try:
+            self._key.verify(bundle.sig, _pae(bundle.payload), self._algorithm)
+        except InvalidSignature:
+            self._key.verify(bundle.sig, _pae_compat(bundle.payload), self._algorithm)
+        # signing.Verifier.verify: payload type, then statement type.
+        if bundle.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            raise ValueError(
+                f"Expected DSSE payload {IN_TOTO_PAYLOAD_TYPE}, but got {bundle.payload_type}"
+            )
+        statement = json.loads(bundle.payload)
+        if statement["_type"] != IN_TOTO_STATEMENT_TYPE:
+            raise ValueError(
+                f"Expected in-toto {IN_TOTO_STATEMENT_TYPE} payload, "
+                f"but got {statement['_type']}"
+            )
+        return statement
+
+
+def statement_digests(statement: dict[str, Any]) -> dict[str, str]:
+    """The checks of model-signing's ``dsse_payload_to_manifest`` plus :func:`manifest_digests`.
+
+    For a statement :func:`_check_statement` has accepted (v1.0 predicate, per-file
+    sha256 serialization, safe unique names, 64-hex digests): exactly one subject
+    whose sha256 is the hash of all resource digests in order, ``allow_symlinks``
+    recorded, every resource's algorithm sha256. Returns {name: sha256 hex}, sorted
+    as model-signing's manifest sorts.
+    """
+    subjects = statement["subject"]
+    if len(subjects) != 1:
+        raise ValueError(f"Expected only one subject, got {subjects}")
+    subjects[0]["name"]  # noqa: B018 - required by model-signing (the model's name)
+    expected = subjects[0]["digest"]["sha256"]
+    predicate = statement["predicate"]
+    predicate["serialization"]["allow_symlinks"]  # noqa: B018 - _FileSerialization._from_args
+    root = hashlib.sha256()
+    result: dict[str, str] = {}
+    for resource in predicate["resources"]:
+        algorithm, digest = resource["algorithm"], resource["digest"]
+        root.update(bytes.fromhex(digest))
+        if algorithm != "sha256":
+            raise ValueError(f"signed manifest uses {algorithm!r} digests; sha256 required")
+        result[resource["name"]] = digest
+    if root.hexdigest() != expected:
+        raise ValueError(
+            f"Manifest is inconsistent. Root digest is {expected}, "
+            f"but the included resources hash to {root.hexdigest()}"
+        )
+    return {name: result[name] for name in sorted(result, key=PurePosixPath)}
 
 
 def _key_hint(path: Path) -> str | None:
@@ -802,7 +998,11 @@ def verify_bundle(signature_path: Path, trust: Any) -> dict[str, str]:
     hint = None
     if isinstance(material.get("publicKey"), dict):
         hint = material["publicKey"].get("hint")
-    options = candidates(trust, material, hint if isinstance(hint, str) else None)
+    key_bundle = plain_key_bundle(data)
+    options = candidates(
+        trust, material, hint if isinstance(hint, str) else None,
+        native_keys=key_bundle is not None,
+    )
     if not options:
         kind = _material_kind(material)
         raise VerificationError(
@@ -819,6 +1019,20 @@ def verify_bundle(signature_path: Path, trust: Any) -> dict[str, str]:
         except _Unreachable as exc:
             unreachable.append(str(exc))
             continue
+        if option.native:
+            assert key_bundle is not None
+            try:
+                statement = verifier.verify(key_bundle)
+            except Exception as exc:
+                failures.append(f"{option.description}: {_short(exc, 160)}")
+                continue
+            _check_statement(signature_path, data)
+            try:
+                return statement_digests(statement)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise VerificationError(
+                    f"model signature {signature_path}: inconsistent manifest ({_short(exc)})"
+                ) from None
         if option.sigstore_bundle not in parsed:
             try:
                 parsed[option.sigstore_bundle] = parse_signature(raw, data, option.sigstore_bundle)

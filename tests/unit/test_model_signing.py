@@ -513,3 +513,287 @@ def test_a_wrong_known_digest_is_caught_by_full_verification(model, keys) -> Non
     sign_model(model, private_key=keys["good"][0], known_digests={"weights/part-1.bin": "00" * 32})
     with pytest.raises(IntegrityError, match="part-1.bin"):
         verify_model(model, trust_of(keys["good"][1]))
+
+
+# ------------------------------------------- key bundles verified without model-signing
+#
+# Plain key bundles are verified by _model_internal's native path (cryptography only,
+# no model-signing import; it dominates the runtime's cold start otherwise). These
+# tests hold it to model-signing's decisions: every bundle below is verified once by
+# the native path and once by model-signing (native path switched off), and both
+# must accept with the same manifest or both must refuse with the same error class.
+
+
+def _sign_bundle(
+    key: Path, statement: bytes, *, payload_type: str = "application/vnd.in-toto+json",
+    compat: bool = False, hint: object = "auto",
+) -> dict:
+    private = serialization.load_pem_private_key(key.read_bytes(), None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    kind = "application/vnd.in-toto+json"  # model-signing's PAE always uses this type
+    if compat:
+        pae = f"DSSEV1 {len(kind)} {kind} {len(statement)} {statement!r}".encode()
+    else:
+        pae = b"DSSEv1 %d %s %d %s" % (len(kind), kind.encode(), len(statement), statement)
+    hashes = {256: "SHA256", 384: "SHA384", 521: "SHA512"}
+    from cryptography.hazmat.primitives import hashes as h
+
+    algorithm = getattr(h, hashes[private.curve.key_size])()
+    sig = private.sign(pae, ec.ECDSA(algorithm))
+    spki = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public_key = {"hint": hashlib.sha256(spki).hexdigest()} if hint == "auto" else (
+        {} if hint is None else {"hint": hint}
+    )
+    return {
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": public_key, "tlogEntries": []},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(statement).decode(),
+            "payloadType": payload_type,
+            "signatures": [{"sig": base64.b64encode(sig).decode(), "keyid": ""}],
+        },
+    }
+
+
+def _statement(signed_dir: Path) -> dict:
+    bundle = json.loads((signed_dir / SIGNATURE_NAME).read_text())
+    return json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+
+
+def _root(statement: dict) -> dict:
+    """Recompute the subject digest so only the change under test is wrong."""
+    digest = hashlib.sha256(
+        b"".join(bytes.fromhex(r["digest"]) for r in statement["predicate"]["resources"])
+    ).hexdigest()
+    statement["subject"][0]["digest"]["sha256"] = digest
+    return statement
+
+
+def _outcome(model_dir: Path, trust: Trust, *, native: bool, monkeypatch) -> object:
+    with monkeypatch.context() as patch:
+        if not native:
+            patch.setattr(_model_internal, "plain_key_bundle", lambda data: None)
+        else:
+            real = _model_internal.plain_key_bundle
+            used: list[bool] = []
+            patch.setattr(
+                _model_internal, "plain_key_bundle",
+                lambda data: used.append(True) or real(data),
+            )
+        try:
+            return ("accepted", verify_model_signature(model_dir, trust))
+        except (VerificationError, InputError) as exc:
+            return ("refused", type(exc).__name__)
+        except Exception as exc:  # noqa: BLE001 - the comparison reports it
+            return ("error", type(exc).__name__)
+
+
+def _same_decision(model_dir: Path, trust: Trust, monkeypatch) -> object:
+    native = _outcome(model_dir, trust, native=True, monkeypatch=monkeypatch)
+    reference = _outcome(model_dir, trust, native=False, monkeypatch=monkeypatch)
+    assert native == reference
+    return native
+
+
+def _write(model_dir: Path, bundle: dict) -> None:
+    (model_dir / SIGNATURE_NAME).write_text(json.dumps(bundle))
+
+
+def test_verifying_a_key_bundle_does_not_import_model_signing(signed, keys) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "from pipeline.signing.model import Trust, verify_model_signature\n"
+        f"m = verify_model_signature(Path({str(signed)!r}), "
+        f"Trust(public_keys=(Path({str(keys['good'][1])!r}),)))\n"
+        "assert len(m) == 4, m\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in "
+        "('model_signing', 'sigstore', 'sigstore_models', 'requests')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_native_and_model_signing_agree_on_valid_bundles(model, keys, tmp_path, monkeypatch):
+    sign_model(model, private_key=keys["good"][0])
+    good = trust_of(keys["good"][1])
+    accepted = _same_decision(model, good, monkeypatch)
+    assert accepted[0] == "accepted" and set(accepted[1]) == set(FILES)
+    statement = json.dumps(_statement(model)).encode()
+    # Hint-less (older bundles), empty hint, model-signing 0.2's PAE, a P-384 key.
+    for variant in (
+        _sign_bundle(keys["good"][0], statement, hint=None),
+        _sign_bundle(keys["good"][0], statement, hint=""),
+        _sign_bundle(keys["good"][0], statement, compat=True),
+    ):
+        _write(model, variant)
+        assert _same_decision(model, good, monkeypatch)[0] == "accepted"
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    (tmp_path / "p384.key").write_bytes(p384.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (tmp_path / "p384.pub").write_bytes(p384.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _write(model, _sign_bundle(tmp_path / "p384.key", statement))
+    assert _same_decision(model, trust_of(tmp_path / "p384.pub"), monkeypatch)[0] == "accepted"
+    assert _same_decision(model, good, monkeypatch)[0] == "refused"
+    # Untrusted signer, wrong hint for the right key, right hint for a wrong key.
+    _write(model, _sign_bundle(keys["other"][0], statement))
+    assert _same_decision(model, good, monkeypatch)[0] == "refused"
+    _write(model, _sign_bundle(keys["good"][0], statement, hint="ab" * 32))
+    assert _same_decision(model, good, monkeypatch)[0] == "refused"
+    assert _same_decision(model, trust_of(keys["other"][1], keys["good"][1]), monkeypatch)[0] == (
+        "refused"
+    )
+
+
+def _mutations(statement: dict) -> list[tuple[str, dict]]:
+    import copy
+
+    def change(edit) -> dict:  # type: ignore[no-untyped-def]
+        value = copy.deepcopy(statement)
+        edit(value)
+        return value
+
+    def resources(value: dict) -> list:
+        return value["predicate"]["resources"]
+
+    return [
+        ("statement type", change(lambda v: v.update(_type="https://in-toto.io/Statement/v0.1"))),
+        ("compat predicate", change(lambda v: v.update(
+            predicateType="https://model_signing/Digests/v0.1"))),
+        ("no subject", change(lambda v: v.update(subject=[]))),
+        ("two subjects", change(lambda v: v.update(subject=v["subject"] * 2))),
+        ("subject without name", change(lambda v: v["subject"][0].pop("name"))),
+        ("wrong root digest", change(lambda v: v["subject"][0]["digest"].update(sha256="0" * 64))),
+        ("upper-case root digest", change(lambda v: v["subject"][0]["digest"].update(
+            sha256=v["subject"][0]["digest"]["sha256"].upper()))),
+        ("no allow_symlinks", _root(change(
+            lambda v: v["predicate"]["serialization"].pop("allow_symlinks")))),
+        ("shards", _root(change(lambda v: v["predicate"]["serialization"].update(
+            method="shards", shard_size=1000)))),
+        ("blake2 serialization", _root(change(
+            lambda v: v["predicate"]["serialization"].update(hash_type="blake2")))),
+        ("sha512 resource", _root(change(lambda v: resources(v)[0].update(algorithm="sha512")))),
+        ("resource without algorithm", _root(change(lambda v: resources(v)[0].pop("algorithm")))),
+        ("upper-case digest", _root(change(lambda v: resources(v)[0].update(
+            digest=resources(v)[0]["digest"].upper())))),
+        ("short digest", _root(change(lambda v: resources(v)[0].update(digest="ab" * 16)))),
+        ("unsafe name", _root(change(lambda v: resources(v)[0].update(name="../x")))),
+        ("dot name", _root(change(lambda v: resources(v)[0].update(name="./config.json")))),
+        ("duplicate name", _root(change(lambda v: resources(v).append(dict(resources(v)[0]))))),
+        ("no resources", _root(change(lambda v: v["predicate"].update(resources=[])))),
+        ("resources not a list", change(lambda v: v["predicate"].update(resources={}))),
+        ("extra predicate field", _root(change(lambda v: v["predicate"].update(extra=1)))),
+    ]
+
+
+def test_native_and_model_signing_agree_on_signed_but_wrong_statements(
+    signed, keys, monkeypatch
+) -> None:
+    good = trust_of(keys["good"][1])
+    original = _statement(signed)
+    decisions = {}
+    for name, statement in _mutations(original):
+        _write(signed, _sign_bundle(keys["good"][0], json.dumps(statement).encode()))
+        decisions[name] = _same_decision(signed, good, monkeypatch)[0]
+    # Unknown predicate fields are ignored (v1.0 says so), and an empty model is a
+    # model (the loader then finds its files unsigned); everything else is refused.
+    assert decisions.pop("extra predicate field") == "accepted"
+    assert decisions.pop("no resources") == "accepted"
+    assert {k: v for k, v in decisions.items() if v != "refused"} == {}
+    for payload in (b"not json", b"[]", b'{"_type": 1}', "\u00e9".encode("latin-1")):
+        _write(signed, _sign_bundle(keys["good"][0], payload))
+        assert _same_decision(signed, good, monkeypatch)[0] == "refused"
+    statement = json.dumps(original).encode()
+    _write(signed, _sign_bundle(keys["good"][0], statement, payload_type="text/plain"))
+    assert _same_decision(signed, good, monkeypatch)[0] == "refused"
+
+
+def test_native_and_model_signing_agree_on_envelope_changes(signed, keys, monkeypatch) -> None:
+    import copy
+
+    good = trust_of(keys["good"][1])
+    original = json.loads((signed / SIGNATURE_NAME).read_text())
+    envelope = original["dsseEnvelope"]
+    sig = base64.b64decode(envelope["signatures"][0]["sig"])
+    payload = base64.b64decode(envelope["payload"])
+    flipped = bytes([payload[0] ^ 1]) + payload[1:]
+    edits = {
+        "other payload type": ("refused", lambda b: b["dsseEnvelope"].update(payloadType="x/y")),
+        "flipped payload bit": ("refused", lambda b: b["dsseEnvelope"].update(
+            payload=base64.b64encode(flipped).decode())),
+        "flipped signature bit": ("refused", lambda b: b["dsseEnvelope"]["signatures"][0].update(
+            sig=base64.b64encode(sig[:-1] + bytes([sig[-1] ^ 1])).decode())),
+        "no keyid": ("accepted", lambda b: b["dsseEnvelope"]["signatures"][0].pop("keyid")),
+        "keyid null": ("accepted", lambda b: b["dsseEnvelope"]["signatures"][0].update(keyid=None)),
+        "keyid set": ("accepted", lambda b: b["dsseEnvelope"]["signatures"][0].update(keyid="k")),
+        "no tlogEntries": ("accepted", lambda b: b["verificationMaterial"].pop("tlogEntries")),
+        "no signatures": ("refused", lambda b: b["dsseEnvelope"].update(signatures=[])),
+        "bad then good signature": ("refused", lambda b: b["dsseEnvelope"].update(
+            signatures=[{"sig": base64.b64encode(b"x" * 70).decode()},
+                        *b["dsseEnvelope"]["signatures"]])),
+        "good then bad signature": ("accepted", lambda b: b["dsseEnvelope"]["signatures"].append(
+            {"sig": base64.b64encode(b"x" * 70).decode()})),
+        "unpadded base64 signature": ("?", lambda b: b["dsseEnvelope"]["signatures"][0].update(
+            sig=b["dsseEnvelope"]["signatures"][0]["sig"].rstrip("="))),
+        "hint with rawBytes": ("accepted", lambda b: b["verificationMaterial"]["publicKey"].update(
+            rawBytes="AAAA")),
+        "extra envelope field": ("refused", lambda b: b["dsseEnvelope"].update(extra=1)),
+        "extra bundle field": ("refused", lambda b: b.update(extra=1)),
+        "snake_case envelope": ("accepted", lambda b: b["dsseEnvelope"].update(
+            payload_type=b["dsseEnvelope"].pop("payloadType"))),
+        "signature not an object": ("refused", lambda b: b["dsseEnvelope"].update(
+            signatures=["x"])),
+        "hint not a string": ("refused", lambda b: b["verificationMaterial"]["publicKey"].update(
+            hint=5)),
+        "certificate too": ("refused", lambda b: b["verificationMaterial"].update(
+            certificate={"rawBytes": "AAAA"})),
+    }
+    for name, (expected, edit) in edits.items():
+        bundle = copy.deepcopy(original)
+        edit(bundle)
+        _write(signed, bundle)
+        decision = _same_decision(signed, good, monkeypatch)[0]
+        assert expected in ("?", decision), (name, decision)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.lists(st.sampled_from(["subject", 0, "digest", "sha256", "name", "predicate",
+                                   "serialization", "method", "hash_type", "resources",
+                                   "algorithm", "_type", "predicateType", "allow_symlinks"]),
+                  min_size=1, max_size=4),
+    value=st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    | st.lists(st.integers(), max_size=2) | st.dictionaries(st.text(max_size=3), st.integers(),
+                                                            max_size=2),
+    recompute_root=st.booleans(),
+)
+def test_native_and_model_signing_agree_on_random_signed_statements(
+    signed, keys, monkeypatch, path, value, recompute_root
+) -> None:
+    statement = _statement(signed)
+    target = statement
+    for step in path[:-1]:
+        try:
+            target = target[step]
+        except (KeyError, IndexError, TypeError):
+            break
+    else:
+        try:
+            target[path[-1]] = value
+        except (IndexError, TypeError):
+            pass
+    if recompute_root:
+        try:
+            _root(statement)
+        except Exception:  # noqa: BLE001 - the statement is broken anyway
+            pass
+    _write(signed, _sign_bundle(keys["good"][0], json.dumps(statement).encode()))
+    _same_decision(signed, trust_of(keys["good"][1]), monkeypatch)
