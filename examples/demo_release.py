@@ -41,26 +41,6 @@ def run_json(argv: list[str]) -> dict[str, Any]:
     return json.loads(buffer.getvalue())
 
 
-def _write_vuln_predicate(layout: Path, out: Path) -> str:
-    """Scan the image (trivy: secrets, misconfig; CVEs only with a DB) into cosign's vuln
-    predicate, gated as in dev (no DB here: 'not scanned' is a warning, never 'clean')."""
-    from pipeline.scan.attest import vuln_predicate
-    from pipeline.scan.gate import enforce, evaluate, parse_policy
-    from pipeline.scan.trivy import scan_image
-
-    result = scan_image(str(layout))
-    decision = evaluate(result, parse_policy({}, environment="dev"))
-    counts = {kind: sum(per.values()) for kind, per in result.counts().items()}
-    print(f"scanner: {result.scanner}; findings: {counts or 'none'}; "
-          f"vulnerabilities: {result.vulnerability_status}; "
-          f"gate (dev): {'passed' if decision.passed else 'REFUSED'}", flush=True)
-    for message in decision.warnings:
-        print(f"warning: {message}", flush=True)
-    enforce(decision)
-    out.write_text(json.dumps(vuln_predicate(result, decision), indent=2))
-    return result.vulnerability_status
-
-
 def _policy_check(host: str, pinned: str, public: Path) -> list[str]:
     """The admission decision for the pinned image: signed by us, all three attestations,
     provenance from this builder."""
@@ -150,8 +130,12 @@ def release(run: Callable[[list[str]], None], work: Path, private: Path, public:
     build_s = time.perf_counter() - started
     digest = OCILayout.open(layout).resolve("latest")["digest"]
     run(["sbom", str(layout), "-o", str(work / "sbom.json")])
-    print(f"$ pipeline scan {layout} --env dev   (as a signed vuln predicate)", flush=True)
-    vulnerabilities = _write_vuln_predicate(layout, work / "vuln.json")
+    # dev gate: without a vulnerability DB the image is "not scanned" (a warning in dev,
+    # a refusal in prod), never "clean".
+    run(["scan", str(layout), "--env", "dev", "--format", "cosign-vuln",
+         "-o", str(work / "vuln.json")])
+    vulnerabilities = json.loads((work / "vuln.json").read_text())[
+        "scanner"]["result"]["vulnerabilities"]
     run(["provenance", str(layout), "-o", str(work / "provenance.json")])
 
     with start_local_registry(work / "registry") as registry:

@@ -138,7 +138,19 @@ def _load_policy(policy_file: Path | None, environment: str | None):
 @main.command("scan")
 @click.argument("target")
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "cosign-vuln"]),
+    default="table",
+    show_default=True,
+    help="cosign-vuln: cosign's vuln predicate (findings + gate verdict), for "
+    "'pipeline attest --type vuln --predicate FILE'.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report here (atomically) instead of stdout.",
 )
 @click.option(
     "--env",
@@ -167,8 +179,13 @@ def scan_cmd(
     db_repository: str | None,
     no_gate: bool,
     as_json: bool,
+    output: Path | None = None,
 ) -> None:
-    """Scan an OCI layout (DIR[:tag]) for secrets, misconfig and vulnerabilities; apply the gate."""
+    """Scan an OCI layout (DIR[:tag]) for secrets, misconfig and vulnerabilities; apply the gate.
+
+    The gate runs after the report is written, so a refused image still leaves its
+    report (and its exit code 11 says it was refused).
+    """
     from pipeline.scan.gate import enforce, evaluate
     from pipeline.scan.trivy import scan_image
 
@@ -188,7 +205,19 @@ def scan_cmd(
     lines += [f"  fail: {m}" for m in decision.failures]
     for message in decision.warnings:
         warn(message)
-    emit(data, as_json or fmt == "json", "\n".join(lines))
+    if fmt == "cosign-vuln":
+        from pipeline.scan.attest import vuln_predicate
+
+        report = json.dumps(vuln_predicate(result, decision), indent=2, sort_keys=True)
+    elif as_json or fmt == "json" or wants_json(as_json):
+        report = json.dumps(data, indent=2, sort_keys=True, default=str)
+    else:
+        report = "\n".join(lines)
+    if output is not None:
+        write_atomic(output, report + "\n")
+        click.echo("\n".join(lines[:3]) + f"\nwrote {output}", err=True)
+    else:
+        click.echo(report)
     if not no_gate:
         enforce(decision)
 

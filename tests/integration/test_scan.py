@@ -47,6 +47,23 @@ def test_scan_without_db_says_not_scanned_and_gate_follows_env(built: Built, cap
     assert "not scanned" in capsys.readouterr().err
 
 
+def test_cosign_vuln_report_is_written_even_when_the_gate_refuses(
+    built: Built, tmp_path: Path, capsys
+) -> None:
+    """trivy's --format cosign-vuln, for `pipeline attest --type vuln --predicate`."""
+    report = tmp_path / "vuln.json"
+    assert run(["scan", str(built.layout), "--env", "prod", "--format", "cosign-vuln",
+                "-o", str(report)]) == EXIT_POLICY
+    predicate = json.loads(report.read_text())
+    assert predicate["scanner"]["uri"] == "pkg:github/aquasecurity/trivy"
+    result = predicate["scanner"]["result"]
+    assert result["vulnerabilities"].startswith("not scanned")
+    assert result["gate"]["passed"] is False  # prod refuses an unscanned image
+    assert capsys.readouterr().out == ""  # the report went to the file only
+    assert run(["scan", str(built.layout), "--env", "dev", "--format", "cosign-vuln"]) == 0
+    assert json.loads(capsys.readouterr().out)["scanner"]["result"]["gate"]["passed"] is True
+
+
 def test_scan_finds_a_planted_secret_without_leaking_it(build_env, tmp_path: Path, capsys) -> None:
     project = copy_project(tmp_path / "p")
     (project / "settings.py").write_text(f'GITHUB_TOKEN = "{PLANTED}"\n')
