@@ -342,3 +342,25 @@ def test_seal_and_load_with_a_pkcs11_kek(workspace: dict[str, Path], softhsm_env
     tensors = load_sealed(out, trust=_trust(workspace))
     original = load_file(str(TINY / "model.safetensors"))
     assert all(torch.equal(tensors[k], original[k]) for k in original)
+
+
+# -- devices ------------------------------------------------------------------------------
+
+
+def test_cuda_loads_onto_the_gpu_or_is_a_config_error(workspace: dict[str, Path]) -> None:
+    """On a GPU machine the tensors land on CUDA and equal the original; without one,
+    asking for CUDA is a clear configuration error (exit 3), never a silent CPU load."""
+    from pipeline.errors import ConfigError
+
+    sealed = _seal(workspace, TINY, "tiny.sealed")
+    if torch.cuda.is_available():
+        tensors = load_sealed(sealed, device="cuda", trust=_trust(workspace))
+        original = load_file(str(TINY / "model.safetensors"))
+        for name, tensor in tensors.items():
+            assert tensor.device.type == "cuda"
+            assert torch.equal(tensor.cpu(), original[name])
+    else:
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            load_sealed(sealed, device="cuda", trust=_trust(workspace))
+    with pytest.raises(ConfigError, match="unknown device"):
+        load_sealed(sealed, device="tpu", trust=_trust(workspace))
