@@ -33,6 +33,7 @@ from secure_runtime.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from tests.integration._runtime_support import (
     NONROOT,
     PYTHON,
+    ROOT,
     TINY,
     Runtime,
     Workspace,
@@ -154,6 +155,15 @@ def test_unprivileged_process_is_hardened(unprivileged_copy: Path) -> None:
 # --------------------------------------------------------------------------- bubblewrap
 
 
+def _keep_checkout_visible() -> list[str]:
+    """Bind the checkout (and its .venv) back when it lives under /tmp, as a CI clone may:
+    the /tmp stand-in would hide the interpreter otherwise."""
+    checkout = ROOT.resolve()
+    if checkout.is_relative_to("/tmp"):
+        return ["--ro-bind", str(checkout), str(checkout)]
+    return []
+
+
 def _bwrap(host_tmp: Path, model: Path, ws: Workspace, port: int, *extra: str,
            grpc_port: int | None = None) -> list[str]:
     """Read-only root, ``host_tmp`` as /tmp, model and keys read-only under a fresh /run."""
@@ -161,7 +171,7 @@ def _bwrap(host_tmp: Path, model: Path, ws: Workspace, port: int, *extra: str,
         pytest.fail("bubblewrap is not installed (scripts/setup.sh installs it)")
     return [
         BWRAP, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-        "--bind", str(host_tmp), "/tmp", "--tmpfs", "/run",
+        "--bind", str(host_tmp), "/tmp", *_keep_checkout_visible(), "--tmpfs", "/run",
         "--ro-bind", str(model), "/run/model", "--ro-bind", str(ws.keyring.parent), "/run/keys",
         "--ro-bind", str(ws.public), "/run/trust.pub",
         "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY),
