@@ -71,8 +71,18 @@ def _tree(root: Path, dest: str, spec: ProjectSpec | None) -> list[Entry]:
             rel = path.relative_to(root).as_posix()
             if not _wanted(rel, spec):
                 continue
-            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
-                raise BuildError(f"{path}: symlink points outside {root}")
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(real_root):
+                    raise BuildError(f"{path}: symlink points outside {root}")
+                # What gets packed is the target: an innocent name must not carry weights,
+                # hidden files (.env, .git) or excluded files into the image.
+                target_rel = target.relative_to(real_root).as_posix()
+                if not _wanted(target_rel, spec):
+                    raise BuildError(
+                        f"{path}: symlink to {target_rel}, which the app layer leaves out "
+                        "(weights, hidden or excluded files)"
+                    )
             if not path.is_file():
                 continue
             entries.append(Entry(f"{dest}/{rel}", REG, 0o644, path.read_bytes()))

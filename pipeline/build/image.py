@@ -139,7 +139,9 @@ def _rfc3339(epoch: int) -> str:
 
 def _source_url(url: str) -> str:
     """The remote URL without credentials (``https://user:token@host`` -> ``https://host``)."""
-    return re.sub(r"^([a-z+]+://)[^/@]*@", r"\1", url)
+    # Up to the *last* '@' of the authority (a password may hold an unescaped '@'),
+    # any scheme spelling: nothing of the userinfo may reach a label.
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1", url)
 
 
 def annotations(spec: ProjectSpec, created: str, base_lock: str, python_lock: str) -> dict:

@@ -47,7 +47,9 @@ class Credentials:
 def is_loopback_host(host: str) -> bool:
     """True for localhost and loopback IPs (where plain HTTP cannot be intercepted)."""
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    # Not "*.localhost": whether such a name is loopback is up to the resolver (glibc
+    # without nss-myhostname asks DNS), so plain HTTP could leave the machine.
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -101,6 +101,19 @@ def _error_detail(response: requests.Response) -> str:
         return ""
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of ``url``, default ports filled in (for same-origin checks)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = {"https": 443, "http": 80}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
 def _with_query(url: str, **params: str) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
@@ -193,12 +206,15 @@ class RegistryClient:
     ) -> requests.Response:
         """Send with auth, retries and status mapping; returns a response with an ok status."""
         full = url if url.startswith(("http://", "https://")) else self._url(url)
+        # Credentials (Basic, or a bearer token) go only to the registry's own origin: an
+        # upload Location or pagination link naming another host, or plain HTTP, gets none.
+        same_origin = _origin(full) == _origin(self.base_url)
 
         def attempt() -> requests.Response:
             response: requests.Response | None = None
             for round_ in range(2):
                 send_headers = dict(headers or {})
-                auth = self._auth.header(scope)
+                auth = self._auth.header(scope) if same_origin else None
                 if auth:
                     send_headers["Authorization"] = auth
                 data = body() if callable(body) else body
@@ -222,7 +238,7 @@ class RegistryClient:
                 finally:
                     if hasattr(data, "close"):
                         data.close()
-                if response.status_code == 401 and round_ == 0:
+                if response.status_code == 401 and round_ == 0 and same_origin:
                     if self._auth.header(scope):
                         self._auth.forget(scope)
                     if self._auth.answer(response, scope):

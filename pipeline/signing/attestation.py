@@ -186,6 +186,10 @@ def check_conditions(
     return failures
 
 
+#: One verified statement and the fingerprints of the trusted keys that signed it.
+_Verified = tuple[dict[str, Any], tuple[str, ...]]
+
+
 def _verify_layers(
     registry: Any,
     reference: Reference,
@@ -194,9 +198,8 @@ def _verify_layers(
     type_uri: str,
     trusted: list[VerifyKey],
     source: str,
-) -> tuple[list[dict[str, Any]], set[str], list[str]]:
-    statements: list[dict[str, Any]] = []
-    signers: set[str] = set()
+) -> tuple[list[_Verified], list[str]]:
+    verified: list[_Verified] = []
     reasons: list[str] = []
     for index, layer in enumerate(layers):
         label = f"{source} {index}"
@@ -222,9 +225,29 @@ def _verify_layers(
         if not statement.names_digest(digest):
             reasons.append(f"{label}: statement is about another artifact, not {digest}")
             continue
-        statements.append(statement.raw)
-        signers.update(signed_by)
-    return statements, signers, reasons
+        verified.append((statement.raw, tuple(signed_by)))
+    return verified, reasons
+
+
+def _signers(verified: Sequence[_Verified]) -> set[str]:
+    return {key for _, keys in verified for key in keys}
+
+
+def _meeting(
+    verified: Sequence[_Verified], conditions: Sequence[Mapping[str, Any]]
+) -> tuple[list[_Verified], list[str]]:
+    """The verified statements that meet ``conditions``, and why the others do not."""
+    if not conditions:
+        return list(verified), []
+    passing: list[_Verified] = []
+    failures: list[str] = []
+    for item in verified:
+        problems = check_conditions(item[0], conditions)
+        if problems:
+            failures.extend(problems)
+        else:
+            passing.append(item)
+    return passing, failures
 
 
 def verify_attestations(
@@ -256,63 +279,54 @@ def verify_attestations(
                      tuple(sorted(k.keyid for k in trusted)), threshold)
         cached = _cache.get(cache_key) if use_cache and att_digest else None
         if cached is not None:
-            statements, signers, reasons = cached
+            verified, reasons = cached
         else:
-            statements, signers, reasons = [], set(), []
+            verified, reasons = [], []
             if att_digest is not None:
                 attached = fetch_attached(registry, reference.repository, att_digest)
                 if attached is not None:
-                    statements, signers, reasons = _verify_layers(
+                    verified, reasons = _verify_layers(
                         registry, reference, attached.layers, digest, type_uri, trusted,
                         "attestation",
                     )
-            if len(signers) >= threshold and use_cache and att_digest:
-                _cache.put(cache_key, (statements, signers, reasons))
-            if len(signers) < threshold:
-                found, more_signers, more = _from_referrers(
-                    registry, reference, digest, type_uri, trusted
-                )
-                statements, reasons = statements + found, reasons + more
-                signers = signers | more_signers
-    if not statements:
+            if len(_signers(verified)) >= threshold and use_cache and att_digest:
+                _cache.put(cache_key, (verified, reasons))
+        # The threshold counts the keys behind statements that meet the conditions: a key
+        # that only signed a statement the conditions reject vouches for nothing here.
+        if len(_signers(_meeting(verified, conditions)[0])) < threshold:
+            found, more = _from_referrers(registry, reference, digest, type_uri, trusted)
+            verified, reasons = [*verified, *found], [*reasons, *more]
+    if not verified:
         detail = "; ".join(reasons) if reasons else "none attached"
         raise VerificationError(
             f"{reference}: no verified {type_uri} attestation for {digest} ({detail})"
         )
-    if len(signers) < threshold:
+    passing, failures = _meeting(verified, conditions)
+    if not passing:
         raise VerificationError(
-            f"{reference}: {type_uri} attestations signed by {len(signers)} trusted key(s), "
-            f"{threshold} required"
+            f"{reference}: {type_uri} attestation does not meet the conditions: "
+            + "; ".join(sorted(set(failures)))
         )
-    statements = _unique(statements)
-    if conditions:
-        failures: list[str] = []
-        passing = []
-        for statement in statements:
-            problems = check_conditions(statement, conditions)
-            if problems:
-                failures.extend(problems)
-            else:
-                passing.append(statement)
-        if not passing:
-            raise VerificationError(
-                f"{reference}: {type_uri} attestation does not meet the conditions: "
-                + "; ".join(sorted(set(failures)))
-            )
-        statements = passing
+    signers = _signers(passing)
+    if len(signers) < threshold:
+        meeting = " meeting the conditions" if conditions else ""
+        raise VerificationError(
+            f"{reference}: {type_uri} attestations{meeting} signed by {len(signers)} trusted "
+            f"key(s), {threshold} required"
+        )
+    statements = _unique([statement for statement, _ in passing])
     return [json.loads(json.dumps(s)) for s in statements]  # callers get their own copies
 
 
 def _from_referrers(
     registry: Any, reference: Reference, digest: str, type_uri: str,
     trusted: list[VerifyKey],
-) -> tuple[list[dict[str, Any]], set[str], list[str]]:
+) -> tuple[list[_Verified], list[str]]:
     try:
         descriptors = registry.referrers(reference.repository, digest, dsse.MEDIA_TYPE)
     except (InputError, IntegrityError, VerificationError) as exc:
-        return [], set(), [f"referrers: {exc}"]
-    statements: list[dict[str, Any]] = []
-    signers: set[str] = set()
+        return [], [f"referrers: {exc}"]
+    verified: list[_Verified] = []
     reasons: list[str] = []
     for descriptor in descriptors:
         manifest_digest = descriptor.get("digest")
@@ -325,12 +339,11 @@ def _from_referrers(
             continue
         if attached is None:
             continue
-        found, who, more = _verify_layers(registry, reference, attached.layers, digest,
-                                          type_uri, trusted, f"referrer {manifest_digest}")
-        statements.extend(found)
-        signers |= who
+        found, more = _verify_layers(registry, reference, attached.layers, digest,
+                                     type_uri, trusted, f"referrer {manifest_digest}")
+        verified.extend(found)
         reasons.extend(more)
-    return statements, signers, reasons
+    return verified, reasons
 
 
 def _unique(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:

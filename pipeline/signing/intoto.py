@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.errors import InputError, VerificationError
 from pipeline.oci.digest import parse_digest
+from pipeline.signing.simple_signing import loads_strict
 
 STATEMENT_TYPE_V1 = "https://in-toto.io/Statement/v1"
 #: cosign (before in-toto v1) writes v0.1 statements; accepted on read, never written.
@@ -83,7 +84,7 @@ def parse_statement(data: bytes) -> Statement:
     if len(data) > MAX_STATEMENT_BYTES:
         raise VerificationError("malformed in-toto statement: larger than 16 MiB")
     try:
-        document = json.loads(data.decode("utf-8"))
+        document = loads_strict(data, "in-toto statement")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VerificationError(f"malformed in-toto statement: not JSON ({exc})") from None
     if not isinstance(document, dict):

@@ -108,7 +108,34 @@ class Rule:
     _patterns: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
 
     def matches(self, ref: Reference) -> bool:
-        return any(p.fullmatch(ref.name) for p in self._patterns)
+        name = _match_name(ref.registry, ref.repository)
+        return any(p.fullmatch(name) for p in self._patterns)
+
+
+#: Hosts that serve exactly what docker.io names (the registry client talks to the first).
+_DOCKER_HUB_ALIASES = frozenset({"registry-1.docker.io", "index.docker.io"})
+
+
+def _canonical_registry(registry: str) -> str:
+    """One spelling per registry: host names are case-insensitive, ``:443`` is HTTPS's default.
+
+    Without this, ``REG.example/team/app`` or ``reg.example:443/team/app`` (the same
+    registry, the same images) would escape a rule for ``reg.example/team/*`` and, under
+    ``default: allow``, run unverified.
+    """
+    registry = registry.lower()
+    if registry.endswith(":443"):
+        registry = registry[: -len(":443")]
+    return "docker.io" if registry in _DOCKER_HUB_ALIASES else registry
+
+
+def _match_name(registry: str, repository: str) -> str:
+    return f"{_canonical_registry(registry)}/{repository}"
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    registry, sep, rest = pattern.partition("/")
+    return glob_to_regex(f"{_canonical_registry(registry)}{sep}{rest}")
 
 
 @dataclass
@@ -250,7 +277,7 @@ def _parse_rule(raw: Any, index: int, base: Path) -> Rule:
         threshold=threshold,
         identity=identity,
         attestations=tuple(_parse_attestations(raw.get("attestations"), where)),
-        _patterns=tuple(glob_to_regex(p) for p in images),
+        _patterns=tuple(_pattern_regex(p) for p in images),
     )
 
 

@@ -72,9 +72,40 @@ def build_payload(
     return text.encode()
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def loads_strict(data: bytes, what: str) -> Any:
+    """JSON with no key twice in an object: parsers disagree on which one wins.
+
+    A signed document that one verifier reads as digest A and another as digest B is
+    refused rather than interpreted (VerificationError naming ``what``).
+    """
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise VerificationError(f"malformed {what}: duplicate key {exc.args[0]!r}") from None
+
+
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise VerificationError(f"malformed simple signing payload: '{where}' is not an object")
+    # cosign (Go encoding/json) matches struct fields case-insensitively: "Image" after
+    # "image" would win there while we read "image". Keys equal but for case are refused.
+    if len({key.casefold() for key in value}) != len(value):
+        raise VerificationError(
+            f"malformed simple signing payload: duplicate key (ignoring case) in '{where}'"
+        )
     return value
 
 
@@ -83,7 +114,7 @@ def parse_payload(data: bytes) -> SimpleSigningPayload:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise VerificationError("malformed simple signing payload: larger than 1 MiB")
     try:
-        document = json.loads(data.decode("utf-8"))
+        document = loads_strict(data, "simple signing payload")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VerificationError(f"malformed simple signing payload: not JSON ({exc})") from None
     document = _mapping(document, "payload")

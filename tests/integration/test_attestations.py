@@ -243,6 +243,28 @@ def test_attestation_threshold_counts_distinct_signers(push, keys) -> None:
     assert len(statements) == 1  # the same statement, signed twice
 
 
+def test_threshold_counts_only_signers_of_statements_meeting_the_conditions(push, keys) -> None:
+    # Two keys required, conditions on the builder: bob attested a build by another
+    # builder; only alice vouches for a statement that passes, so 1 of 2: refused.
+    ref, _ = push()
+    alice, alice_pub = keys("alice")
+    bob, bob_pub = keys("bob")
+    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], alice, client_options=OPTS)
+    other = json.loads(json.dumps(PREDICATES["slsaprovenance"]))
+    other["runDetails"]["builder"]["id"] = "https://evil.example/builder"
+    attest(ref, "slsaprovenance", other, bob, client_options=OPTS)
+    builder = [{"path": "predicate.runDetails.builder.id",
+                "equals": "https://secure-model-pipeline.dev/local-runner"}]
+    with pytest.raises(VerificationError, match="2 required"):
+        verify_attestations(ref, "slsaprovenance", [alice_pub, bob_pub], threshold=2,
+                            conditions=builder, client_options=OPTS)
+    # once bob attests the passing statement too, two keys vouch for it
+    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], bob, client_options=OPTS)
+    (statement,) = verify_attestations(ref, "slsaprovenance", [alice_pub, bob_pub], threshold=2,
+                                       conditions=builder, client_options=OPTS)
+    assert statement["predicate"]["runDetails"]["builder"]["id"].endswith("/local-runner")
+
+
 def test_cli_attest_and_verify_attestation(push, keys, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     ref, _ = push()

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.build.app import MODEL_DIR, app_entries, runtime_requirements
 from pipeline.build.project import load_project
-from pipeline.errors import ConfigError
+from pipeline.errors import BuildError, ConfigError
 
 GOOD = """
 name: demo
@@ -40,6 +40,35 @@ def test_app_layer_never_carries_weights_or_hidden_files(tmp_path: Path) -> None
     paths = {e.path for e in app_entries(load_project(project(tmp_path)))}
     assert f"{MODEL_DIR}/server.py" in paths and f"{MODEL_DIR}/pipeline.yaml" in paths
     assert not any(p.endswith(("w.bin", ".safetensors", ".env")) for p in paths)
+
+
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("notes.txt", "extra.safetensors"),   # weight suffix
+        ("data.txt", "w.bin"),                # declared model.weights
+        ("settings.txt", ".env"),             # hidden file
+        ("sub/cfg.txt", "../.git/config"),    # inside a hidden directory
+    ],
+)
+def test_app_layer_refuses_symlinks_to_files_it_would_leave_out(
+    tmp_path: Path, link: str, target: str
+) -> None:
+    # An innocent name must not smuggle weights or secrets in: the target is what is packed.
+    root = project(tmp_path)
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[remote]\n url = https://user:token@host/x\n")
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).symlink_to(target)
+    with pytest.raises(BuildError, match="symlink"):
+        app_entries(load_project(root))
+
+
+def test_app_layer_keeps_symlinks_to_files_it_packs(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    (root / "alias.py").symlink_to("server.py")
+    entries = {e.path: e for e in app_entries(load_project(root))}
+    assert entries[f"{MODEL_DIR}/alias.py"].data == b"print('hi')\n"
 
 
 def test_secure_runtime_entrypoint_adds_runtime_code_and_requirements(tmp_path: Path) -> None:

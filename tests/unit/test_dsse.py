@@ -229,3 +229,14 @@ def test_cosign_v01_statements_are_read() -> None:
         "predicate": {},
     }
     assert intoto.parse_statement(json.dumps(document).encode()).names_digest(DIGEST)
+
+
+def test_statement_with_duplicate_keys_is_refused() -> None:
+    other = "cd" * 32
+    text = (
+        '{"_type":"https://in-toto.io/Statement/v1","predicateType":"https://x.example/p",'
+        f'"predicate":{{}},"subject":[{{"name":"a","digest":{{"sha256":"{DIGEST[7:]}"}}}}],'
+        f'"subject":[{{"name":"a","digest":{{"sha256":"{other}"}}}}]}}'
+    )
+    with pytest.raises(VerificationError, match="duplicate"):
+        intoto.parse_statement(text.encode())

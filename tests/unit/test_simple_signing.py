@@ -82,6 +82,30 @@ def test_malformed_payloads_are_refused(payload: bytes, reason: str) -> None:
         ss.parse_payload(payload)
 
 
+OTHER = "sha256:" + "cd" * 32
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # the same key twice: Python keeps the last, other parsers the first
+        ('{"critical":{"identity":{"docker-reference":"r.example/a"},'
+         f'"image":{{"docker-manifest-digest":"{DIGEST}","docker-manifest-digest":"{OTHER}"}},'
+         '"type":"cosign container image signature"},"optional":null}'),
+        # Go's encoding/json (cosign) matches field names case-insensitively
+        ('{"critical":{"identity":{"docker-reference":"r.example/a"},'
+         f'"image":{{"docker-manifest-digest":"{DIGEST}"}},"Image":{{"docker-manifest-digest":'
+         f'"{OTHER}"}},"type":"cosign container image signature"}},"optional":null}}'),
+        (f'{{"Critical":{{"image":{{"docker-manifest-digest":"{OTHER}"}}}},'
+         + _doc().decode()[1:]),
+    ],
+)
+def test_ambiguous_payloads_with_duplicate_keys_are_refused(payload: str) -> None:
+    # A signed payload that two parsers read as two different digests is refused.
+    with pytest.raises(VerificationError, match="duplicate"):
+        ss.parse_payload(payload.encode())
+
+
 def test_oversized_payload_is_refused() -> None:
     with pytest.raises(VerificationError, match="larger than"):
         ss.parse_payload(b" " * (ss.MAX_PAYLOAD_BYTES + 1))

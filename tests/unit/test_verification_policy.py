@@ -115,6 +115,33 @@ def test_rules_for_normalises_references(tmp_path: Path, pubkey: Path) -> None:
     assert policy.rules_for("quay.io/busybox") == []
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "REG.EXAMPLE/team/app",        # host names are case-insensitive: same registry
+        "Reg.Example/team/app",
+        "reg.example:443/team/app",    # the HTTPS default port: same registry
+        "REG.example:443/team/app",
+    ],
+)
+def test_other_spellings_of_the_registry_match_the_same_rules(
+    tmp_path: Path, pubkey: Path, spelling: str
+) -> None:
+    # Under `default: allow` a spelling that escaped the rule would be allowed unsigned.
+    rule = {"name": "team", "images": ["reg.example/team/*"],
+            "authorities": [{"key": "keys/release.pub"}]}
+    policy = ImagePolicy.load(_write(tmp_path, {"default": "allow", "rules": [rule]}))
+    assert [r.name for r in policy.rules_for(f"{spelling}@{DIGEST}")] == ["team"]
+    result = policy.evaluate(f"{spelling}:v1")  # tag-only: refused before any request
+    assert not result.allowed and result.rules == ["team"]
+
+
+def test_docker_hub_aliases_match_docker_io_rules(tmp_path: Path, pubkey: Path) -> None:
+    # the client talks to registry-1.docker.io for docker.io: the same images
+    policy = _policy(tmp_path, images=["docker.io/library/*"])
+    assert len(policy.rules_for("registry-1.docker.io/library/busybox@" + DIGEST)) == 1
+
+
 def test_no_matching_rule_is_denied(tmp_path: Path, pubkey: Path) -> None:
     result = _policy(tmp_path).evaluate("other.example/x@" + DIGEST)
     assert not result.allowed
