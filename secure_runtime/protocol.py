@@ -62,6 +62,9 @@ _TORCH_TO_DATATYPE: dict[torch.dtype, str] = {
 }
 
 MAX_DIMS = 16
+# Far above what a 64 MiB request can carry, far below what numpy refuses to shape:
+# an empty tensor of shape [0, 2**62, 2**62] must be a 400, not a numpy error (500).
+MAX_SHAPE_ELEMENTS = 1 << 40
 _INT_RANGES = {
     name: (int(np.iinfo(dt).min), int(np.iinfo(dt).max))
     for name, dt in NUMPY_DTYPES.items()
@@ -116,6 +119,8 @@ def check_shape(name: str, shape: Any) -> tuple[int, ...]:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
             raise ProtocolError(f"input {name!r}: shape {list(shape)!r} has an invalid dimension")
         out.append(int(dim))
+    if math.prod(max(dim, 1) for dim in out) > MAX_SHAPE_ELEMENTS:
+        raise ProtocolError(f"input {name!r}: shape {out!r} is too large")
     return tuple(out)
 
 

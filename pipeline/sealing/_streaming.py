@@ -82,6 +82,9 @@ _NONCE = struct.Struct(">7sI?")
 #: Work is handed out in chunks of about this many bytes: big enough that the per-chunk
 #: Python cost vanishes, small enough that two threads finish at nearly the same time.
 _CHUNK_BYTES = 4 << 20
+#: Decryption copies the ciphertext into a thread-private buffer this many bytes at a time
+#: (see ``_decrypt_worker``): small enough to stay in cache for the AEAD that reads it.
+_COPY_BYTES = 1 << 20
 #: Encryption reads, hashes, encrypts and writes in batches of about this many bytes
 #: (small enough that a batch is still in cache for the next stage: 2 MiB measured best).
 _BATCH_BYTES = 2 << 20
@@ -220,10 +223,11 @@ def decrypt_into(
     """Authenticate and decrypt a whole stream into ``out`` (exactly the plaintext size).
 
     Segments are independent, so they are decrypted in parallel, each straight into its
-    slice of ``out`` (no intermediate copies: ``out`` can be a torch/numpy buffer that
-    safetensors then parses). Any failure raises IntegrityError naming the first bad
-    segment, after ``out`` has been zeroed: GCM writes plaintext before it checks the
-    tag, and unauthenticated plaintext must not survive.
+    slice of ``out`` (``out`` can be a torch/numpy buffer that safetensors then parses;
+    the AEAD reads a thread-private copy of the ciphertext, see ``_decrypt_worker``).
+    Any failure raises IntegrityError naming the first bad segment, after ``out`` has
+    been zeroed: GCM writes plaintext before it checks the tag, and unauthenticated
+    plaintext must not survive.
     """
     check_segment_size(segment_size)
     workers = _threads(threads)
@@ -267,41 +271,71 @@ def _decrypt_worker(
     Full middle segments are walked with running offsets; only segment 0 (header) and
     the last segment (short, flagged) take the general path. Slices are temporaries
     that die with the call, so nothing keeps the caller's buffers exported.
+
+    Each chunk's ciphertext is first copied into a buffer private to the thread, and
+    the AEAD reads only that copy. ``ct`` is usually a shared memory map of the sealed
+    file, and AES-GCM may read its input twice (OpenSSL's generic path GHASHes a run of
+    ciphertext, then decrypts the same bytes again): a writer racing on the file could
+    otherwise change bytes between the tag check and the decryption and get
+    plaintext out that was never authenticated. One memcpy per window closes that.
     """
     last = layout.count - 1
     segment = layout.segment_size
     per = segment - TAG_SIZE
     decrypt = aead.decrypt_into
     nonce_of = _NONCE.pack
+    local = threading.local()
+    window = max(1, _COPY_BYTES // segment)
 
-    def one(i: int) -> bool:
+    def private(c0: int, c1: int) -> memoryview:
+        """A copy of ``ct[c0:c1]`` that only this thread can see (reused per thread)."""
+        size = c1 - c0
+        buffer = getattr(local, "buffer", None)
+        if buffer is None or buffer.nbytes < size:
+            buffer = local.buffer = memoryview(bytearray(size))
+        copy = buffer[:size]
+        copy[:] = ct[c0:c1]
+        return copy
+
+    def one(i: int, src: memoryview, base: int) -> bool:
         c0, c1 = layout.ciphertext_bounds(i)
         p0, p1 = layout.plaintext_bounds(i)
         try:
-            decrypt(nonce_of(prefix, i, i == last), ct[c0:c1], None, dst[p0:p1])
+            decrypt(nonce_of(prefix, i, i == last), src[c0 - base : c1 - base], None, dst[p0:p1])
         except InvalidTag:
             failed.append(i)
             return False
         return True
 
     def work(start: int, end: int) -> bool:
+        # Copy about 1 MiB at a time: the copy is still in cache when the AEAD reads it.
+        for first in range(start, end, window):
+            if not window_work(first, min(first + window, end)):
+                return False
+        return True
+
+    def window_work(start: int, end: int) -> bool:
+        base = layout.ciphertext_bounds(start)[0]
+        src = private(base, layout.ciphertext_bounds(end - 1)[1])
         if start == 0:
-            if not one(0):
+            if not one(0, src, base):
                 return False
             start = 1
         stop = min(end, last)
-        c0 = start * segment
+        c0 = start * segment - base
         p0 = layout.first_plaintext + (start - 1) * per
         for i in range(start, stop):
             try:
-                decrypt(nonce_of(prefix, i, False), ct[c0 : c0 + segment], None, dst[p0 : p0 + per])
+                decrypt(
+                    nonce_of(prefix, i, False), src[c0 : c0 + segment], None, dst[p0 : p0 + per]
+                )
             except InvalidTag:
                 failed.append(i)
                 return False
             c0 += segment
             p0 += per
         if end > last >= start:
-            return one(last)
+            return one(last, src, base)
         return True
 
     return work

@@ -27,6 +27,7 @@ import ctypes
 import hashlib
 import mmap
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from pipeline.errors import IntegrityError, VerificationError
 from pipeline.sealing import _streaming
 from pipeline.sealing.manifest import (
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     FileEntry,
     SealManifest,
     associated_data,
@@ -83,16 +85,23 @@ def _read_manifest(path: Path) -> tuple[bytes, SealManifest]:
     manifest_path = path / MANIFEST_NAME
     if not path.is_dir():
         raise VerificationError(f"{path}: not a sealed model directory")
-    try:
-        data = manifest_path.read_bytes()
-    except FileNotFoundError:
-        raise VerificationError(f"{path}: no {MANIFEST_NAME} (not a sealed model)") from None
+    if not manifest_path.exists() and not manifest_path.is_symlink():
+        raise VerificationError(f"{path}: no {MANIFEST_NAME} (not a sealed model)")
+    with os.fdopen(_open_regular(path, MANIFEST_NAME), "rb") as handle:
+        data = handle.read(MAX_MANIFEST_BYTES + 1)  # parse_manifest refuses anything longer
     return data, parse_manifest(data)
 
 
 def _stored_files(path: Path) -> set[str]:
     found: set[str] = set()
     for root, dirs, files in os.walk(path):
+        # os.walk lists a symlink to a directory among ``dirs`` and does not enter it:
+        # report it as an entry of its own, so it is refused as a file not in seal.json.
+        found.update(
+            (Path(root) / d).relative_to(path).as_posix()
+            for d in dirs
+            if os.path.islink(os.path.join(root, d))
+        )
         dirs[:] = [d for d in dirs if d != "__pycache__"]
         for name in files:
             found.add((Path(root) / name).relative_to(path).as_posix())
@@ -170,11 +179,32 @@ def open_sealed(
     )
 
 
-def _read_plain(root: Path, entry: FileEntry) -> bytes:
+def _open_regular(root: Path, name: str) -> int:
+    """Open a file of the sealed model: a regular file, never through a final symlink.
+
+    Symlinks, FIFOs and devices are refused as the signer refuses them (a FIFO would
+    block the loader, ``/dev/zero`` would exhaust its memory).
+    """
     try:
-        data = (root / entry.path).read_bytes()
+        fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise IntegrityError(f"{entry.path}: missing from the sealed model") from None
+        raise IntegrityError(f"{name}: missing from the sealed model") from None
+    except OSError as exc:  # ELOOP: a symlink
+        raise IntegrityError(
+            f"{name}: not a regular file in the sealed model ({exc.strerror or exc})"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IntegrityError(f"{name}: not a regular file in the sealed model")
+    return fd
+
+
+def _read_plain(root: Path, entry: FileEntry) -> bytes:
+    fd = _open_regular(root, entry.path)
+    with os.fdopen(fd, "rb") as handle:
+        if os.fstat(fd).st_size != entry.size:
+            raise IntegrityError(f"{entry.path}: content does not match {MANIFEST_NAME}")
+        data = handle.read(entry.size + 1)  # bounded: the file may grow meanwhile
     if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
         raise IntegrityError(f"{entry.path}: content does not match {MANIFEST_NAME}")
     return data
@@ -212,7 +242,7 @@ def unwrap_data_key(model: OpenedModel, settings: Settings | None = None) -> byt
 @contextlib.contextmanager
 def mapped_ciphertext(path: Path) -> Iterator[memoryview]:
     """A read-only memory map of a ciphertext file: decryption reads the page cache directly."""
-    with path.open("rb") as handle:
+    with os.fdopen(_open_regular(path.parent, path.name), "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
             yield memoryview(b"")

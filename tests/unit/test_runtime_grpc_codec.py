@@ -119,3 +119,15 @@ def test_a_busy_port_is_a_config_error() -> None:
             start_grpc_server(state, "127.0.0.1", port, max_message_bytes=1024)
     finally:
         first.stop(0)
+
+
+@pytest.mark.parametrize("shape", [[0, 2**62, 2**62], [0, 2**31, 2**31, 2**31], [2**41]])
+def test_absurd_shapes_are_protocol_errors_not_crashes(shape: list[int]) -> None:
+    """An empty tensor with huge dimensions passes the element count (0) but cannot be
+    shaped: it must be a clear 400-class error, never a 500 from numpy."""
+    from secure_runtime.protocol import ProtocolError, tensor_from_raw
+
+    with pytest.raises(ProtocolError, match="too large"):
+        tensor_from_values("x", "FP32", shape, [])
+    with pytest.raises(ProtocolError, match="too large"):
+        tensor_from_raw("x", "FP32", shape, b"")
