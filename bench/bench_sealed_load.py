@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     while stream.readinto(out):
                         pass
 
-            d = best(tink, 1)
+            d = best(tink, args.repeat)
             rows.append(("(d) tink streaming decrypt", d))
         print(f"model {size / 2**20:.0f} MiB, {os.cpu_count()} cores, best of {args.repeat}")
         for name, seconds in rows:
