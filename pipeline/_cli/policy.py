@@ -1,0 +1,67 @@
+"""``pipeline policy check``: Kubernetes manifests against the admission policies.
+
+Thin: load manifests and policies, call :func:`pipeline.policy.check`, print the report.
+Exit 0 when clean, 11 (PolicyError) on any Deny violation, 4 on malformed manifests,
+3 on a bad policy (docs/policies.md, docs/exit-codes.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline._cli._common import json_option, wants_json
+from pipeline.cli import main
+from pipeline.errors import PolicyError
+from pipeline.policy.check import DEFAULT_POLICY_DIR, check
+from pipeline.policy.manifests import load_manifests
+from pipeline.policy.report import FORMATS, render
+
+
+@main.group("policy")
+def policy_group() -> None:
+    """Admission policies (ValidatingAdmissionPolicy CEL, image policy)."""
+
+
+@policy_group.command("check")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--policies", "policy_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Policy directory or file (repeatable); default: the repository's "
+                   "policies/.")
+@click.option("--image-policy", type=click.Path(path_type=Path), default=None,
+              help="Image policy file for --verify-images (default policies/image-policy.yaml).")
+@click.option("--verify-images", is_flag=True, default=False,
+              help="Also verify every container image against the image policy "
+                   "(needs the registry).")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Plain HTTP to the registry (loopback only), with --verify-images.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM CA bundle for the registry, with --verify-images.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
+              show_default=True, help="Report format.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report to this file instead of stdout.")
+@json_option
+def check_command(
+    paths: tuple[str, ...], policy_dirs: tuple[Path, ...], image_policy: Path | None,
+    verify_images: bool, insecure: bool, ca_file: str | None, fmt: str,
+    output: Path | None, as_json: bool,
+) -> None:
+    """Check manifests (files, directories, or - for stdin; Helm output works too)."""
+    if wants_json(as_json):
+        fmt = "json"
+    manifests = load_manifests(paths)
+    result = check(
+        manifests, list(policy_dirs) or DEFAULT_POLICY_DIR, image_policy=image_policy,
+        verify=verify_images, client_options={"insecure": insecure, "ca_file": ca_file},
+    )
+    report = render(result, fmt)
+    if output is not None:
+        output.write_text(report + "\n", encoding="utf-8")
+        click.echo(render(result, "text") if fmt != "json" else report, err=True)
+    else:
+        click.echo(report)
+    if not result.ok:
+        raise PolicyError(f"{len(result.violations)} policy violation(s) in "
+                          f"{len({(v.source, v.index) for v in result.violations})} document(s)")

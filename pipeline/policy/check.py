@@ -1,0 +1,175 @@
+"""The PR check: every object of every manifest against every bound policy.
+
+Why one function for PR checks, promotion and tests: the same manifests must get the
+same verdict wherever they are checked. :func:`check` never raises for a violation; it
+returns a :class:`CheckResult` whose ``violations`` the caller turns into exit 11
+(:class:`~pipeline.errors.PolicyError`) or a report. Malformed input and bad policies
+raise before anything is evaluated (InputError exit 4, ConfigError exit 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.policy.evaluate import Finding, evaluate
+from pipeline.policy.manifests import Manifest
+from pipeline.policy.vap import PolicySet, load_policies, resource_of
+
+#: The default policy directory: policies/ at the repository root.
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
+IMAGE_POLICY_NAME = "image-policy"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One finding located in the input: file, document index, object, policy, message."""
+
+    source: str
+    index: int
+    kind: str
+    name: str
+    namespace: str
+    policy: str
+    binding: str
+    message: str
+    action: str = "Deny"
+    errored: bool = False
+
+    @property
+    def object_ref(self) -> str:
+        return f"{self.kind}/{self.name or '<unnamed>'}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.source, "document": self.index, "kind": self.kind, "name": self.name,
+            "namespace": self.namespace, "policy": self.policy, "binding": self.binding,
+            "message": self.message, "action": self.action, "errored": self.errored,
+        }
+
+
+@dataclass
+class CheckResult:
+    """Everything a report needs: what was checked, what failed, what only warns."""
+
+    objects: int = 0
+    policies: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    warnings: list[Violation] = field(default_factory=list)
+    images_checked: int = 0
+    unbound: list[str] = field(default_factory=list)
+    #: (file, document index, kind, name) of every object checked, in input order.
+    checked: list[tuple[str, int, str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "objects": self.objects, "policies": self.policies,
+            "violations": [v.to_dict() for v in self.violations],
+            "warnings": [v.to_dict() for v in self.warnings],
+            "images_checked": self.images_checked, "unbound_policies": self.unbound,
+        }
+
+
+def _violation(manifest: Manifest, finding: Finding, action: str) -> Violation:
+    return Violation(
+        manifest.source, manifest.index, manifest.kind, manifest.name, manifest.namespace,
+        finding.policy, finding.binding, finding.message, action, finding.errored,
+    )
+
+
+def check_objects(manifests: Iterable[Manifest], policies: PolicySet) -> CheckResult:
+    """Evaluate every bound policy on every object (offline, no registry)."""
+    result = CheckResult(policies=sorted(policies.policies), unbound=policies.unbound())
+    pairs = policies.bound()
+    for manifest in manifests:
+        result.objects += 1
+        result.checked.append((manifest.source, manifest.index, manifest.kind, manifest.name))
+        rid = resource_of(manifest.obj)
+        for policy, binding in pairs:
+            for finding in evaluate(policy, binding, manifest.obj, rid):
+                if finding.denies:
+                    result.violations.append(_violation(manifest, finding, "Deny"))
+                else:
+                    action = "Warn" if "Warn" in finding.actions else "Audit"
+                    result.warnings.append(_violation(manifest, finding, action))
+    return result
+
+
+def pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod spec of a Pod or workload (for image listing), None when there is none."""
+    kind = obj.get("kind")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return None
+    if kind == "Pod":
+        return spec
+    if kind == "CronJob":
+        spec = spec.get("jobTemplate", {}).get("spec") if isinstance(
+            spec.get("jobTemplate"), dict) else None
+        if not isinstance(spec, dict):
+            return None
+    template = spec.get("template")
+    inner = template.get("spec") if isinstance(template, dict) else None
+    return inner if isinstance(inner, dict) else None
+
+
+def container_images(obj: Mapping[str, Any]) -> Iterator[str]:
+    """Every container image (containers, initContainers, ephemeralContainers) of ``obj``."""
+    spec = pod_spec(obj)
+    if spec is None:
+        return
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for container in spec.get(key) or []:
+            if isinstance(container, dict) and isinstance(container.get("image"), str):
+                yield container["image"]
+
+
+def verify_images(
+    manifests: Sequence[Manifest], image_policy_path: str | Path, result: CheckResult,
+    client_options: Mapping[str, Any] | None = None,
+) -> None:
+    """Add an image-policy violation for every image the policy refuses (needs a registry).
+
+    Each distinct image is evaluated once; every object using a refused image gets its
+    own violation, so the report points at each place to fix.
+    """
+    from pipeline.signing.policy import ImagePolicy
+
+    policy = ImagePolicy.load(image_policy_path)
+    verdicts: dict[str, Any] = {}
+    for manifest in manifests:
+        for image in container_images(manifest.obj):
+            if image not in verdicts:
+                verdicts[image] = policy.evaluate(image, dict(client_options or {}))
+                result.images_checked += 1
+            verdict = verdicts[image]
+            if not verdict.allowed:
+                reasons = "; ".join(verdict.reasons) or "refused"
+                result.violations.append(Violation(
+                    manifest.source, manifest.index, manifest.kind, manifest.name,
+                    manifest.namespace, IMAGE_POLICY_NAME, str(image_policy_path),
+                    f"image {image} refused by the image policy: {reasons}",
+                ))
+
+
+def check(
+    manifests: Sequence[Manifest],
+    policy_paths: Sequence[str | Path] | str | Path = DEFAULT_POLICY_DIR,
+    *,
+    image_policy: str | Path | None = None,
+    verify: bool = False,
+    client_options: Mapping[str, Any] | None = None,
+) -> CheckResult:
+    """Load the policies (ConfigError if bad), evaluate, and optionally verify images."""
+    policies = load_policies(policy_paths)
+    result = check_objects(manifests, policies)
+    if verify:
+        verify_images(manifests, image_policy or DEFAULT_POLICY_DIR / "image-policy.yaml",
+                      result, client_options)
+    return result

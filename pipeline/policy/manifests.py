@@ -1,0 +1,195 @@
+"""Load Kubernetes manifests (YAML or JSON, multi-document) as plain JSON-like objects.
+
+Why a loader of our own: the API server sees JSON, not YAML. ``kubectl`` converts YAML
+to JSON first (sigs.k8s.io/yaml), so a timestamp-looking scalar stays a string, mapping
+keys become strings and binary scalars become base64 text. The policies must see what
+the API server would see, so this loader does the same conversion, and refuses what the
+API server would refuse (a document that is not an object, no ``apiVersion``/``kind``)
+with an :class:`~pipeline.errors.InputError` naming the file and document index.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from pipeline.errors import InputError
+
+#: File suffixes read when a directory is given.
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+#: Largest manifest file read (Helm output of a big chart is well under this).
+MAX_MANIFEST_BYTES = 32 << 20
+#: Deepest nesting accepted: deeper objects are refused, not evaluated.
+MAX_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One Kubernetes object and where it came from (for reports)."""
+
+    source: str
+    index: int
+    obj: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        meta = self.obj.get("metadata")
+        if isinstance(meta, dict):
+            return str(meta.get("name") or meta.get("generateName") or "")
+        return ""
+
+    @property
+    def namespace(self) -> str:
+        meta = self.obj.get("metadata")
+        return str(meta.get("namespace") or "") if isinstance(meta, dict) else ""
+
+
+class _JsonLikeLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1 timestamps: like sigs.k8s.io/yaml, they stay strings."""
+
+
+_JsonLikeLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _where(source: str, index: int) -> str:
+    return f"{source}: document {index}"
+
+
+def to_json_like(value: Any, where: str, depth: int = 0) -> Any:
+    """Convert a parsed YAML value to what its JSON form holds; InputError if impossible."""
+    if depth > MAX_DEPTH:
+        raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise InputError(f"{where}: {value!r} is not a JSON number")
+        return value
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, (dict, list, tuple, set)):
+                raise InputError(f"{where}: a mapping key is itself a collection")
+            text = _scalar_key(key)
+            out[text] = to_json_like(item, where, depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_json_like(item, where, depth + 1) for item in value]
+    if isinstance(value, set):  # !!set: a mapping of keys to null in JSON
+        return {_scalar_key(k): None for k in value}
+    # Anything else (a date from an explicit !!timestamp tag): its text form.
+    return str(value)
+
+
+def _scalar_key(key: Any) -> str:
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, bytes):
+        return base64.b64encode(key).decode("ascii")
+    return str(key)
+
+
+def _check_object(obj: Any, where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: not a Kubernetes object (a {type(obj).__name__}, "
+                         "expected a mapping with apiVersion and kind)")
+    for field in ("apiVersion", "kind"):
+        if not isinstance(obj.get(field), str) or not obj[field]:
+            raise InputError(f"{where}: missing or non-string {field!r}")
+    meta = obj.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise InputError(f"{where}: metadata is not a mapping")
+    return obj
+
+
+def parse_manifests(text: str, source: str) -> list[Manifest]:
+    """Every object in a YAML/JSON stream; empty documents are skipped, ``List`` expanded.
+
+    Document indexes count from 0 over every document in the stream, empty ones
+    included, so a report's index is the position a reader finds in the file.
+    """
+    out: list[Manifest] = []
+    index = -1
+    try:
+        for index, doc in enumerate(yaml.load_all(text, Loader=_JsonLikeLoader)):  # noqa: S506
+            if doc is None:
+                continue
+            where = _where(source, index)
+            obj = _check_object(to_json_like(doc, where), where)
+            if obj["kind"].endswith("List") and isinstance(obj.get("items"), list):
+                for item in obj["items"]:
+                    out.append(Manifest(source, index, _check_object(item, where + " (List item)")))
+            else:
+                out.append(Manifest(source, index, obj))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise InputError(f"{_where(source, index + 1)}:{line} malformed YAML: {problem}") from None
+    except RecursionError:
+        raise InputError(f"{_where(source, index + 1)}: nested too deeply") from None
+    return out
+
+
+def _files(path: Path) -> Iterator[Path]:
+    if path.is_dir():
+        for child in sorted(path.rglob("*")):
+            if child.is_file() and child.suffix in MANIFEST_SUFFIXES:
+                yield child
+    elif path.is_file():
+        yield path
+    else:
+        raise InputError(f"{path}: no such file or directory")
+
+
+def _read(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise InputError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load_manifests(paths: Sequence[str | Path], stdin: IO[str] | None = None) -> list[Manifest]:
+    """Objects of every file given: files, directories (recursively) or ``-`` for stdin."""
+    out: list[Manifest] = []
+    for raw in paths:
+        if str(raw) == "-":
+            stream = stdin if stdin is not None else sys.stdin
+            text = stream.read(MAX_MANIFEST_BYTES + 1)
+            if len(text) > MAX_MANIFEST_BYTES:
+                raise InputError(f"<stdin>: larger than {MAX_MANIFEST_BYTES} bytes")
+            out.extend(parse_manifests(text, "<stdin>"))
+            continue
+        for path in _files(Path(raw)):
+            out.extend(parse_manifests(_read(path), str(path)))
+    return out
+
+
+def iter_objects(manifests: Iterable[Manifest]) -> Iterator[dict[str, Any]]:
+    """The bare objects (for callers that do not need the source)."""
+    for manifest in manifests:
+        yield manifest.obj
