@@ -64,10 +64,14 @@ class OpenedModel:
 
 
 def resolve_trust(trust: Trust | None, settings: Settings) -> Trust | None:
-    """The caller's trust, else ``trust.public_keys`` from pipeline.yaml or ``$PIPELINE_TRUST``."""
+    """The caller's trust, else ``trust.public_keys`` from pipeline.yaml or ``$PIPELINE_TRUST``.
+
+    An explicit empty ``Trust()`` is kept as it is: it trusts nobody, so verification
+    fails; it never widens to whatever the environment happens to configure.
+    """
     from pipeline.signing.model import Trust
 
-    if trust is not None and not trust.is_empty():
+    if trust is not None:
         return trust
     configured: list[str] = []
     env = os.environ.get("PIPELINE_TRUST")

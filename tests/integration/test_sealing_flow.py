@@ -364,3 +364,14 @@ def test_cuda_loads_onto_the_gpu_or_is_a_config_error(workspace: dict[str, Path]
             load_sealed(sealed, device="cuda", trust=_trust(workspace))
     with pytest.raises(ConfigError, match="unknown device"):
         load_sealed(sealed, device="tpu", trust=_trust(workspace))
+
+
+def test_an_explicit_empty_trust_trusts_nobody(
+    workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trust() means "nobody", even where $PIPELINE_TRUST names the right key."""
+    sealed = _seal(workspace, TINY, "tiny.sealed")
+    monkeypatch.setenv("PIPELINE_TRUST", str(workspace["public"]))
+    assert load_sealed(sealed)  # trust=None: the environment's trust applies
+    with pytest.raises(VerificationError):
+        load_sealed(sealed, trust=Trust())
