@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -51,3 +52,81 @@ def warn(message: str) -> None:
 def fail_json(message: str, code: int) -> None:
     """Print an error object on stdout for ``--json`` callers."""
     sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+
+
+@contextmanager
+def step_progress(enabled: bool) -> Iterator[Callable[..., None]]:
+    """Rich progress on stderr: a bar for counted steps (downloads, extraction, compression),
+    a pulsing bar for the others. Silent with --json, so stdout stays machine-readable."""
+    if not enabled:
+        yield lambda *_args, **_kwargs: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("working", total=None)
+
+        def say(message: str, done: int | None = None, total: int | None = None) -> None:
+            if total is None:
+                progress.update(task, description=message, total=None, completed=0)
+            else:
+                progress.update(task, description=message, total=total, completed=done or 0)
+
+        yield say
+
+
+@contextmanager
+def byte_progress(description: str, enabled: bool) -> Iterator[Callable[[int], None] | None]:
+    """Bytes done and speed on stderr; yields the callback to feed (None when silent:
+    with --json, or when stderr is not a terminal)."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(description),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=None)
+        yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def transfer_progress(client: Any, description: str, enabled: bool) -> Iterator[None]:
+    """:func:`byte_progress` for the blobs a RegistryClient uploads or downloads."""
+    with byte_progress(description, enabled) as on_bytes:
+        client.on_bytes = on_bytes
+        try:
+            yield
+        finally:
+            client.on_bytes = None

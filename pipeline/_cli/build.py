@@ -3,53 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from pipeline._cli._common import emit, json_option, wants_json, warn
+from pipeline._cli._common import emit, json_option, step_progress, wants_json, warn
 from pipeline._fileio import write_atomic
 from pipeline.cli import main
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[..., None]]:
-    """Rich progress on stderr: a bar for counted steps (downloads, extraction, compression),
-    a pulsing bar for the others. Silent with --json, so stdout stays machine-readable."""
-    if not enabled:
-        yield lambda *_args, **_kwargs: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        SpinnerColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    console = Console(stderr=True)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("build", total=None)
-
-        def say(message: str, done: int | None = None, total: int | None = None) -> None:
-            if total is None:
-                progress.update(task, description=message, total=None, completed=0)
-            else:
-                progress.update(task, description=message, total=total, completed=done or 0)
-
-        yield say
 
 
 def _client_options(insecure: bool, ca_file: str | None) -> dict:
@@ -97,7 +57,7 @@ def build_cmd(
     """Build PROJECT_DIR's slim image into an OCI layout; print the manifest digest."""
     from pipeline.build.image import build_image
 
-    with _progress(not wants_json(as_json)) as say:
+    with step_progress(not wants_json(as_json)) as say:
         result = build_image(
             project_dir, out, tag=tag, no_cache=no_cache, frozen=frozen, base_lock=base_lock,
             progress=say,

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline._cli._common import emit, json_option
+from pipeline._cli._common import emit, json_option, transfer_progress, wants_json
 from pipeline.cli import main
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,7 +86,8 @@ def push(
     ref = Reference.parse(reference)
     layout = OCILayout.open(layout_dir)
     with _client(ref, insecure, ca_file, username, password_stdin) as client:
-        digest = push_layout(layout, ref, client, tag=tag)
+        with transfer_progress(client, f"pushing {ref}", not wants_json(as_json)):
+            digest = push_layout(layout, ref, client, tag=tag)
     pinned = ref.with_digest(digest)
     emit({"reference": str(pinned), "digest": digest}, as_json, digest)
 
@@ -113,7 +114,8 @@ def pull(
 
     ref = Reference.parse(reference)
     with _client(ref, insecure, ca_file, username, password_stdin) as client:
-        digest = pull_to_layout(ref, layout_dir, client, tag=tag)
+        with transfer_progress(client, f"pulling {ref}", not wants_json(as_json)):
+            digest = pull_to_layout(ref, layout_dir, client, tag=tag)
     emit(
         {"reference": str(ref.with_digest(digest)), "digest": digest, "layout": layout_dir},
         as_json,
@@ -141,7 +143,8 @@ def push_model_cmd(
 
     ref = Reference.parse(reference)
     with _client(ref, insecure, ca_file, username, password_stdin) as client:
-        digest = push_model(sealed_dir, ref, client=client)
+        with transfer_progress(client, f"pushing {ref}", not wants_json(as_json)):
+            digest = push_model(sealed_dir, ref, client=client)
     emit({"reference": str(ref.with_digest(digest)), "digest": digest}, as_json, digest)
 
 
@@ -178,7 +181,8 @@ def pull_model_cmd(
     ref = Reference.parse(reference)
     trust = Trust(public_keys=tuple(Path(k) for k in trust_keys)) if trust_keys else None
     with _client(ref, insecure, ca_file, username, password_stdin) as client:
-        path = pull_model(ref, dest, client=client, trust=trust)
+        with transfer_progress(client, f"pulling {ref}", not wants_json(as_json)):
+            path = pull_model(ref, dest, client=client, trust=trust)
     emit(
         {"reference": str(ref), "path": str(path), "verified": trust is not None},
         as_json,

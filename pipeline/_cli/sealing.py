@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pipeline._cli._common import emit, json_option, wants_json
+from pipeline._cli._common import byte_progress, emit, json_option, wants_json
 from pipeline.cli import main
 
 SEGMENT_SIZES = {"1MB": 1 << 20, "4KB": 4096}
@@ -62,16 +62,18 @@ def seal_command(
             line = f"  sealed {path} ({size:,} bytes)" if size else f"  copied {path}"
             click.echo(line, err=True)
 
-    result = seal_model(
-        model_dir,
-        out_dir,
-        key=key,
-        provider=provider,
-        sign_key=sign_key,
-        segment_size=SEGMENT_SIZES[segment_size],
-        force=force,
-        progress=progress,
-    )
+    with byte_progress(f"sealing {model_dir}", not wants_json(as_json)) as on_bytes:
+        result = seal_model(
+            model_dir,
+            out_dir,
+            key=key,
+            provider=provider,
+            sign_key=sign_key,
+            segment_size=SEGMENT_SIZES[segment_size],
+            force=force,
+            progress=progress,
+            on_bytes=on_bytes,
+        )
     summary = result.to_json()
     emit(
         summary,

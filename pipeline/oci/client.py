@@ -61,11 +61,19 @@ class _BigBlockAdapter(HTTPAdapter):
 class _Window:
     """A read-only view of ``length`` bytes of a file from ``offset`` (one upload chunk)."""
 
-    def __init__(self, path: Path, offset: int, length: int, hasher: Any = None):
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        length: int,
+        hasher: Any = None,
+        progress: Callable[[int], None] | None = None,
+    ):
         self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
         self._file.seek(offset)
         self._left = length
         self._hasher = hasher
+        self._progress = progress
         self.len = length  # requests uses this for Content-Length
 
     def read(self, size: int = -1) -> bytes:
@@ -76,6 +84,8 @@ class _Window:
         self._left -= len(data)
         if self._hasher is not None:
             self._hasher.update(data)
+        if self._progress is not None:
+            self._progress(len(data))
         return data
 
     def close(self) -> None:
@@ -153,6 +163,9 @@ class RegistryClient:
             raise ConfigError(f"CA file not found: {ca_file}")
         self.base_url = f"{scheme}://{host}"
         self.retries = retries
+        #: Progress hook: called with the number of blob bytes just sent or received
+        #: (streamed uploads and downloads), so a CLI can draw a transfer bar.
+        self.on_bytes: Callable[[int], None] | None = None
         self.timeout = timeout
         self.backoff = backoff
         self._verify: bool | str = ca_file or True
@@ -426,6 +439,8 @@ class RegistryClient:
             for chunk in response.iter_content(_IO_BLOCK):
                 hasher.update(chunk)
                 dest_file.write(chunk)
+                if self.on_bytes is not None:
+                    self.on_bytes(len(chunk))
         except requests.RequestException as exc:
             from pipeline.errors import UnreachableError
 
@@ -550,7 +565,7 @@ class RegistryClient:
         hasher: Any = None,
     ) -> str | None:
         def body() -> Any:
-            return _Window(path, 0, size, hasher) if path is not None else data
+            return _Window(path, 0, size, hasher, self.on_bytes) if path is not None else data
 
         response = self._request(
             "PUT",
@@ -583,7 +598,7 @@ class RegistryClient:
 
             def body(start: int = start, length: int = length) -> Any:
                 if path is not None:
-                    return _Window(path, start, length, hasher)
+                    return _Window(path, start, length, hasher, self.on_bytes)
                 return data[start : start + length]
 
             response = self._request(

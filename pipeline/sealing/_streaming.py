@@ -438,8 +438,12 @@ def encrypt_file(
     *,
     segment_size: int = SEGMENT_SIZE_1MB,
     threads: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> EncryptResult:
     """Encrypt the file ``src`` into the open binary file ``dst``; hash both sides on the fly.
+
+    ``on_bytes`` (for progress bars) is called with the plaintext bytes of each batch
+    as it is read.
 
     The work is pipelined over batches of segments so that all of it overlaps: reading a
     batch, SHA-256 of the plaintext (its own thread, in order), encryption (all cores,
@@ -498,6 +502,8 @@ def encrypt_file(
                 pt = memoryview(pt_buffers[slot])[: p1 - p0]
                 ct = memoryview(ct_buffers[slot])[: c1 - c0]
                 _read_exact(handle, pt, name)
+                if on_bytes is not None:
+                    on_bytes(p1 - p0)
                 hashed = hash_pool.submit(hash_plain, pt[:])
 
                 def work(s: int, e: int, pt=pt, ct=ct, p0=p0, c0=c0) -> bool:

@@ -140,6 +140,7 @@ def seal_model(
     settings: Settings | None = None,
     force: bool = False,
     progress: Callable[[str, int], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> SealResult:
     """Seal ``model_dir`` into ``out_dir`` with a fresh data key wrapped by ``key``.
 
@@ -181,7 +182,8 @@ def seal_model(
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 with dst.open("wb") as out:
                     result = _streaming.encrypt_file(
-                        data_key, src, out, associated_data(rel), segment_size=segment_size
+                        data_key, src, out, associated_data(rel), segment_size=segment_size,
+                        on_bytes=on_bytes,
                     )
                 entries.append(
                     FileEntry(

@@ -110,6 +110,24 @@ def test_monolithic_and_chunked_blob_upload(registry: RegistryServer, tmp_path: 
         client.get_blob("blobs/mono", sha256_digest(b"never pushed"))
 
 
+def test_progress_hook_counts_every_blob_byte(registry: RegistryServer, tmp_path: Path) -> None:
+    """The CLI's transfer bar is fed by ``on_bytes``: uploads (monolithic and chunked)
+    and downloads report exactly the bytes of the blob."""
+    client = registry.client()
+    seen: list[int] = []
+    client.on_bytes = seen.append
+    for name, chunk in (("mono", None), ("chunked", 700_000)):
+        blob = tmp_path / name
+        blob.write_bytes(os.urandom(1_800_000))
+        seen.clear()
+        digest = client.push_blob(f"progress/{name}", blob, sha256_digest(blob.read_bytes()),
+                                  chunk_size=chunk)
+        assert sum(seen) == 1_800_000, name
+        seen.clear()
+        assert len(client.get_blob(f"progress/{name}", digest)) == 1_800_000
+        assert sum(seen) == 1_800_000
+
+
 def test_chunked_upload_counts_patches(flaky_proxy: FlakyProxy) -> None:
     client = flaky_proxy.client()
     data = os.urandom(300_000)

@@ -393,3 +393,12 @@ def test_encrypt_file_propagates_write_failure_without_hanging(tmp_path, key: by
     with pytest.raises(OSError, match="No space"):
         sa.encrypt_file(key, src, sink, AD)
     assert 0 < sink.written < 12 * S1M
+
+
+def test_encrypt_file_reports_every_plaintext_byte(tmp_path, key: bytes) -> None:
+    """Progress bars are fed with exactly the plaintext size, batch by batch."""
+    src = tmp_path / "plain.bin"
+    src.write_bytes(os.urandom(5 * (1 << 20) + 123))
+    seen: list[int] = []
+    sa.encrypt_file(key, src, io.BytesIO(), b"ad", on_bytes=seen.append)
+    assert sum(seen) == src.stat().st_size and len(seen) > 1

@@ -1,0 +1,155 @@
+"""One decision from both policy engines: the CEL policies and the image policy.
+
+Why one place: ``/validate`` and ``/mutate`` must refuse for the same reasons, and the
+PR check (pipeline.policy) and promotion use the same engines, so a pod that passed
+review is judged by the same rules at admission. Everything is fail closed: a container
+without a usable image, an unreachable registry or a CEL expression that errors is a
+denial with its reason, never a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.admission.cache import VerdictCache
+from pipeline.admission.images import ImageSlot, image_slots
+from pipeline.admission.patch import pin_operations
+from pipeline.admission.review import AdmissionRequest
+from pipeline.errors import PipelineError
+from pipeline.oci.reference import Reference
+from pipeline.policy.evaluate import evaluate
+from pipeline.policy.vap import PolicySet, resource_of
+from pipeline.signing.policy import ImagePolicy, PolicyResult
+
+#: The label used for the image policy in reasons and metrics (as in `pipeline policy check`).
+IMAGE_POLICY = "image-policy"
+
+
+@dataclass
+class Decision:
+    """What to answer: allowed, every reason, warnings, a patch, and who refused."""
+
+    allowed: bool = True
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    denied_by: list[str] = field(default_factory=list)
+
+    def deny(self, policy: str, reason: str) -> None:
+        self.allowed = False
+        self.reasons.append(reason)
+        if policy not in self.denied_by:
+            self.denied_by.append(policy)
+
+
+class Decider:
+    """Holds the loaded policies, registry options and the verdict cache."""
+
+    def __init__(self, policies: PolicySet, image_policy: ImagePolicy,
+                 client_options: Mapping[str, Any] | None = None,
+                 cache: VerdictCache | None = None) -> None:
+        self.policies = policies
+        self.image_policy = image_policy
+        self.client_options = dict(client_options or {})
+        self.cache = cache if cache is not None else VerdictCache()
+        self._bound = policies.bound()
+
+    # -- the two webhooks ----------------------------------------------------------------
+    def validate(self, request: AdmissionRequest) -> Decision:
+        """CEL policies, then the image policy for every container image."""
+        decision = Decision()
+        self._cel(request, decision)
+        verdicts: dict[str, PolicyResult] = {}
+        for slot in image_slots(request.object):
+            ref = self._parse(slot, decision)
+            if ref is None:
+                continue
+            image = slot.image
+            if image not in verdicts:
+                verdicts[image] = self._verdict(ref) if ref.digest else \
+                    self.image_policy.evaluate(ref, self.client_options)
+            self._apply(slot, verdicts[image], decision)
+        return decision
+
+    def mutate(self, request: AdmissionRequest) -> Decision:
+        """Pin every tag-only image to its verified digest; deny what the policy refuses."""
+        decision = Decision()
+        for slot in image_slots(request.object):
+            ref = self._parse(slot, decision)
+            if ref is None:
+                continue
+            if ref.digest:
+                self._apply(slot, self._verdict(ref), decision)
+                continue
+            try:
+                digest = self._resolve(ref)
+            except PipelineError as exc:
+                decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: container {slot.container}: "
+                                            f"cannot resolve {slot.image} to a digest: {exc}")
+                continue
+            verdict = self._verdict(ref.with_digest(digest))
+            if self._apply(slot, verdict, decision):
+                decision.patch += pin_operations(slot.pointer, slot.image, digest)
+                decision.warnings.append(f"container {slot.container}: image {slot.image} "
+                                         f"pinned to {digest}")
+        if not decision.allowed:
+            decision.patch.clear()
+        return decision
+
+    # -- pieces --------------------------------------------------------------------------
+    def _cel(self, request: AdmissionRequest, decision: Decision) -> None:
+        obj = request.object
+        rid = resource_of(obj)
+        cel_request = request.cel_request()
+        for policy, binding in self._bound:
+            for finding in evaluate(policy, binding, obj, rid, cel_request):
+                text = f"policy {finding.policy}: {finding.message}"
+                if finding.denies:
+                    decision.deny(finding.policy, text)
+                elif "Warn" in finding.actions:
+                    decision.warnings.append(text)
+
+    @staticmethod
+    def _parse(slot: ImageSlot, decision: Decision) -> Reference | None:
+        if not isinstance(slot.image, str) or not slot.image:
+            decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: container {slot.container} has no "
+                                        "image")
+            return None
+        try:
+            return Reference.parse(slot.image)
+        except PipelineError as exc:
+            decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: container {slot.container}: {exc}")
+            return None
+
+    def _resolve(self, ref: Reference) -> str:
+        from pipeline.signing._cosign_store import client_for, resolve_digest
+
+        with client_for(ref, None, self.client_options) as registry:
+            return resolve_digest(registry, ref)
+
+    def _verdict(self, pinned: Reference) -> PolicyResult:
+        """The image policy's verdict on a digest-pinned reference, from the cache if fresh."""
+        key = f"{pinned.name}@{pinned.digest}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        result = self.image_policy.evaluate(pinned, self.client_options)
+        self.cache.put(key, result)
+        return result
+
+    @staticmethod
+    def _apply(slot: ImageSlot, verdict: PolicyResult, decision: Decision) -> bool:
+        if verdict.allowed:
+            if not verdict.rules:
+                decision.warnings.append(f"image {slot.image} matches no image-policy rule; "
+                                         "allowed by the policy default")
+            return True
+        reasons = "; ".join(verdict.reasons) or "refused"
+        decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: container {slot.container}: image "
+                                    f"{slot.image} refused: {reasons}")
+        return False
+
+
+__all__ = ["IMAGE_POLICY", "Decider", "Decision"]

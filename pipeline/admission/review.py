@@ -1,0 +1,139 @@
+"""Parse ``admission.k8s.io/v1`` AdmissionReview requests and build their responses.
+
+Why strict: the API server always sends a well-formed review, so anything else is a
+bug or an attacker, and the only safe answer is a refusal that cannot be mistaken for a
+decision. Every malformed input raises :class:`ReviewError` (an InputError), which the
+server turns into HTTP 400; with ``failurePolicy: Fail`` the API server then rejects
+the object. A response is only ever built for a review whose ``uid`` we parsed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import InputError
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+#: Operations whose ``object`` we can judge (the chart registers only CREATE and UPDATE).
+OPERATIONS = ("CREATE", "UPDATE")
+#: Kubernetes truncates longer warnings; keep ours readable and bounded.
+MAX_WARNING_CHARS = 256
+MAX_WARNINGS = 20
+
+
+class ReviewError(InputError):
+    """The body is not an AdmissionReview we can decide on (answered with HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    """The parts of ``request`` the decision uses; ``raw`` is the whole request."""
+
+    uid: str
+    operation: str
+    namespace: str
+    name: str
+    object: dict[str, Any]
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def kind(self) -> str:
+        return str(self.object.get("kind", ""))
+
+    @property
+    def label(self) -> str:
+        """``Kind namespace/name`` for messages and logs (no user data beyond that)."""
+        meta = self.object.get("metadata") if isinstance(self.object.get("metadata"), dict) else {}
+        name = self.name or str(meta.get("name") or meta.get("generateName") or "<unnamed>")
+        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{name}"
+
+    def cel_request(self) -> dict[str, Any]:
+        """``request`` as CEL policies see it (the API server's fields, no object copies)."""
+        keep = ("kind", "resource", "subResource", "requestKind", "requestResource",
+                "requestSubResource", "name", "namespace", "operation", "userInfo", "dryRun",
+                "options", "uid")
+        return {k: self.raw[k] for k in keep if k in self.raw}
+
+
+def _need(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    value = mapping.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        what = {dict: "an object", str: "a string", list: "a list"}.get(kind, kind.__name__)
+        raise ReviewError(f"{where}.{key} is missing or not {what}")
+    return value
+
+
+def parse_review(body: bytes | str, max_bytes: int | None = None) -> AdmissionRequest:
+    """Parse ``body``; ReviewError says exactly what is wrong (never a partial result)."""
+    if max_bytes is not None and len(body) > max_bytes:
+        raise ReviewError(f"AdmissionReview of {len(body)} bytes exceeds the limit of "
+                          f"{max_bytes} bytes")
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReviewError(f"body is not JSON: {exc}") from None
+    if not isinstance(review, dict):
+        raise ReviewError("body is not a JSON object (expected an AdmissionReview)")
+    if review.get("apiVersion") != API_VERSION:
+        raise ReviewError(f"apiVersion {review.get('apiVersion')!r} is not {API_VERSION!r} "
+                          "(set admissionReviewVersions: [v1])")
+    if review.get("kind") != KIND:
+        raise ReviewError(f"kind {review.get('kind')!r} is not {KIND!r}")
+    request = _need(review, "request", dict, "AdmissionReview")
+    uid = _need(request, "uid", str, "request")
+    if not uid.strip():
+        raise ReviewError("request.uid is empty")
+    operation = _need(request, "operation", str, "request")
+    if operation not in OPERATIONS:
+        raise ReviewError(f"request.operation {operation!r} is not handled by this webhook "
+                          f"(register it for {' and '.join(OPERATIONS)} only)")
+    obj = _need(request, "object", dict, "request")
+    for key in ("apiVersion", "kind"):
+        _need(obj, key, str, "request.object")
+    metadata = obj.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ReviewError("request.object.metadata is not an object")
+    namespace = request.get("namespace", "")
+    name = request.get("name", "")
+    if not isinstance(namespace, str) or not isinstance(name, str):
+        raise ReviewError("request.namespace and request.name must be strings")
+    return AdmissionRequest(uid, operation, namespace, name, obj, request)
+
+
+def _bounded(warnings: Sequence[str]) -> list[str]:
+    out = []
+    for text in list(dict.fromkeys(warnings))[:MAX_WARNINGS]:
+        text = " ".join(text.split())
+        out.append(text if len(text) <= MAX_WARNING_CHARS else text[: MAX_WARNING_CHARS - 1] + "…")
+    return out
+
+
+def response(
+    uid: str,
+    allowed: bool,
+    reasons: Sequence[str] = (),
+    *,
+    warnings: Sequence[str] = (),
+    patch: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An AdmissionReview response; a denial carries status 403 and every reason."""
+    answer: dict[str, Any] = {"uid": uid, "allowed": bool(allowed)}
+    if not allowed:
+        message = "; ".join(reasons) or "denied"
+        answer["status"] = {"code": 403, "reason": "Forbidden", "status": "Failure",
+                            "message": message}
+    elif patch:
+        answer["patchType"] = "JSONPatch"
+        answer["patch"] = base64.b64encode(
+            json.dumps(list(patch), separators=(",", ":")).encode()).decode()
+    if warnings:
+        answer["warnings"] = _bounded(warnings)
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": answer}
+
+
+__all__ = ["API_VERSION", "KIND", "AdmissionRequest", "ReviewError", "parse_review", "response"]
