@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.admission.cache import VerdictCache
-from pipeline.admission.images import ImageSlot, image_slots
+from pipeline.admission.images import ImageSlot, expects_containers, image_slots
 from pipeline.admission.patch import pin_operations
 from pipeline.admission.review import AdmissionRequest
 from pipeline.errors import PipelineError
@@ -62,7 +62,7 @@ class Decider:
         decision = Decision()
         self._cel(request, decision)
         verdicts: dict[str, PolicyResult] = {}
-        for slot in image_slots(request.object):
+        for slot in self._slots(request, decision):
             ref = self._parse(slot, decision)
             if ref is None:
                 continue
@@ -76,7 +76,7 @@ class Decider:
     def mutate(self, request: AdmissionRequest) -> Decision:
         """Pin every tag-only image to its verified digest; deny what the policy refuses."""
         decision = Decision()
-        for slot in image_slots(request.object):
+        for slot in self._slots(request, decision):
             ref = self._parse(slot, decision)
             if ref is None:
                 continue
@@ -99,6 +99,14 @@ class Decider:
         return decision
 
     # -- pieces --------------------------------------------------------------------------
+    @staticmethod
+    def _slots(request: AdmissionRequest, decision: Decision) -> list[ImageSlot]:
+        slots = image_slots(request.object)
+        if not slots and expects_containers(request.object):
+            decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {request.kind} has no pod spec with "
+                                        "containers: nothing that could be verified")
+        return slots
+
     def _cel(self, request: AdmissionRequest, decision: Decision) -> None:
         obj = request.object
         rid = resource_of(obj)

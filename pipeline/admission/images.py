@@ -14,6 +14,25 @@ from typing import Any
 _CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 
+#: Kinds that always carry a pod spec with containers (a Rollout may use workloadRef).
+POD_KINDS = frozenset({"Pod", "PodTemplate", "Deployment", "StatefulSet", "DaemonSet",
+                       "ReplicaSet", "ReplicationController", "Job", "CronJob", "Rollout"})
+
+
+def expects_containers(obj: Mapping[str, Any]) -> bool:
+    """True for a Pod or workload, which must have containers (fail closed if it has none).
+
+    The exception is an Argo Rollout with ``spec.workloadRef`` and no template: the
+    referenced Deployment is admitted (and checked) itself.
+    """
+    kind = obj.get("kind")
+    if kind not in POD_KINDS:
+        return False
+    spec = obj.get("spec")
+    return not (kind == "Rollout" and isinstance(spec, dict) and "workloadRef" in spec
+                and "template" not in spec)
+
+
 @dataclass(frozen=True)
 class ImageSlot:
     """One container's image and the JSON pointer of its ``image`` field."""
@@ -63,4 +82,4 @@ def image_slots(obj: Mapping[str, Any]) -> list[ImageSlot]:
     return slots
 
 
-__all__ = ["ImageSlot", "image_slots"]
+__all__ = ["POD_KINDS", "ImageSlot", "expects_containers", "image_slots"]

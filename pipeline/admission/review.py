@@ -60,6 +60,12 @@ class AdmissionRequest:
         return {k: self.raw[k] for k in keep if k in self.raw}
 
 
+def _short(value: Any) -> str:
+    """A bounded repr of a value taken from the request (error messages are logged)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _need(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     value = mapping.get(key)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
@@ -80,17 +86,17 @@ def parse_review(body: bytes | str, max_bytes: int | None = None) -> AdmissionRe
     if not isinstance(review, dict):
         raise ReviewError("body is not a JSON object (expected an AdmissionReview)")
     if review.get("apiVersion") != API_VERSION:
-        raise ReviewError(f"apiVersion {review.get('apiVersion')!r} is not {API_VERSION!r} "
+        raise ReviewError(f"apiVersion {_short(review.get('apiVersion'))} is not {API_VERSION!r} "
                           "(set admissionReviewVersions: [v1])")
     if review.get("kind") != KIND:
-        raise ReviewError(f"kind {review.get('kind')!r} is not {KIND!r}")
+        raise ReviewError(f"kind {_short(review.get('kind'))} is not {KIND!r}")
     request = _need(review, "request", dict, "AdmissionReview")
     uid = _need(request, "uid", str, "request")
     if not uid.strip():
         raise ReviewError("request.uid is empty")
     operation = _need(request, "operation", str, "request")
     if operation not in OPERATIONS:
-        raise ReviewError(f"request.operation {operation!r} is not handled by this webhook "
+        raise ReviewError(f"request.operation {_short(operation)} is not handled by this webhook "
                           f"(register it for {' and '.join(OPERATIONS)} only)")
     obj = _need(request, "object", dict, "request")
     for key in ("apiVersion", "kind"):

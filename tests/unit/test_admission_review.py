@@ -1,0 +1,139 @@
+"""AdmissionReview parsing, answers, the verdict cache and the CLI's start-up errors.
+
+The property test is the fail-closed guarantee: arbitrary JSON sent to the app never
+gets ``allowed: true``; only a well-formed review of a compliant object could, and with
+a default-deny image policy and no registry none of these objects is compliant.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.admission.cache import VerdictCache
+from pipeline.admission.decide import Decider
+from pipeline.admission.review import ReviewError, parse_review, response
+from pipeline.admission.server import create_app
+from pipeline.cli import run
+from pipeline.errors import EXIT_CONFIG
+from pipeline.policy.check import DEFAULT_POLICY_DIR
+from pipeline.policy.vap import load_policies
+from pipeline.signing.policy import ImagePolicy, PolicyResult
+
+DECIDER = Decider(load_policies(DEFAULT_POLICY_DIR),
+                  ImagePolicy.from_mapping({"version": 1, "default": "deny", "rules": []}))
+CLIENT = TestClient(create_app(DECIDER, max_request_bytes=64 * 1024))
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["apiVersion", "kind", "request", "uid", "object", "operation",
+                         "allowed", "spec", "containers", "image", "metadata", "x"]),
+        inner, max_size=5),
+    max_leaves=20,
+)
+
+
+def _review(obj: Any, uid: Any = "u-1", operation: Any = "CREATE") -> dict[str, Any]:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": uid, "operation": operation, "object": obj}}
+
+
+pods = st.fixed_dictionaries({
+    "apiVersion": st.just("v1"), "kind": st.sampled_from(["Pod", "Deployment", "Job"]),
+    "metadata": st.fixed_dictionaries({"name": st.text(max_size=8)}),
+    "spec": json_values | st.fixed_dictionaries({
+        "containers": st.lists(st.fixed_dictionaries({"name": st.text(max_size=5),
+                                                      "image": json_values}), min_size=1,
+                               max_size=2)}),
+})
+
+
+def _never_allowed(body: bytes) -> None:
+    for path in ("/validate", "/mutate"):
+        reply = CLIENT.post(path, content=body)
+        if reply.status_code == 400:
+            assert set(reply.json()) == {"error", "code"}, reply.text
+            continue
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["response"]["allowed"] is False, reply.text
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(json_values)
+def test_arbitrary_json_is_never_allowed(value: Any) -> None:
+    _never_allowed(json.dumps(value).encode())
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(pods, st.one_of(st.just("u-1"), json_values), st.sampled_from(["CREATE", "UPDATE", "x"]))
+def test_reviews_of_unverifiable_objects_are_never_allowed(obj: Any, uid: Any, op: str) -> None:
+    _never_allowed(json.dumps(_review(obj, uid, op)).encode())
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_are_never_allowed(body: bytes) -> None:
+    _never_allowed(body)
+
+
+def test_parse_review_names_what_is_wrong() -> None:
+    cases = {
+        b"nope": "not JSON",
+        b'{"apiVersion": "v1", "kind": "AdmissionReview"}': "apiVersion 'v1'",
+        json.dumps(_review({"apiVersion": "v1", "kind": "Pod"}, uid="")).encode(): "uid is empty",
+        json.dumps(_review({"kind": "Pod"})).encode(): "request.object.apiVersion",
+        json.dumps(_review(None)).encode(): "request.object is missing",
+    }
+    for body, expected in cases.items():
+        try:
+            parse_review(body)
+        except ReviewError as exc:
+            assert expected in str(exc), (body, exc)
+        else:
+            raise AssertionError(f"accepted {body!r}")
+    try:
+        parse_review(b"{}" + b" " * 100, max_bytes=50)
+    except ReviewError as exc:
+        assert "exceeds the limit of 50 bytes" in str(exc)
+
+
+def test_response_shapes() -> None:
+    denied = response("u", False, ["a", "b"], warnings=["w" * 400])["response"]
+    assert denied["status"]["code"] == 403 and denied["status"]["message"] == "a; b"
+    assert len(denied["warnings"][0]) == 256
+    allowed = response("u", True, patch=[{"op": "replace", "path": "/x", "value": 1}])
+    assert allowed["response"]["patchType"] == "JSONPatch"
+
+
+def test_cache_keeps_only_allowed_verdicts_until_the_ttl() -> None:
+    now = [0.0]
+    cache = VerdictCache(ttl=10, clock=lambda: now[0])
+    cache.put("a", PolicyResult(True, [], "a"))
+    cache.put("d", PolicyResult(False, ["unsigned"], "d"))
+    assert cache.get("a") is not None and cache.get("d") is None
+    now[0] = 10.0
+    assert cache.get("a") is None and len(cache) == 0
+    off = VerdictCache(ttl=0)
+    off.put("a", PolicyResult(True, [], "a"))
+    assert off.get("a") is None
+
+
+def test_serve_refuses_bad_configuration_with_exit_3(tmp_path, capsys) -> None:
+    policy = tmp_path / "image-policy.yaml"
+    policy.write_text("version: 1\ndefault: deny\nrules: []\n")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_text("not a certificate")
+    key.write_text("not a key")
+    code = run(["admission", "serve", "--policies", str(DEFAULT_POLICY_DIR), "--image-policy",
+                str(policy), "--tls-cert", str(cert), "--tls-key", str(key), "--port", "0"])
+    assert code == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "cannot be used together" in err and "Traceback" not in err
+    policy.write_text("version: 1\ntreshold: 2\n")
+    assert run(["admission", "serve", "--policies", str(DEFAULT_POLICY_DIR), "--image-policy",
+                str(policy), "--tls-cert", str(cert), "--tls-key", str(key)]) == EXIT_CONFIG
