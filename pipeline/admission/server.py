@@ -136,8 +136,12 @@ def check_tls(cert: Path, key: Path) -> None:
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket, bound before serving so a busy port is a ConfigError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
+    # when the socket says it is TCP. Without it, Nagle holds a response's body until the
+    # client ACKs its headers, and delayed ACK makes every answer ~40 ms late.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
