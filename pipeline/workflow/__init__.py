@@ -1,1 +1,1 @@
-"""workflow capability."""
+"""Local runner for the Argo workflows defined (with Hera) in workflows/."""

@@ -1,0 +1,103 @@
+"""``pipeline workflow``: run the Argo workflows of workflows/ locally, render them.
+
+Thin: parse, call :mod:`pipeline.workflow`, print. A failed step exits with that step's
+own exit code after a summary on stderr (never a traceback).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline._cli._common import emit, json_option, wants_json
+from pipeline.cli import main
+from pipeline.errors import ConfigError, InputError
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    result = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"{what} {item!r}: expected KEY=VALUE")
+        result[key] = value
+    return result
+
+
+@main.group("workflow")
+def workflow_group() -> None:
+    """Argo workflows (release, pr-check): run locally, render YAML."""
+
+
+@workflow_group.command("run")
+@click.argument("name")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="Workflow parameter (repeatable). Secret parameters name local "
+                   "directories holding the secret's files.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (workspace/, logs/, run.json); default: a new temporary one.")
+@click.option("--parallel", type=click.IntRange(min=1), default=2, show_default=True,
+              help="How many independent steps run at once.")
+@json_option
+def run_command(name: str, params: tuple[str, ...], workdir: Path | None, parallel: int,
+                as_json: bool) -> None:
+    """Run workflow NAME (release, pr-check) on this machine."""
+    from pipeline.workflow.runner import WorkflowStepError, failure_summary, run_workflow
+
+    quiet = wants_json(as_json)
+
+    def event(kind: str, step) -> None:  # type: ignore[no-untyped-def]
+        if quiet:
+            return
+        if kind == "start":
+            click.echo(f"▶ {step.name}", err=True)
+        else:
+            click.echo(f"{'✓' if step.status == 'succeeded' else '✗'} {step.name} "
+                       f"({step.status}, exit {step.exit_code}, {step.duration_s}s)", err=True)
+
+    if workdir is None:
+        import tempfile
+
+        workdir = Path(tempfile.mkdtemp(prefix=f"pipeline-{name}-"))
+    result = run_workflow(name, _pairs(params, "--param"), workdir, max_parallel=parallel,
+                          on_event=event)
+    if result.failed_step is not None:
+        if quiet:
+            emit(result.to_dict(), as_json)
+        summary = failure_summary(result)
+        raise WorkflowStepError(summary, result.exit_code)
+    emit(result.to_dict(), as_json,
+         f"{result.workflow}: succeeded ({len(result.steps)} steps, "
+         f"{result.duration_s:.1f}s); record: {result.record}")
+
+
+@workflow_group.command("render")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@json_option
+def render_command(out: Path, as_json: bool) -> None:
+    """Write the Argo WorkflowTemplate YAML of every workflow into OUT."""
+    try:
+        from workflows.catalog import render_all
+    except ImportError as exc:
+        raise ConfigError(f"the workflow definitions need 'hera' ({exc})") from None
+    paths = render_all(out)
+    emit({"written": [str(p) for p in paths]}, as_json, "\n".join(str(p) for p in paths))
+
+
+@workflow_group.command("render-chart")
+@click.argument("chart", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="A value (dotted key, string value), repeatable.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--release", default="release", show_default=True)
+@click.option("--namespace", default="default", show_default=True)
+@json_option
+def render_chart_command(chart: Path, sets: tuple[str, ...], output: Path, release: str,
+                         namespace: str, as_json: bool) -> None:
+    """Render a Helm chart offline (the release's policy check needs its manifests)."""
+    from pipeline.workflow.chart import render_chart
+
+    count = render_chart(chart, _pairs(sets, "--set"), output, release, namespace)
+    emit({"output": str(output), "objects": count}, as_json,
+         f"{count} objects rendered to {output}")

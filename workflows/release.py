@@ -1,0 +1,149 @@
+"""``release``: from a git revision to a signed, attested, pushed and policy-checked release.
+
+The DAG (independent steps run in parallel)::
+
+    checkout ─┬─ seal-model ── push-model ─────────────────────────────────┐
+              └─ build ─┬─ sbom ───────── attest-sbom ──────┐              │
+                        ├─ scan ───────── attest-vuln ──────┼─ verify ── policy-check
+                        ├─ provenance ─── attest-provenance ┤
+                        └─ push-image ─┬─ sign-image ───────┘
+                                       └─ (attest-* also wait for push-image)
+
+Secrets (the release signing key pair, the KEK keyring) are mounted from the Kubernetes
+Secrets named by ``signing-key-secret`` and ``kek-secret``; only their paths appear in the
+scripts. The image and the model are referred to by the digests their push steps output.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import DAG, Parameter, WorkflowTemplate
+
+from workflows.common import (
+    CHECKOUT_SOURCE,
+    KEYRING,
+    SIGNING_KEY,
+    SIGNING_PUB,
+    WORKSPACE,
+    kek_volume,
+    registry_flags,
+    signing_volume,
+    step,
+    workspace_claim,
+    wp,
+)
+
+PARAMETERS = {
+    "pipeline-image": "registry.example/ml/pipeline@sha256:" + "0" * 64,
+    "git-repo": "",
+    "git-revision": "HEAD",
+    "model-dir": "model",
+    "repository": "registry.example/ml/secure-runtime",
+    "model-repository": "registry.example/ml/models/model",
+    "registry-insecure": "false",
+    "kek-name": "release-kek",
+    "kek-secret": "pipeline-kek",
+    "signing-key-secret": "pipeline-release-signing",
+    "scan-env": "prod",
+    "chart": "helm/secure-runtime",
+    "image-policy": "policies/image-policy.yaml",
+}
+
+ATTESTATIONS = (("provenance", "slsaprovenance", "provenance.json"),
+                ("sbom", "cyclonedx", "sbom.json"),
+                ("vuln", "vuln", "vuln.json"))
+
+
+def _templates() -> dict[str, object]:
+    w = WORKSPACE
+    t = {
+        "checkout": step("checkout", CHECKOUT_SOURCE),
+        "seal-model": step("seal-model", f"""
+PIPELINE_KEYRING={KEYRING} pipeline seal "{w}/src/{wp('model-dir')}" --key "{wp('kek-name')}" \\
+    --out {w}/model.sealed --sign-key {SIGNING_KEY} --force
+pipeline verify-model {w}/model.sealed --trust {SIGNING_PUB}
+""", secrets=(signing_volume(), kek_volume())),
+        "build": step("build", f"pipeline build {w}/src --out {w}/image --frozen"),
+        "sbom": step("sbom", f"pipeline sbom {w}/image -o {w}/sbom.json"),
+        "scan": step("scan", f"""
+pipeline scan {w}/image --env "{wp('scan-env')}" --format cosign-vuln -o {w}/vuln.json
+"""),
+        "provenance": step("provenance", f"pipeline provenance {w}/image -o {w}/provenance.json"),
+        "push-image": step("push-image", registry_flags() + f"""
+mkdir -p {w}/outputs
+pipeline push {w}/image "{wp('repository')}:{wp('git-revision')}" "${{flags[@]}}" \\
+    > {w}/outputs/image-digest
+""", outputs={"digest": f"{w}/outputs/image-digest"}),
+        "push-model": step("push-model", registry_flags() + f"""
+mkdir -p {w}/outputs
+pipeline push-model {w}/model.sealed "{wp('model-repository')}:{wp('git-revision')}" \\
+    "${{flags[@]}}" > {w}/outputs/model-digest
+""", outputs={"digest": f"{w}/outputs/model-digest"}),
+        "sign-image": step("sign-image", registry_flags() + f"""
+pipeline sign "{wp('repository')}@{{{{inputs.parameters.digest}}}}" --key {SIGNING_KEY} \\
+    "${{flags[@]}}"
+""", inputs=("digest",), secrets=(signing_volume(),)),
+        "verify": step("verify", registry_flags() + f"""
+ref="{wp('repository')}@{{{{inputs.parameters.digest}}}}"
+pipeline verify "$ref" --key {SIGNING_PUB} "${{flags[@]}}"
+for kind in slsaprovenance cyclonedx vuln; do
+  pipeline verify-attestation "$ref" --type "$kind" --key {SIGNING_PUB} "${{flags[@]}}"
+done
+""", inputs=("digest",), secrets=(signing_volume(),)),
+        "policy-check": step("policy-check", registry_flags() + f"""
+repository="{wp('repository')}"
+model="{wp('model-repository')}"
+pipeline workflow render-chart "{w}/src/{wp('chart')}" -o {w}/rendered.yaml \\
+    --set "image.repository=$repository" --set "image.digest={{{{inputs.parameters.digest}}}}" \\
+    --set "model.repository=$model" \\
+    --set "model.digest={{{{inputs.parameters.model-digest}}}}"
+PIPELINE_RELEASE_PUBLIC_KEY={SIGNING_PUB} pipeline policy check {w}/rendered.yaml \\
+    --verify-images --image-policy "{w}/src/{wp('image-policy')}" "${{flags[@]}}"
+""", inputs=("digest", "model-digest"), secrets=(signing_volume(),)),
+    }
+    for name, kind, predicate in ATTESTATIONS:
+        t[f"attest-{name}"] = step(f"attest-{name}", registry_flags() + f"""
+pipeline attest "{wp('repository')}@{{{{inputs.parameters.digest}}}}" --type {kind} \\
+    --predicate {w}/{predicate} --key {SIGNING_KEY} "${{flags[@]}}"
+""", inputs=("digest",), secrets=(signing_volume(),))
+    return t
+
+
+def build() -> WorkflowTemplate:
+    """The ``release`` WorkflowTemplate (see the module docstring for its DAG)."""
+    image_digest = "{{tasks.push-image.outputs.parameters.digest}}"
+    model_digest = "{{tasks.push-model.outputs.parameters.digest}}"
+    with WorkflowTemplate(
+        name="release",
+        entrypoint="release",
+        arguments=[Parameter(name=k, value=v) for k, v in PARAMETERS.items()],
+        volume_claim_templates=[workspace_claim()],
+        labels={"app.kubernetes.io/part-of": "secure-model-pipeline"},
+    ) as template:
+        t = _templates()
+        with DAG(name="release"):
+            checkout = t["checkout"](name="checkout")
+            seal = t["seal-model"](name="seal-model")
+            image = t["build"](name="build")
+            checkout >> [seal, image]
+            sbom = t["sbom"](name="sbom")
+            scan = t["scan"](name="scan")
+            provenance = t["provenance"](name="provenance")
+            push_image = t["push-image"](name="push-image")
+            image >> [sbom, scan, provenance, push_image]
+            push_model = t["push-model"](name="push-model")
+            seal >> push_model
+            sign = t["sign-image"](name="sign-image", arguments={"digest": image_digest})
+            push_image >> sign
+            predicates = {"provenance": provenance, "sbom": sbom, "vuln": scan}
+            attests = []
+            for name, _, _ in ATTESTATIONS:
+                attest = t[f"attest-{name}"](name=f"attest-{name}",
+                                             arguments={"digest": image_digest})
+                [push_image, predicates[name]] >> attest
+                attests.append(attest)
+            verify = t["verify"](name="verify", arguments={"digest": image_digest})
+            [sign, *attests] >> verify
+            policy = t["policy-check"](name="policy-check", arguments={
+                "digest": image_digest, "model-digest": model_digest})
+            [verify, push_model] >> policy
+    return template
