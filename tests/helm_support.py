@@ -539,3 +539,19 @@ def validate_manifests(
         raise ManifestValidationError(
             f"{len(failures)} invalid for Kubernetes {k8s_version}:\n  " + "\n  ".join(failures)
         )
+
+
+def merged_values(required: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """A chart's required values deep-merged with ``overrides`` (the inputs stay intact)."""
+    import copy
+
+    def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+        for key, value in extra.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    return merge(copy.deepcopy(dict(required)), overrides)
+

@@ -27,6 +27,7 @@ from tests.helm_support import (
     ChartRenderError,
     find,
     lint_chart,
+    merged_values,
     register_crd_schema,
     render_chart,
     render_notes,
@@ -153,16 +154,7 @@ register_crd_schema(
 
 def values(**overrides: Any) -> dict[str, Any]:
     """The required values, deep-merged with ``overrides``."""
-
-    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    return merge(copy.deepcopy(REQUIRED), overrides)
+    return merged_values(REQUIRED, **overrides)
 
 
 CERT_MANAGER = {

@@ -24,6 +24,7 @@ from tests.helm_support import (
     ManifestValidationError,
     find,
     lint_chart,
+    merged_values,
     render_chart,
     render_notes,
     validate_manifests,
@@ -39,16 +40,7 @@ PEM = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----EN
 
 def values(**overrides: Any) -> dict[str, Any]:
     """The required digests, deep-merged with ``overrides``."""
-
-    def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-        for key, value in extra.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    return merge(copy.deepcopy(REQUIRED), overrides)
+    return merged_values(REQUIRED, **overrides)
 
 
 ROLLOUT_GPU_CSI = values(
