@@ -4,10 +4,10 @@ For each example model project (``examples/tiny`` and, when its weights are
 present, ``examples/minilm``): create a key-encryption key and a signing key pair
 in a throwaway workspace, seal the model, sign it, verify everything, load the
 weights in memory (never on disk), build the module from the verified code, run
-one inference. Then the release (examples/demo_release.py): build tiny's slim
-runtime image without a daemon, SBOM, scan, SLSA provenance, push image and sealed
-model to a loopback registry, sign and attest, verify and apply the image policy,
-serve the model pulled by digest and ask it for one inference. Prints a short
+one inference. Then the release (examples/demo_release.py): the Hera ``release``
+workflow through the local runner (seal, daemonless slim image, SBOM, scan, SLSA
+provenance, push to a loopback registry, sign, attest, verify, policy check of the
+rendered chart), then serve the model pulled by digest and ask it for one inference. Prints a short
 summary; exits non-zero on any failure.
 
 Run with ``make demo`` (which sets everything up first) or
@@ -111,8 +111,9 @@ def main() -> int:
         if not args.no_release:
             from examples.demo_release import release
 
-            print("\nrelease: image, attestations, registry, policy, serving", flush=True)
-            released = release(_run, work, private, public, work / "tiny.sealed")
+            print("\nrelease: the Hera release workflow through the local runner, then serving",
+                  flush=True)
+            released = release(_run, work, private, public, work / "keyring", "demo-kek")
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -125,9 +126,9 @@ def main() -> int:
         )
     if released:
         print(
-            f"  image {released['image']}\n"
-            f"    built in {released['build_s']:.1f} s, {released['image_mib']:.1f} MiB compressed,"
-            f" signed, 3 attestations verified, policy allowed"
+            f"  release workflow: {released['steps']} steps in {released['release_s']:.1f} s:"
+            f" image {released['image']}\n"
+            f"    signed, 3 attestations verified, chart policy-checked and images verified"
             f" (vulnerabilities: {released['vulnerabilities']})\n"
             f"  served {released['model']} (pulled by digest, verified, decrypted in memory)\n"
             f"    OIP v2 infer -> {released['output']['name']} {released['output']['shape']}"

@@ -1,20 +1,22 @@
-"""The release half of the demo: image, attestations, registry, policy, serving.
+"""The release half of the demo: the Hera ``release`` workflow, run locally, then serving.
 
-What the release workflow does on a cluster, done here on one machine with the same
-commands: build the slim runtime image of ``examples/tiny`` without a Docker daemon,
-write its SBOM, scan it, derive its SLSA provenance, push image and sealed model to a
-registry (Debian's docker-registry on 127.0.0.1), sign the image and attach the three
-attestations, verify them and evaluate the image policy against the pinned digest,
-then start the secure runtime on the sealed model *pulled by digest*, ask it for one
-inference over the Open Inference Protocol, and stop it with SIGTERM.
+What Argo Workflows runs on a cluster for a ``git push`` runs here through the local
+runner, from the same definitions (workflows/release.py): checkout of a git repository,
+seal and sign the model, build the slim runtime image without a Docker daemon, SBOM,
+scan, SLSA provenance, push image and sealed model to a registry (Debian's
+docker-registry on 127.0.0.1), sign the image and attach the three attestations,
+verify them, then render the runtime chart with the pushed digests and check it against
+the admission policies and the image policy. Then the secure runtime starts on the
+sealed model *pulled by digest*, answers one Open Inference Protocol request, and stops
+on SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,52 +27,51 @@ from typing import Any
 
 import requests
 
-EXAMPLES = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+#: The image policy the release's policy-check step applies to the rendered chart:
+#: signed by the release key, with provenance, SBOM and scan attestations.
+IMAGE_POLICY = """\
+version: 1
+default: deny
+requireDigest: true
+rules:
+  - name: demo-release
+    images: ["{registry}/demo/**"]
+    authorities: [{{key: "${{PIPELINE_RELEASE_PUBLIC_KEY}}"}}]
+    threshold: 1
+    attestations: [{{type: slsaprovenance}}, {{type: cyclonedx}}, {{type: vuln}}]
+"""
 
 
-def run_json(argv: list[str]) -> dict[str, Any]:
-    """Run one CLI command with ``--json``, echoing it like the others; return its result."""
-    from pipeline.cli import run
+def _source_repo(work: Path, registry: str) -> tuple[Path, str]:
+    """A git repository as a team would push it: the serving project (examples/tiny)
+    at the root, the model under model/, the runtime chart and the image policy."""
+    repo = work / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(EXAMPLES / "tiny", repo, ignore=ignore)
+    shutil.copytree(EXAMPLES / "tiny", repo / "model", ignore=ignore)
+    shutil.copytree(ROOT / "helm" / "secure-runtime", repo / "helm" / "secure-runtime")
+    (repo / "policies").mkdir()
+    (repo / "policies" / "image-policy.yaml").write_text(IMAGE_POLICY.format(registry=registry))
+    git = ["git", "-C", str(repo), "-c", "user.name=demo", "-c", "user.email=demo@localhost"]
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "release tiny"]):
+        subprocess.run([*git, *argv], check=True)
+    revision = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    return repo, revision
 
-    print(f"$ pipeline {' '.join(argv)}", flush=True)
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = run([*argv, "--json"])
-    if code != 0:
-        raise SystemExit(f"demo: 'pipeline {' '.join(argv)}' failed with exit code {code}")
-    return json.loads(buffer.getvalue())
 
-
-def _policy_check(host: str, pinned: str, public: Path) -> list[str]:
-    """The admission decision for the pinned image: signed by us, all three attestations,
-    provenance from this builder."""
-    from pipeline.build.provenance import BUILD_TYPE
-    from pipeline.signing.policy import ImagePolicy
-
-    policy = ImagePolicy.from_mapping({
-        "version": 1,
-        "default": "deny",
-        "requireDigest": True,
-        "rules": [{
-            "name": "demo-release",
-            "images": [f"{host}/demo/**"],
-            "authorities": [{"key": str(public)}],
-            "threshold": 1,
-            "attestations": [
-                {"type": "slsaprovenance", "conditions": [
-                    {"path": "predicate.buildDefinition.buildType", "equals": BUILD_TYPE}]},
-                {"type": "cyclonedx"},
-                {"type": "vuln"},
-            ],
-        }],
-    })
-    decision = policy.evaluate(pinned, {"insecure": True})
-    if not decision.allowed:
-        raise SystemExit("demo: policy refused the image: " + "; ".join(decision.reasons))
-    tag_only = policy.evaluate(pinned.split("@")[0] + ":v1", {"insecure": True})
-    if tag_only.allowed:
-        raise SystemExit("demo: a tag-only reference must be refused")
-    return decision.reasons
+def _signing_secret(work: Path, private: Path, public: Path) -> Path:
+    """The release signing key pair laid out as the Kubernetes Secret mounts it."""
+    secret = work / "secrets" / "signing"
+    secret.mkdir(parents=True, mode=0o700)
+    for source, name in ((private, "release.key"), (public, "release.pub")):
+        target = secret / name
+        shutil.copyfile(source, target)
+        target.chmod(0o600 if name.endswith(".key") else 0o644)
+    return secret
 
 
 def _serve_and_infer(model_ref: str, public: Path, work: Path) -> dict[str, Any]:
@@ -97,8 +98,7 @@ def _serve_and_infer(model_ref: str, public: Path, work: Path) -> dict[str, Any]
                 raise SystemExit("demo: the runtime did not become ready:\n"
                                  + log_path.read_text(errors="replace")[-3000:])
             time.sleep(0.1)
-        described = requests.get(url + "/v2/models/tiny", timeout=5).json()
-        spec = described["inputs"][0]
+        spec = requests.get(url + "/v2/models/tiny", timeout=5).json()["inputs"][0]
         features = spec["shape"][-1]
         request = {"inputs": [{"name": spec["name"], "datatype": spec["datatype"],
                                "shape": [2, features],
@@ -106,61 +106,37 @@ def _serve_and_infer(model_ref: str, public: Path, work: Path) -> dict[str, Any]
         answer = requests.post(url + "/v2/models/tiny/infer", json=request, timeout=10)
         answer.raise_for_status()
         output = answer.json()["outputs"][0]
-        metrics = requests.get(url + "/metrics", timeout=5).text
-        load_lines = [line for line in metrics.splitlines()
-                      if line.startswith("secure_runtime_model_load") and "seconds" in line]
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         code = process.wait(60)
     if code != 0:
         raise SystemExit(f"demo: the runtime exited with {code} after SIGTERM")
-    return {"output": output, "load_metrics": load_lines[:6], "exit_code": code}
+    return {"output": output, "exit_code": code}
 
 
 def release(run: Callable[[list[str]], None], work: Path, private: Path, public: Path,
-            sealed: Path) -> dict[str, Any]:
-    """Build → SBOM/scan/provenance → push → sign/attest → verify/policy → serve."""
-    from pipeline.oci.layout import OCILayout
+            kek_dir: Path, kek_name: str) -> dict[str, Any]:
+    """The release workflow through the local runner, then serving what it pushed."""
     from pipeline.oci.local_registry import start_local_registry
 
-    layout = work / "tiny-image"
-    started = time.perf_counter()
-    run(["build", str(EXAMPLES / "tiny"), "--out", str(layout)])
-    build_s = time.perf_counter() - started
-    digest = OCILayout.open(layout).resolve("latest")["digest"]
-    run(["sbom", str(layout), "-o", str(work / "sbom.json")])
-    # dev gate: without a vulnerability DB the image is "not scanned" (a warning in dev,
-    # a refusal in prod), never "clean".
-    run(["scan", str(layout), "--env", "dev", "--format", "cosign-vuln",
-         "-o", str(work / "vuln.json")])
-    vulnerabilities = json.loads((work / "vuln.json").read_text())[
-        "scanner"]["result"]["vulnerabilities"]
-    run(["provenance", str(layout), "-o", str(work / "provenance.json")])
-
+    signing = _signing_secret(work, private, public)
     with start_local_registry(work / "registry") as registry:
-        image = f"{registry.host}/demo/tiny-runtime"
-        run(["push", str(layout), f"{image}:v1", "--insecure"])
-        pinned = f"{image}@{digest}"
-        run(["sign", pinned, "--key", str(private), "--insecure"])
-        for kind, predicate in (("slsaprovenance", "provenance.json"),
-                                ("cyclonedx", "sbom.json"), ("vuln", "vuln.json")):
-            run(["attest", pinned, "--type", kind, "--predicate", str(work / predicate),
-                 "--key", str(private), "--insecure"])
-        run(["verify", pinned, "--key", str(public), "--insecure"])
-        for kind in ("slsaprovenance", "cyclonedx", "vuln"):
-            run(["verify-attestation", pinned, "--type", kind, "--key", str(public),
-                 "--insecure"])
-        reasons = _policy_check(registry.host, pinned, public)
-        print(f"policy: {pinned} allowed ({len(reasons)} checks)", flush=True)
-
-        model = f"{registry.host}/demo/tiny-model"
-        pushed = run_json(["push-model", str(sealed), f"{model}:v1", "--insecure"])
-        model_ref = f"{model}@{pushed['digest']}"
-        print(pushed["digest"], flush=True)
-        served = _serve_and_infer(model_ref, public, work)
-
-    size = sum(layer["size"] for layer in
-               json.loads(OCILayout.open(layout).read_blob(digest))["layers"])
-    return {"image": pinned, "build_s": build_s, "image_mib": size / 2**20,
-            "vulnerabilities": vulnerabilities, "model": model_ref, **served}
+        repo, revision = _source_repo(work, registry.host)
+        runs = work / "workflow-run"
+        started = time.perf_counter()
+        run(["workflow", "run", "release",
+             "-p", f"git-repo={repo}", "-p", f"git-revision={revision}",
+             "-p", f"repository={registry.host}/demo/tiny-runtime",
+             "-p", f"model-repository={registry.host}/demo/tiny-model",
+             "-p", "registry-insecure=true", "-p", "scan-env=dev",
+             "-p", f"kek-name={kek_name}", "-p", f"kek-secret={kek_dir}",
+             "-p", f"signing-key-secret={signing}", "--workdir", str(runs)])
+        release_s = time.perf_counter() - started
+        steps = {s["name"]: s for s in json.loads((runs / "run.json").read_text())["steps"]}
+        image = f"{registry.host}/demo/tiny-runtime@{steps['push-image']['outputs']['digest']}"
+        model = f"{registry.host}/demo/tiny-model@{steps['push-model']['outputs']['digest']}"
+        vuln = json.loads((runs / "workspace" / "vuln.json").read_text())
+        served = _serve_and_infer(model, public, work)
+    return {"image": image, "model": model, "steps": len(steps), "release_s": release_s,
+            "vulnerabilities": vuln["scanner"]["result"]["vulnerabilities"], **served}
