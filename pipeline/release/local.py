@@ -1,0 +1,206 @@
+"""The local deploy target: nginx split + a real Prometheus, started and stopped here.
+
+On a cluster Argo Rollouts moves traffic and the cluster's Prometheus scrapes the
+pods. Locally the same roles are played by real processes on 127.0.0.1: two OIP
+servers (stable, canary: any URLs, e.g. two ``python -m secure_runtime`` processes),
+nginx weighting between them (:mod:`pipeline.release.traffic`) and the Debian
+``prometheus`` binary scraping both every second, with the jobs named ``stable`` and
+``canary`` so the analysis queries select the canary by ``job``. Everything lives in
+temporary directories and dies with the context manager.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from pipeline.errors import ConfigError, UnreachableError
+from pipeline.release.traffic import Nginx, upstream_address
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prometheus_config(targets: dict[str, str], scrape_interval: str = "1s") -> str:
+    """prometheus.yml scraping each ``job: URL`` target's /metrics."""
+    jobs = [{"job_name": job, "scrape_interval": scrape_interval,
+             "scrape_timeout": scrape_interval, "metrics_path": "/metrics",
+             "static_configs": [{"targets": [upstream_address(url)]}]}
+            for job, url in targets.items()]
+    return json.dumps({"global": {"scrape_interval": scrape_interval},
+                       "scrape_configs": jobs}, indent=2)  # JSON is YAML
+
+
+class PrometheusServer:
+    """A ``prometheus`` process with its config and TSDB in a temporary directory."""
+
+    def __init__(self, targets: dict[str, str], port: int | None = None,
+                 binary: str = "prometheus") -> None:
+        found = shutil.which(binary)
+        if not found:
+            raise ConfigError("prometheus is not installed (apt-get install prometheus)")
+        self.binary = found
+        self.targets = targets
+        self.port = port or free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="pipeline-prometheus-")
+        self.dir = Path(self._dir.name)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        path = self.dir / "prometheus.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self, timeout: float = 30.0) -> PrometheusServer:
+        config = self.dir / "prometheus.yml"
+        config.write_text(prometheus_config(self.targets))
+        with open(self.dir / "prometheus.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [self.binary, f"--config.file={config}",
+                 f"--storage.tsdb.path={self.dir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise UnreachableError(f"prometheus exited: {self.log()[-1500:]}")
+                if self._scraped_all():
+                    return self
+                time.sleep(0.1)
+            raise UnreachableError(f"prometheus did not scrape {sorted(self.targets)} within "
+                                   f"{timeout:.0f}s")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _scraped_all(self) -> bool:
+        """True once every job has been scraped successfully at least once.
+
+        Prometheus applies new targets only every few seconds after start; measuring
+        before that would see no data and fail the first stage for no reason. A target
+        that answers with an error fails fast: the canary is not there to analyse.
+        """
+        try:
+            data = requests.get(self.url + "/api/v1/targets", timeout=1).json()["data"]
+        except (requests.RequestException, ValueError, KeyError):
+            return False
+        health = {t["labels"]["job"]: t for t in data.get("activeTargets", [])}
+        for job, target in health.items():
+            if target.get("health") == "down":
+                raise UnreachableError(f"prometheus cannot scrape {job} "
+                                       f"({self.targets.get(job)}): {target.get('lastError')}")
+        return all(health.get(job, {}).get("health") == "up" for job in self.targets)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._dir.cleanup()
+
+    def __enter__(self) -> PrometheusServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class LocalTarget:
+    """nginx + Prometheus in front of a stable and a canary OIP server."""
+
+    def __init__(self, stable_url: str, canary_url: str, *, listen_port: int | None = None,
+                 prometheus_port: int | None = None) -> None:
+        self.stable_url, self.canary_url = stable_url, canary_url
+        self.nginx = Nginx(stable_url, canary_url, listen_port or free_port(), weight=0)
+        self.prometheus = PrometheusServer({"stable": stable_url, "canary": canary_url},
+                                           prometheus_port)
+
+    @property
+    def url(self) -> str:
+        """Where clients send traffic (nginx)."""
+        return self.nginx.url
+
+    def set_weight(self, weight: int) -> None:
+        self.nginx.set_weight(weight)
+
+    def __enter__(self) -> LocalTarget:
+        try:
+            self.prometheus.start()
+            self.nginx.start()
+        except BaseException:
+            self.nginx.stop()
+            self.prometheus.stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self.nginx.stop()
+        finally:
+            self.prometheus.stop()
+
+
+class TrafficLoop:
+    """Bounded background requests through the split (a stand-in for users).
+
+    At most ``max_requests`` requests, ``pause`` seconds apart; stops on exit. It counts
+    responses by upstream and status so a caller can see the split it produced.
+    """
+
+    def __init__(self, url: str, path: str, body: Any, *, max_requests: int = 5000,
+                 pause: float = 0.01) -> None:
+        self.url, self.path, self.body = url.rstrip("/"), path, body
+        self.max_requests, self.pause = max_requests, pause
+        self.by_upstream: Counter[str] = Counter()
+        self.by_status: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            for _ in range(self.max_requests):
+                if self._stop.is_set():
+                    return
+                try:
+                    r = session.post(self.url + self.path, json=self.body, timeout=5)
+                    self.by_status[r.status_code] += 1
+                    self.by_upstream[r.headers.get("X-Upstream", "?")] += 1
+                except requests.RequestException:
+                    self.by_status[0] += 1
+                self._stop.wait(self.pause)
+
+    def __enter__(self) -> TrafficLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+__all__ = ["LocalTarget", "PrometheusServer", "TrafficLoop", "free_port", "prometheus_config"]
