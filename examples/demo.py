@@ -134,7 +134,7 @@ def main() -> int:
             f"    OIP v2 infer -> {released['output']['name']} {released['output']['shape']}"
             f" {released['output']['data'][:4]}...; SIGTERM -> exit {released['exit_code']}"
         )
-    print("  plaintext weights written to disk: none")
+    print("  plaintext weights written by the pipeline: none (only the source repo has them)")
     return 0
 
 
