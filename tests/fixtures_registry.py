@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline._process import stop_process
 from pipeline.errors import UnreachableError
 from pipeline.oci.local_registry import start_local_registry
 
@@ -182,13 +183,7 @@ def start_registry(
 
 
 def stop_registry(server: RegistryServer) -> None:
-    if server.process and server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    stop_process(server.process)
 
 
 @pytest.fixture(scope="session")

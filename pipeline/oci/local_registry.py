@@ -21,6 +21,7 @@ from typing import Any
 
 import requests
 
+from pipeline._process import stop_process
 from pipeline.errors import ConfigError, UnreachableError
 
 __all__ = ["LocalRegistry", "free_port", "start_local_registry"]
@@ -45,13 +46,7 @@ class LocalRegistry:
 
     def stop(self) -> None:
         """Terminate the registry (kill after 10 s); safe to call twice."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def __enter__(self) -> LocalRegistry:
         return self

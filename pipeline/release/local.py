@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -25,15 +24,10 @@ from typing import Any
 
 import requests
 
+from pipeline._process import stop_process
 from pipeline.errors import ConfigError, UnreachableError
+from pipeline.oci.local_registry import free_port
 from pipeline.release.traffic import Nginx, upstream_address
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prometheus_config(targets: dict[str, str], scrape_interval: str = "1s") -> str:
@@ -111,13 +105,7 @@ class PrometheusServer:
         return all(health.get(job, {}).get("health") == "up" for job in self.targets)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, grace=15)
         self._dir.cleanup()
 
     def __enter__(self) -> PrometheusServer:

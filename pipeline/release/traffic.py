@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from pipeline._process import stop_process
 from pipeline.errors import ConfigError, InputError, UnreachableError
 
 GENERATION_PATH = "/__pipeline/generation"
@@ -166,13 +167,7 @@ class Nginx:
         self._wait_generation()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         self._dir.cleanup()
 
     def __enter__(self) -> Nginx:
