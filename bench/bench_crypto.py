@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pipeline.sealing import _streaming as sa
 from pipeline.sealing._segments import Layout
+from tests.tink_reference import tink_primitive
 
 AD = b"bench/model.safetensors"
 
@@ -74,40 +75,6 @@ def floor_decrypt(
             worker.join()
 
     return run
-
-
-def tink_primitive(key: bytes, segment_size: int):  # noqa: ANN201 - tink is test-only
-    import tink
-    from tink import secret_key_access, streaming_aead
-    from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
-
-    streaming_aead.register()
-    proto_key = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey(
-        version=0,
-        key_value=key,
-        params=aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingParams(
-            ciphertext_segment_size=segment_size,
-            derived_key_size=32,
-            hkdf_hash_type=common_pb2.SHA256,
-        ),
-    )
-    keyset = tink_pb2.Keyset(
-        primary_key_id=1,
-        key=[
-            tink_pb2.Keyset.Key(
-                key_data=tink_pb2.KeyData(
-                    type_url="type.googleapis.com/google.crypto.tink.AesGcmHkdfStreamingKey",
-                    value=proto_key.SerializeToString(),
-                    key_material_type=tink_pb2.KeyData.SYMMETRIC,
-                ),
-                status=tink_pb2.ENABLED,
-                key_id=1,
-                output_prefix_type=tink_pb2.RAW,
-            )
-        ],
-    )
-    handle = tink.proto_keyset_format.parse(keyset.SerializeToString(), secret_key_access.TOKEN)
-    return handle.primitive(streaming_aead.StreamingAead)
 
 
 class _Sink(io.RawIOBase):

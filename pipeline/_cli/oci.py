@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
@@ -14,52 +17,70 @@ from pipeline.cli import main
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True)
+class _Registry:
+    """How to reach the registry, from the options every transfer command shares."""
+
+    insecure: bool
+    ca_file: str | None
+    username: str | None
+    password_stdin: bool
+
+    def client(self, ref: Any) -> Any:
+        """A RegistryClient for ``ref``; the password from stdin or the environment."""
+        from pipeline.errors import ConfigError
+        from pipeline.oci.client import RegistryClient
+
+        password = None
+        if self.password_stdin:
+            if not self.username:
+                raise ConfigError("--password-stdin needs --username")
+            password = sys.stdin.readline().rstrip("\r\n")
+        elif self.username:
+            password = os.environ.get("PIPELINE_REGISTRY_PASSWORD")
+            if password is None:
+                raise ConfigError(
+                    "--username needs --password-stdin or PIPELINE_REGISTRY_PASSWORD"
+                )
+        return RegistryClient.for_reference(
+            ref, insecure=self.insecure, ca_file=self.ca_file, username=self.username,
+            password=password,
+        )
+
+
 def _registry_options(func: F) -> F:
-    func = click.option(
+    """Add --insecure/--ca-file/--username/--password-stdin; pass them as ``registry``."""
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        registry = _Registry(*(kwargs.pop(k) for k in
+                               ("insecure", "ca_file", "username", "password_stdin")))
+        return func(*args, registry=registry, **kwargs)
+
+    wrapped: Any = command
+    wrapped = click.option(
         "--password-stdin",
         is_flag=True,
         default=False,
         help="Read the registry password from stdin (else PIPELINE_REGISTRY_PASSWORD, "
         "else docker config.json).",
-    )(func)
-    func = click.option(
+    )(wrapped)
+    wrapped = click.option(
         "--username", default=None, help="Registry user (else PIPELINE_REGISTRY_USERNAME)."
-    )(func)
-    func = click.option(
+    )(wrapped)
+    wrapped = click.option(
         "--ca-file",
         type=click.Path(dir_okay=False),
         default=None,
         help="PEM CA bundle to verify the registry's TLS certificate.",
-    )(func)
-    func = click.option(
+    )(wrapped)
+    wrapped = click.option(
         "--insecure",
         is_flag=True,
         default=False,
         help="Plain HTTP; allowed only for loopback registries (127.0.0.1, localhost).",
-    )(func)
-    return func
-
-
-def _client(
-    ref: Any, insecure: bool, ca_file: str | None, username: str | None, password_stdin: bool
-) -> Any:
-    from pipeline.errors import ConfigError
-    from pipeline.oci.client import RegistryClient
-
-    password = None
-    if password_stdin:
-        if not username:
-            raise ConfigError("--password-stdin needs --username")
-        password = sys.stdin.readline().rstrip("\r\n")
-    elif username:
-        import os
-
-        password = os.environ.get("PIPELINE_REGISTRY_PASSWORD")
-        if password is None:
-            raise ConfigError("--username needs --password-stdin or PIPELINE_REGISTRY_PASSWORD")
-    return RegistryClient.for_reference(
-        ref, insecure=insecure, ca_file=ca_file, username=username, password=password
-    )
+    )(wrapped)
+    return wrapped  # type: ignore[no-any-return]
 
 
 @main.command("push")
@@ -72,10 +93,7 @@ def push(
     layout_dir: str,
     reference: str,
     tag: str | None,
-    insecure: bool,
-    ca_file: str | None,
-    username: str | None,
-    password_stdin: bool,
+    registry: _Registry,
     as_json: bool,
 ) -> None:
     """Push the image in OCI layout LAYOUT_DIR to REFERENCE; prints the digest."""
@@ -85,7 +103,7 @@ def push(
 
     ref = Reference.parse(reference)
     layout = OCILayout.open(layout_dir)
-    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+    with registry.client(ref) as client:
         with transfer_progress(client, f"pushing {ref}", not wants_json(as_json)):
             digest = push_layout(layout, ref, client, tag=tag)
     pinned = ref.with_digest(digest)
@@ -102,10 +120,7 @@ def pull(
     reference: str,
     layout_dir: str,
     tag: str | None,
-    insecure: bool,
-    ca_file: str | None,
-    username: str | None,
-    password_stdin: bool,
+    registry: _Registry,
     as_json: bool,
 ) -> None:
     """Pull REFERENCE into the OCI layout LAYOUT_DIR (created or extended); prints the digest."""
@@ -113,7 +128,7 @@ def pull(
     from pipeline.oci.transfer import pull_to_layout
 
     ref = Reference.parse(reference)
-    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+    with registry.client(ref) as client:
         with transfer_progress(client, f"pulling {ref}", not wants_json(as_json)):
             digest = pull_to_layout(ref, layout_dir, client, tag=tag)
     emit(
@@ -131,10 +146,7 @@ def pull(
 def push_model_cmd(
     sealed_dir: str,
     reference: str,
-    insecure: bool,
-    ca_file: str | None,
-    username: str | None,
-    password_stdin: bool,
+    registry: _Registry,
     as_json: bool,
 ) -> None:
     """Push the sealed model in SEALED_DIR as an OCI artifact to REFERENCE; prints the digest."""
@@ -142,7 +154,7 @@ def push_model_cmd(
     from pipeline.oci.reference import Reference
 
     ref = Reference.parse(reference)
-    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+    with registry.client(ref) as client:
         with transfer_progress(client, f"pushing {ref}", not wants_json(as_json)):
             digest = push_model(sealed_dir, ref, client=client)
     emit({"reference": str(ref.with_digest(digest)), "digest": digest}, as_json, digest)
@@ -165,10 +177,7 @@ def pull_model_cmd(
     reference: str,
     dest: str,
     trust_keys: tuple[str, ...],
-    insecure: bool,
-    ca_file: str | None,
-    username: str | None,
-    password_stdin: bool,
+    registry: _Registry,
     as_json: bool,
 ) -> None:
     """Pull the sealed model artifact REFERENCE into DEST (new or empty directory)."""
@@ -180,7 +189,7 @@ def pull_model_cmd(
 
     ref = Reference.parse(reference)
     trust = Trust(public_keys=tuple(Path(k) for k in trust_keys)) if trust_keys else None
-    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+    with registry.client(ref) as client:
         with transfer_progress(client, f"pulling {ref}", not wants_json(as_json)):
             path = pull_model(ref, dest, client=client, trust=trust)
     emit(
@@ -198,10 +207,7 @@ def pull_model_cmd(
 def attach_model_signature_cmd(
     reference: str,
     signature: str,
-    insecure: bool,
-    ca_file: str | None,
-    username: str | None,
-    password_stdin: bool,
+    registry: _Registry,
     as_json: bool,
 ) -> None:
     """Attach the model-signing bundle SIGNATURE to the model artifact REFERENCE (referrer)."""
@@ -209,6 +215,6 @@ def attach_model_signature_cmd(
     from pipeline.oci.reference import Reference
 
     ref = Reference.parse(reference)
-    with _client(ref, insecure, ca_file, username, password_stdin) as client:
+    with registry.client(ref) as client:
         digest = attach_model_signature(ref, signature, client=client)
     emit({"reference": str(ref), "signature_manifest": digest}, as_json, digest)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,25 +40,30 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def session_base_lock(tmp_dir: Path) -> Path:
+def session_base_lock(
+    tmp_dir: Path,
+    committed: Path | None = None,
+    resolve: Callable[[], Any] | None = None,
+) -> Path:
     """The committed lock if every pinned package can still be fetched, else a fresh one.
 
     A fresh lock is resolved from apt's lists into ``tmp_dir`` (what ``pipeline lock base``
     does) and a :class:`StaleBaseLockWarning` names the packages that moved on.
+    ``committed`` and ``resolve`` default to the builder's lock and apt resolution.
     """
     from pipeline.build.base_lock import unavailable
     from pipeline.build.debian import DEFAULT_LOCK, load_lock, resolve_closure, write_lock
 
-    committed = load_lock(DEFAULT_LOCK)
-    gone = unavailable(committed)
+    committed = committed or DEFAULT_LOCK
+    gone = unavailable(load_lock(committed))
     if not gone:
-        return DEFAULT_LOCK
+        return committed
     fresh = tmp_dir / "debian-base.lock"
-    write_lock(resolve_closure(), fresh)
+    write_lock((resolve or resolve_closure)(), fresh)
     names = ", ".join(f"{p.name}={p.version}" for p in gone)
     warnings.warn(
         StaleBaseLockWarning(
-            f"the committed Debian lock {DEFAULT_LOCK} is stale (apt no longer offers {names}); "
+            f"the committed Debian lock {committed} is stale (apt no longer offers {names}); "
             f"this session builds with a fresh lock at {fresh}. Regenerate the committed one "
             "with 'pipeline lock base' and commit it."
         ),

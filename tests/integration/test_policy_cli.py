@@ -7,8 +7,9 @@ every default policy; breaking one security setting through values must be refus
 
 from __future__ import annotations
 
-import io
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -75,11 +76,13 @@ def test_violations_exit_11_with_file_document_kind_policy(
     assert "error: " in captured.err and "Traceback" not in captured.err
 
 
-def test_stdin_and_json(monkeypatch: pytest.MonkeyPatch,
-                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(BAD_POD))
-    assert run(["--json", "policy", "check", "-"]) == 11
-    report = json.loads(capsys.readouterr().out)
+def test_stdin_and_json() -> None:
+    # A real process reading a real pipe, as `helm template ... | pipeline policy check -`.
+    done = subprocess.run([sys.executable, "-m", "pipeline", "--json", "policy", "check", "-"],
+                          input=BAD_POD, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 11
+    report = json.loads(done.stdout)
     assert report["ok"] is False and report["objects"] == 1
     first = report["violations"][0]
     assert first["file"] == "<stdin>" and first["document"] == 0 and first["kind"] == "Pod"
