@@ -206,6 +206,8 @@ def resolve_pkcs11_uri(pkcs11_uri: str) -> Pkcs11KeyRef:
     _TOKEN / _PIN / _PIN_FILE, or keys.pkcs11 in pipeline.yaml). A ``pin-source`` file
     is read with its trailing newline stripped; the PIN never leaves this process.
     """
+    from pipeline.sealing.keys.pkcs11 import read_pin_file
+
     path_attrs, query = parse_pkcs11_uri(pkcs11_uri)
     label = _text(path_attrs.get("object"))
     key_id = path_attrs.get("id")
@@ -247,13 +249,13 @@ def resolve_pkcs11_uri(pkcs11_uri: str) -> Pkcs11KeyRef:
         source_path = Path(source.removeprefix("file://").removeprefix("file:"))
         if not source_path.is_absolute():
             raise InputError("PKCS#11 URI: pin-source must be an absolute file path")
-        pin = _read_pin_file(source_path)
+        pin = read_pin_file(source_path)
     if pin is None and os.environ.get("PIPELINE_PKCS11_PIN"):
         pin = os.environ["PIPELINE_PKCS11_PIN"]
     if pin is None:
         pin_file = os.environ.get("PIPELINE_PKCS11_PIN_FILE") or conf.get("pin_file")
         if pin_file:
-            pin = _read_pin_file(Path(str(pin_file)).expanduser())
+            pin = read_pin_file(Path(str(pin_file)).expanduser())
     if pin is None:
         raise KeyProviderError(
             "no PIN for the PKCS#11 token: use pin-source=<file> in the URI, "
@@ -517,17 +519,6 @@ def _pkcs11_settings() -> dict[str, Any]:
         raise
     except Exception:  # pragma: no cover - settings are optional here
         return {}
-
-
-def _read_pin_file(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KeyProviderError(f"cannot read PIN file {path}: {exc.strerror or exc}") from None
-    pin = text.rstrip("\r\n")
-    if not pin:
-        raise KeyProviderError(f"PIN file {path} is empty")
-    return pin
 
 
 def _redact_pin(message: str) -> str:

@@ -84,3 +84,24 @@ def test_token_key_errors_are_clear(
     assert run(["sign-model", str(sealed), "--pkcs11-uri", "pkcs11:object=no-such-key"]) == EXIT_KEY
     err = capsys.readouterr().err
     assert "no EC key pair" in err and "Traceback" not in err
+
+
+def test_signing_reads_the_pin_file_as_strictly_as_sealing(
+    softhsm_env: SoftHSMToken, sealed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One PIN reader for the key provider and the token signers: a PIN file others can
+    read is refused for signing too (exit 8), and its content never reaches the output."""
+    from pipeline.errors import EXIT_INSECURE
+
+    assert run(["keys", "create-signing", "pin-hsm", "--provider", "pkcs11",
+                "--dir", str(tmp_path)]) == 0
+    loose = tmp_path / "loose.pin"
+    loose.write_text(softhsm_env.pin + "\n")
+    loose.chmod(0o644)
+    monkeypatch.setenv("PIPELINE_PKCS11_PIN_FILE", str(loose))
+    capsys.readouterr()
+    assert run(["sign-model", str(sealed), "--pkcs11-uri", "pkcs11:object=pin-hsm"]) == (
+        EXIT_INSECURE)
+    err = capsys.readouterr().err
+    assert "chmod 600" in err and softhsm_env.pin not in err

@@ -60,6 +60,34 @@ def _created(object_id: bytes) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def read_pin_file(path: Path) -> str:
+    """A token PIN from a file that only its owner can read (0600, ours, not a symlink).
+
+    The one PIN reader of the project: the sealing key provider and the token signers
+    (model and image signatures) all take PINs from files through here.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise AuthError(f"cannot read PIN file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if info.st_mode & 0o077 or info.st_uid != os.getuid():
+            raise InsecureKeyStoreError(
+                f"PIN file {path} must be owned by you and not accessible by "
+                f"group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                f"run: chmod 600 {path}"
+            )
+        raw = handle.read(_MAX_PIN_FILE_BYTES)
+    try:
+        pin = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise AuthError(f"PIN file {path} is not UTF-8") from None
+    if not pin:
+        raise AuthError(f"PIN file {path} is empty")
+    return pin
+
+
 class Pkcs11KeyProvider:
     """KEKs on a PKCS#11 token (SoftHSM2 in tests, a real HSM in production)."""
 
@@ -251,26 +279,7 @@ class Pkcs11KeyProvider:
                 f"no PIN for PKCS#11 token {self.token_label!r}: set PIPELINE_PKCS11_PIN_FILE "
                 "(or keys.pkcs11.pin_file, or PIPELINE_PKCS11_PIN)"
             )
-        try:
-            fd = os.open(self._pin_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise AuthError(f"cannot read PIN file {self._pin_file}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if info.st_mode & 0o077 or info.st_uid != os.getuid():
-                raise InsecureKeyStoreError(
-                    f"PIN file {self._pin_file} must be owned by you and not accessible by "
-                    f"group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                    f"run: chmod 600 {self._pin_file}"
-                )
-            raw = handle.read(_MAX_PIN_FILE_BYTES)
-        try:
-            pin = raw.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise AuthError(f"PIN file {self._pin_file} is not UTF-8") from None
-        if not pin:
-            raise AuthError(f"PIN file {self._pin_file} is empty")
-        return pin
+        return read_pin_file(Path(self._pin_file))
 
     def _token(self) -> Any:
         import pkcs11
