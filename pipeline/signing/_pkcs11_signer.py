@@ -69,7 +69,7 @@ def open_token_signer(pkcs11_uri: str) -> Iterator[TokenSigner]:
     """A signer for the EC key pair ``pkcs11_uri`` names, usable inside the block."""
     from pkcs11.util.ec import encode_ec_public_key
 
-    from pipeline.signing import _model_internal as _token
+    from pipeline.signing import _pkcs11 as _token
 
     ref = _token.resolve_pkcs11_uri(pkcs11_uri)
     with _token.open_token_session(ref) as (token, session):

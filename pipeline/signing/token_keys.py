@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline.errors import InputError
-from pipeline.signing import _model_internal as _impl
+from pipeline.signing import _pkcs11 as _impl
 
 __all__ = ["create_token_signing_key", "token_key_uri"]
 

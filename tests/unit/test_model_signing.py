@@ -28,7 +28,7 @@ from pipeline.errors import (
     UnreachableError,
     VerificationError,
 )
-from pipeline.signing import _model_internal
+from pipeline.signing import _model_internal, _pkcs11
 from pipeline.signing.keypair import PASSWORD_ENV, create_signing_keypair
 from pipeline.signing.model import (
     SIGNATURE_NAME,
@@ -462,7 +462,7 @@ def test_pkcs11_uri_round_trips_percent_encoding(label, key_id, token) -> None:
         f"pkcs11:object={quote(label, safe='')};id={quote_from_bytes(key_id, safe='')};"
         f"token={quote(token, safe='')}?module-path=/x.so"
     )
-    path_attrs, query = _model_internal.parse_pkcs11_uri(uri)
+    path_attrs, query = _pkcs11.parse_pkcs11_uri(uri)
     assert path_attrs["object"].decode() == label
     assert path_attrs["id"] == key_id
     assert path_attrs["token"].decode() == token
@@ -480,7 +480,7 @@ def test_pkcs11_uri_round_trips_percent_encoding(label, key_id, token) -> None:
 )
 def test_malformed_pkcs11_uris_are_input_errors(uri) -> None:
     with pytest.raises(InputError):
-        _model_internal.parse_pkcs11_uri(uri)
+        _pkcs11.parse_pkcs11_uri(uri)
 
 
 # ------------------------------------------------------------------- known digests
@@ -568,28 +568,20 @@ def _root(statement: dict) -> dict:
     return statement
 
 
-def _outcome(model_dir: Path, trust: Trust, *, native: bool, monkeypatch) -> object:
-    with monkeypatch.context() as patch:
-        if not native:
-            patch.setattr(_model_internal, "plain_key_bundle", lambda data: None)
-        else:
-            real = _model_internal.plain_key_bundle
-            used: list[bool] = []
-            patch.setattr(
-                _model_internal, "plain_key_bundle",
-                lambda data: used.append(True) or real(data),
-            )
-        try:
-            return ("accepted", verify_model_signature(model_dir, trust))
-        except (VerificationError, InputError) as exc:
-            return ("refused", type(exc).__name__)
-        except Exception as exc:  # noqa: BLE001 - the comparison reports it
-            return ("error", type(exc).__name__)
+def _outcome(model_dir: Path, trust: Trust, *, native: bool) -> object:
+    """The decision of the native path, or of model-signing (``native=False``)."""
+    try:
+        return ("accepted", _model_internal.verify_bundle(
+            model_dir / SIGNATURE_NAME, trust, native_keys=native))
+    except (VerificationError, InputError) as exc:
+        return ("refused", type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - the comparison reports it
+        return ("error", type(exc).__name__)
 
 
-def _same_decision(model_dir: Path, trust: Trust, monkeypatch) -> object:
-    native = _outcome(model_dir, trust, native=True, monkeypatch=monkeypatch)
-    reference = _outcome(model_dir, trust, native=False, monkeypatch=monkeypatch)
+def _same_decision(model_dir: Path, trust: Trust) -> object:
+    native = _outcome(model_dir, trust, native=True)
+    reference = _outcome(model_dir, trust, native=False)
     assert native == reference
     return native
 
@@ -618,7 +610,7 @@ def test_verifying_a_key_bundle_does_not_import_model_signing(signed, keys) -> N
 def test_native_and_model_signing_agree_on_valid_bundles(model, keys, tmp_path, monkeypatch):
     sign_model(model, private_key=keys["good"][0])
     good = trust_of(keys["good"][1])
-    accepted = _same_decision(model, good, monkeypatch)
+    accepted = _same_decision(model, good)
     assert accepted[0] == "accepted" and set(accepted[1]) == set(FILES)
     statement = json.dumps(_statement(model)).encode()
     # Hint-less (older bundles), empty hint, model-signing 0.2's PAE, a P-384 key.
@@ -628,7 +620,7 @@ def test_native_and_model_signing_agree_on_valid_bundles(model, keys, tmp_path, 
         _sign_bundle(keys["good"][0], statement, compat=True),
     ):
         _write(model, variant)
-        assert _same_decision(model, good, monkeypatch)[0] == "accepted"
+        assert _same_decision(model, good)[0] == "accepted"
     p384 = ec.generate_private_key(ec.SECP384R1())
     (tmp_path / "p384.key").write_bytes(p384.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -636,14 +628,14 @@ def test_native_and_model_signing_agree_on_valid_bundles(model, keys, tmp_path, 
     (tmp_path / "p384.pub").write_bytes(p384.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     _write(model, _sign_bundle(tmp_path / "p384.key", statement))
-    assert _same_decision(model, trust_of(tmp_path / "p384.pub"), monkeypatch)[0] == "accepted"
-    assert _same_decision(model, good, monkeypatch)[0] == "refused"
+    assert _same_decision(model, trust_of(tmp_path / "p384.pub"))[0] == "accepted"
+    assert _same_decision(model, good)[0] == "refused"
     # Untrusted signer, wrong hint for the right key, right hint for a wrong key.
     _write(model, _sign_bundle(keys["other"][0], statement))
-    assert _same_decision(model, good, monkeypatch)[0] == "refused"
+    assert _same_decision(model, good)[0] == "refused"
     _write(model, _sign_bundle(keys["good"][0], statement, hint="ab" * 32))
-    assert _same_decision(model, good, monkeypatch)[0] == "refused"
-    assert _same_decision(model, trust_of(keys["other"][1], keys["good"][1]), monkeypatch)[0] == (
+    assert _same_decision(model, good)[0] == "refused"
+    assert _same_decision(model, trust_of(keys["other"][1], keys["good"][1]))[0] == (
         "refused"
     )
 
@@ -697,7 +689,7 @@ def test_native_and_model_signing_agree_on_signed_but_wrong_statements(
     decisions = {}
     for name, statement in _mutations(original):
         _write(signed, _sign_bundle(keys["good"][0], json.dumps(statement).encode()))
-        decisions[name] = _same_decision(signed, good, monkeypatch)[0]
+        decisions[name] = _same_decision(signed, good)[0]
     # Unknown predicate fields are ignored (v1.0 says so), and an empty model is a
     # model (the loader then finds its files unsigned); everything else is refused.
     assert decisions.pop("extra predicate field") == "accepted"
@@ -705,10 +697,10 @@ def test_native_and_model_signing_agree_on_signed_but_wrong_statements(
     assert {k: v for k, v in decisions.items() if v != "refused"} == {}
     for payload in (b"not json", b"[]", b'{"_type": 1}', "\u00e9".encode("latin-1")):
         _write(signed, _sign_bundle(keys["good"][0], payload))
-        assert _same_decision(signed, good, monkeypatch)[0] == "refused"
+        assert _same_decision(signed, good)[0] == "refused"
     statement = json.dumps(original).encode()
     _write(signed, _sign_bundle(keys["good"][0], statement, payload_type="text/plain"))
-    assert _same_decision(signed, good, monkeypatch)[0] == "refused"
+    assert _same_decision(signed, good)[0] == "refused"
 
 
 def test_native_and_model_signing_agree_on_envelope_changes(signed, keys, monkeypatch) -> None:
@@ -755,7 +747,7 @@ def test_native_and_model_signing_agree_on_envelope_changes(signed, keys, monkey
         bundle = copy.deepcopy(original)
         edit(bundle)
         _write(signed, bundle)
-        decision = _same_decision(signed, good, monkeypatch)[0]
+        decision = _same_decision(signed, good)[0]
         assert expected in ("?", decision), (name, decision)
 
 
@@ -793,4 +785,4 @@ def test_native_and_model_signing_agree_on_random_signed_statements(
         except Exception:  # noqa: BLE001 - the statement is broken anyway
             pass
     _write(signed, _sign_bundle(keys["good"][0], json.dumps(statement).encode()))
-    _same_decision(signed, trust_of(keys["good"][1]), monkeypatch)
+    _same_decision(signed, trust_of(keys["good"][1]))
