@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -271,19 +274,30 @@ def test_symlinked_keyring_is_refused(provider: LocalKeyProvider, keyring: Path)
         LocalKeyProvider(link).list_keys()
 
 
-def test_failed_write_leaves_keyring_untouched(
-    provider: LocalKeyProvider, keyring: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real, tiny tmpfs (we are root, as the project's set-up requires)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_failed_write_leaves_keyring_untouched(full_disk: Path) -> None:
+    keyring = full_disk / "keys" / "keyring.json"
+    provider = LocalKeyProvider(keyring)
     provider.create_key("first")
     before = keyring.read_bytes()
-
-    def broken_replace(src: str, dst: str) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
+    with open(full_disk / "filler", "wb", buffering=0) as filler:  # use up every block
+        with contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
     with pytest.raises(OSError, match="No space left"):
         provider.create_key("second")
-    monkeypatch.undo()
     assert keyring.read_bytes() == before
     leftovers = [p.name for p in keyring.parent.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
