@@ -220,7 +220,7 @@ def build_module(model: LoadedModel, code: types.ModuleType | None = None) -> to
             raise ConfigError(f"sealed model has no config file {config_name!r}")
         try:
             config = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit integer
             raise InputError(f"{config_name}: invalid JSON: {exc}") from None
     module = factory(config)
     if hasattr(module, "load_weights"):

@@ -332,8 +332,11 @@ def parse_json_body(body: bytes) -> Any:
     """JSON text -> Python value; ProtocolError (HTTP 400) on anything malformed."""
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError(f"request body is not valid JSON: {exc}") from None
+    except ValueError:  # not UTF-8, or an integer past CPython's 4300-digit limit
+        raise ProtocolError("request body is not valid JSON (not UTF-8, or a number too "
+                            "long to convert)") from None
 
 
 def parse_infer_request(payload: Any, *, text_input: str | None = None) -> InferRequest:

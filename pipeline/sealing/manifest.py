@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from pipeline._json import loads_strict
 from pipeline.errors import InputError
 
 MANIFEST_NAME = "seal.json"
@@ -31,6 +32,8 @@ SEALED_SUFFIX = ".sealed"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ALLOWED_SEGMENT_SIZES = (4096, 1 << 20)
+#: seal.json nests four levels (manifest, files, entry, sealed); allow some slack.
+MAX_MANIFEST_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -201,10 +204,9 @@ def parse_manifest(data: bytes) -> SealManifest:
     """Parse and validate ``seal.json`` bytes; :class:`InputError` on anything odd."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise InputError(f"{MANIFEST_NAME}: larger than {MAX_MANIFEST_BYTES} bytes")
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"{MANIFEST_NAME}: not valid JSON ({exc.__class__.__name__})") from None
+    # Strict: duplicate keys, integers of more than 64 bits, NaN and deep nesting are
+    # refused here, before the signature is checked and whether or not there is one.
+    raw = loads_strict(data, MANIFEST_NAME, max_depth=MAX_MANIFEST_DEPTH)
     if not isinstance(raw, dict):
         raise InputError(f"{MANIFEST_NAME}: expected a JSON object")
     if raw.get("format") != FORMAT:

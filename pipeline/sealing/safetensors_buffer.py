@@ -10,12 +10,13 @@ whatever decrypted: a valid AEAD tag proves who wrote it, not that it is sane.
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeline._json import loads_strict
 from pipeline.errors import InputError
 
 if TYPE_CHECKING:  # torch is heavy; import it only where tensors are made
@@ -64,19 +65,31 @@ class SafetensorsHeader:
 def parse_header(buffer: bytes | bytearray | memoryview) -> SafetensorsHeader:
     """Validate the header of an in-memory safetensors file (:class:`InputError` if not one)."""
     view = memoryview(buffer)
-    total = view.nbytes
-    if total < 8:
+    header_len = header_length(view[:8], view.nbytes)
+    return parse_header_bytes(view[8 : 8 + header_len], view.nbytes)
+
+
+def header_length(prefix: bytes | bytearray | memoryview, total: int) -> int:
+    """The JSON header's length from a file's first 8 bytes; InputError if out of range."""
+    if total < 8 or len(prefix) < 8:
         raise InputError("not a safetensors file: shorter than its 8-byte header length")
-    (header_len,) = struct.unpack_from("<Q", view, 0)
+    (header_len,) = struct.unpack_from("<Q", prefix, 0)
     if header_len > MAX_HEADER_BYTES or 8 + header_len > total:
         raise InputError("not a safetensors file: header length out of range")
-    try:
-        raw = json.loads(bytes(view[8 : 8 + header_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise InputError("not a safetensors file: header is not JSON") from None
+    return int(header_len)
+
+
+def parse_header_bytes(header: bytes | bytearray | memoryview, total: int) -> SafetensorsHeader:
+    """Validate a JSON header against the size of the whole file (``total`` bytes).
+
+    Split from :func:`parse_header` so a file on disk is checked from its first bytes
+    and its size alone (``pipeline seal`` refuses a bad file before encrypting it).
+    """
+    # Strict JSON: a duplicate tensor name would mean two different models to two readers.
+    raw = loads_strict(header, "not a safetensors file: header")
     if not isinstance(raw, dict):
         raise InputError("not a safetensors file: header is not a JSON object")
-    data_start = 8 + header_len
+    data_start = 8 + len(header)
     data_len = total - data_start
     metadata = raw.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(
@@ -86,6 +99,24 @@ def parse_header(buffer: bytes | bytearray | memoryview) -> SafetensorsHeader:
     infos = [_tensor_info(name, entry, data_start) for name, entry in raw.items()]
     _check_tiling(infos, data_start, data_len)
     return SafetensorsHeader(tensors=tuple(infos), metadata=metadata, data_start=data_start)
+
+
+def check_file(path: str | os.PathLike[str]) -> SafetensorsHeader:
+    """Validate the safetensors file at ``path`` by reading only its header.
+
+    InputError (naming the file) when it is not a safetensors file: what the runtime's
+    loader would refuse after decryption is refused before sealing.
+    """
+    with open(path, "rb") as handle:
+        total = os.fstat(handle.fileno()).st_size
+        try:
+            header_len = header_length(handle.read(8), total)
+            header = handle.read(header_len)
+            if len(header) != header_len:
+                raise InputError("not a safetensors file: truncated header")
+            return parse_header_bytes(header, total)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
 
 
 def _tensor_info(name: str, entry: Any, data_start: int) -> TensorInfo:

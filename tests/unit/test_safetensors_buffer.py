@@ -72,7 +72,7 @@ def _file(header: dict, data: bytes = b"") -> bytes:
     [
         (b"", "shorter"),
         (struct.pack("<Q", 1 << 40) + b"{}", "out of range"),
-        (struct.pack("<Q", 4) + b"nope", "not JSON"),
+        (struct.pack("<Q", 4) + b"nope", "not valid JSON"),
         (_file([1, 2]), "not a JSON object"),
         (_file({"a": {"dtype": "F99", "shape": [1], "data_offsets": [0, 4]}}, b"0000"), "dtype"),
         (_file({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"0000"), "size"),
