@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.admission.cache import VerdictCache
-from pipeline.admission.images import ImageSlot, expects_containers, image_slots
 from pipeline.admission.patch import pin_operations
 from pipeline.admission.review import AdmissionRequest
 from pipeline.errors import PipelineError
 from pipeline.oci.reference import Reference
 from pipeline.policy.evaluate import evaluate
 from pipeline.policy.vap import PolicySet, resource_of
+from pipeline.policy.workloads import ImageSlot, find_images
 from pipeline.signing.policy import ImagePolicy, PolicyResult
 
 #: The label used for the image policy in reasons and metrics (as in `pipeline policy check`).
 IMAGE_POLICY = "image-policy"
+#: The label of a denial for a kind whose images this webhook cannot find.
+UNKNOWN_KIND = "unknown-kind"
 
 
 @dataclass
@@ -86,13 +88,13 @@ class Decider:
             try:
                 digest = self._resolve(ref)
             except PipelineError as exc:
-                decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: container {slot.container}: "
+                decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {slot.label}: "
                                             f"cannot resolve {slot.image} to a digest: {exc}")
                 continue
             verdict = self._verdict(ref.with_digest(digest))
             if self._apply(slot, verdict, decision):
-                decision.patch += pin_operations(slot.pointer, slot.image, digest)
-                decision.warnings.append(f"container {slot.container}: image {slot.image} "
+                decision.patch += pin_operations(slot.pointer, slot.value, digest)
+                decision.warnings.append(f"{slot.label}: image {slot.image} "
                                          f"pinned to {digest}")
         if not decision.allowed:
             decision.patch.clear()
@@ -101,11 +103,16 @@ class Decider:
     # -- pieces --------------------------------------------------------------------------
     @staticmethod
     def _slots(request: AdmissionRequest, decision: Decision) -> list[ImageSlot]:
-        slots = image_slots(request.object)
-        if not slots and expects_containers(request.object):
+        found = find_images(request.object)
+        if not found.known:
+            decision.deny(UNKNOWN_KIND, unknown_kind_reason(request.object))
+            return []
+        for reason in found.refused:
+            decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {reason}")
+        if not found.slots and found.expects_containers:
             decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {request.kind} has no pod spec with "
                                         "containers: nothing that could be verified")
-        return slots
+        return found.slots
 
     def _cel(self, request: AdmissionRequest, decision: Decision) -> None:
         obj = request.object
@@ -122,13 +129,12 @@ class Decider:
     @staticmethod
     def _parse(slot: ImageSlot, decision: Decision) -> Reference | None:
         if not isinstance(slot.image, str) or not slot.image:
-            decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: container {slot.container} has no "
-                                        "image")
+            decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {slot.label} has no image")
             return None
         try:
             return Reference.parse(slot.image)
         except PipelineError as exc:
-            decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: container {slot.container}: {exc}")
+            decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {slot.label}: {exc}")
             return None
 
     def _resolve(self, ref: Reference) -> str:
@@ -155,9 +161,19 @@ class Decider:
                                          "allowed by the policy default")
             return True
         reasons = "; ".join(verdict.reasons) or "refused"
-        decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: container {slot.container}: image "
+        decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {slot.label}: image "
                                     f"{slot.image} refused: {reasons}")
         return False
 
 
-__all__ = ["IMAGE_POLICY", "Decider", "Decision"]
+def unknown_kind_reason(obj: Mapping[str, Any]) -> str:
+    """Why an object of a kind we do not know is denied, and how to stop sending it."""
+    kind, api_version = obj.get("kind"), obj.get("apiVersion")
+    return (f"{UNKNOWN_KIND}: kind {kind!r} (apiVersion {api_version!r}) is not one this "
+            "webhook knows how to find images in, so nothing in it can be verified: denied "
+            "(fail closed). If it runs no containers, remove its resource from the rules of "
+            "the ValidatingWebhookConfiguration and MutatingWebhookConfiguration that send it "
+            "here (the admission-webhook chart registers only the kinds it judges)")
+
+
+__all__ = ["IMAGE_POLICY", "UNKNOWN_KIND", "Decider", "Decision", "unknown_kind_reason"]

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline._json import loads_strict
 from pipeline.errors import InputError
 
 API_VERSION = "admission.k8s.io/v1"
@@ -24,6 +25,9 @@ OPERATIONS = ("CREATE", "UPDATE")
 #: Kubernetes truncates longer warnings; keep ours readable and bounded.
 MAX_WARNING_CHARS = 256
 MAX_WARNINGS = 20
+#: Deepest nesting of a review accepted (the object sits 3 levels down; Kubernetes
+#: objects are rarely deeper than 20). Deeper bodies are a 400, never a RecursionError.
+MAX_DEPTH = 100
 
 
 class ReviewError(InputError):
@@ -74,15 +78,34 @@ def _need(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     return value
 
 
+def _check_kind(request: Mapping[str, Any], obj: Mapping[str, Any]) -> None:
+    """``request.kind`` (what the API server says it sends) must be the object's group/kind.
+
+    The API server converts the object to the version it names, so both agree; a review
+    where they differ was not written by an API server, and judging ``object`` by one
+    kind while the cluster stores another would admit by accident.
+    """
+    gvk = request.get("kind")
+    if gvk is None:
+        return
+    if not isinstance(gvk, dict) or not isinstance(gvk.get("kind"), str):
+        raise ReviewError("request.kind is not a group/version/kind object")
+    api_version = obj["apiVersion"]
+    group = api_version.rpartition("/")[0]
+    said = (gvk.get("group", ""), gvk["kind"])
+    if said != (group, obj["kind"]):
+        raise ReviewError(f"request.kind {_short(said)} differs from request.object's "
+                          f"{_short((group, obj['kind']))}")
+
+
 def parse_review(body: bytes | str, max_bytes: int | None = None) -> AdmissionRequest:
     """Parse ``body``; ReviewError says exactly what is wrong (never a partial result)."""
     if max_bytes is not None and len(body) > max_bytes:
         raise ReviewError(f"AdmissionReview of {len(body)} bytes exceeds the limit of "
                           f"{max_bytes} bytes")
-    try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReviewError(f"body is not JSON: {exc}") from None
+    # Strict: duplicate keys (two readers, two objects), huge integers, NaN and nesting
+    # deeper than MAX_DEPTH are refused here, as HTTP 400, before anything reads them.
+    review = loads_strict(body, "body", max_depth=MAX_DEPTH, error=ReviewError)
     if not isinstance(review, dict):
         raise ReviewError("body is not a JSON object (expected an AdmissionReview)")
     if review.get("apiVersion") != API_VERSION:
@@ -100,7 +123,9 @@ def parse_review(body: bytes | str, max_bytes: int | None = None) -> AdmissionRe
                           f"(register it for {' and '.join(OPERATIONS)} only)")
     obj = _need(request, "object", dict, "request")
     for key in ("apiVersion", "kind"):
-        _need(obj, key, str, "request.object")
+        if not _need(obj, key, str, "request.object").strip():
+            raise ReviewError(f"request.object.{key} is empty")
+    _check_kind(request, obj)
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, dict):
         raise ReviewError("request.object.metadata is not an object")

@@ -3,7 +3,9 @@
 One engine for the PR check (``pipeline policy check``), the admission webhook and the
 promotion gate. Modules, one job each: ``manifests`` (load objects), ``cel`` (the CEL
 environment), ``vap`` (policy model, compile, match), ``evaluate`` (one policy, one
-object), ``check`` (orchestration), ``report`` (output formats). See docs/policies.md.
+object), ``check`` (orchestration), ``report`` (output formats), ``workloads`` (which kinds run
+containers and where their images are: the one list the webhook, the PR check and the
+webhook chart share). See docs/policies.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ raise before anything is evaluated (InputError exit 4, ConfigError exit 3).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from pipeline.policy.evaluate import Finding, evaluate
 from pipeline.policy.manifests import Manifest
 from pipeline.policy.vap import PolicySet, load_policies, resource_of
+from pipeline.policy.workloads import find_images
 
 #: The default policy directory: policies/ at the repository root.
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -101,61 +102,46 @@ def check_objects(manifests: Iterable[Manifest], policies: PolicySet) -> CheckRe
     return result
 
 
-def pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The pod spec of a Pod or workload (for image listing), None when there is none."""
-    kind = obj.get("kind")
-    spec = obj.get("spec")
-    if not isinstance(spec, dict):
-        return None
-    if kind == "Pod":
-        return spec
-    if kind == "CronJob":
-        spec = spec.get("jobTemplate", {}).get("spec") if isinstance(
-            spec.get("jobTemplate"), dict) else None
-        if not isinstance(spec, dict):
-            return None
-    template = spec.get("template")
-    inner = template.get("spec") if isinstance(template, dict) else None
-    return inner if isinstance(inner, dict) else None
-
-
-def container_images(obj: Mapping[str, Any]) -> Iterator[str]:
-    """Every container image (containers, initContainers, ephemeralContainers) of ``obj``."""
-    spec = pod_spec(obj)
-    if spec is None:
-        return
-    for key in ("initContainers", "containers", "ephemeralContainers"):
-        for container in spec.get(key) or []:
-            if isinstance(container, dict) and isinstance(container.get("image"), str):
-                yield container["image"]
-
-
 def verify_images(
     manifests: Sequence[Manifest], image_policy_path: str | Path, result: CheckResult,
     client_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Add an image-policy violation for every image the policy refuses (needs a registry).
 
-    Each distinct image is evaluated once; every object using a refused image gets its
-    own violation, so the report points at each place to fix.
+    The images are those the admission webhook verifies (:func:`find_images`: every
+    container, init, ephemeral, Argo template and KServe component, ``oci://`` model
+    references); a container without an image and a model reference no signature can
+    cover are violations too, as they are denials there. Each distinct image is evaluated
+    once; every object using a refused image gets its own violation, so the report points
+    at each place to fix.
     """
     from pipeline.signing.policy import ImagePolicy
 
     policy = ImagePolicy.load(image_policy_path)
     verdicts: dict[str, Any] = {}
+
+    def refuse(manifest: Manifest, message: str) -> None:
+        result.violations.append(Violation(
+            manifest.source, manifest.index, manifest.kind, manifest.name,
+            manifest.namespace, IMAGE_POLICY_NAME, str(image_policy_path), message,
+        ))
+
     for manifest in manifests:
-        for image in container_images(manifest.obj):
+        found = find_images(manifest.obj)
+        for reason in found.refused:
+            refuse(manifest, reason)
+        for slot in found.slots:
+            image = slot.image
+            if not isinstance(image, str) or not image:
+                refuse(manifest, f"{slot.label} has no image")
+                continue
             if image not in verdicts:
                 verdicts[image] = policy.evaluate(image, dict(client_options or {}))
                 result.images_checked += 1
             verdict = verdicts[image]
             if not verdict.allowed:
                 reasons = "; ".join(verdict.reasons) or "refused"
-                result.violations.append(Violation(
-                    manifest.source, manifest.index, manifest.kind, manifest.name,
-                    manifest.namespace, IMAGE_POLICY_NAME, str(image_policy_path),
-                    f"image {image} refused by the image policy: {reasons}",
-                ))
+                refuse(manifest, f"image {image} refused by the image policy: {reasons}")
 
 
 def check(

@@ -21,6 +21,7 @@ import yaml
 
 from pipeline.errors import ConfigError
 from pipeline.policy.cel import Program, compile_expression
+from pipeline.policy.workloads import KINDS
 
 API_VERSION = "admissionregistration.k8s.io/v1"
 POLICY_KIND = "ValidatingAdmissionPolicy"
@@ -29,19 +30,9 @@ _ACTIONS = {"Deny", "Warn", "Audit"}
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VARIABLE_REF = re.compile(r"\bvariables\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 
-#: Kind -> (group, resource) for the workload kinds; others use a plural heuristic.
-KIND_RESOURCES: dict[str, tuple[str, str]] = {
-    "Pod": ("", "pods"),
-    "Deployment": ("apps", "deployments"),
-    "StatefulSet": ("apps", "statefulsets"),
-    "DaemonSet": ("apps", "daemonsets"),
-    "ReplicaSet": ("apps", "replicasets"),
-    "Job": ("batch", "jobs"),
-    "CronJob": ("batch", "cronjobs"),
-    "Rollout": ("argoproj.io", "rollouts"),
-    "ReplicationController": ("", "replicationcontrollers"),
-    "PodTemplate": ("", "podtemplates"),
-}
+#: Kind -> (group, resource) for the workload kinds (one table: pipeline.policy.workloads);
+#: others use a plural heuristic.
+KIND_RESOURCES: dict[str, tuple[str, str]] = {k.kind: (k.group, k.resource) for k in KINDS}
 
 
 @dataclass(frozen=True)

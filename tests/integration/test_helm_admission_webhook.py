@@ -23,6 +23,7 @@ import yaml
 from pipeline import cli
 from pipeline._cli.admission import serve_command
 from pipeline.policy import load_policies
+from pipeline.policy.workloads import KINDS
 from tests.helm_support import (
     ChartRenderError,
     find,
@@ -410,6 +411,29 @@ def _webhooks(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _registered(hook: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(group, version, resource, scope) of every rule of a webhook, sorted, repeats kept."""
+    return sorted(
+        (group, version, resource, rule["scope"])
+        for rule in hook["rules"] for group in rule["apiGroups"]
+        for version in rule["apiVersions"] for resource in rule["resources"]
+    )
+
+
+def _judged() -> list[tuple[str, str, str, str]]:
+    """The same for every kind the webhook judges (pipeline.policy.workloads.KINDS)."""
+    return sorted((k.group, k.version, k.resource, "Namespaced" if k.namespaced else "Cluster")
+                  for k in KINDS)
+
+
+def test_chart_registers_exactly_the_kinds_the_webhook_judges(rendered: dict) -> None:
+    """A kind registered but not judged would be denied on every request; a kind judged but
+    not registered would never be sent. Both lists must be the same, each kind once."""
+    assert len(_judged()) == len(set(_judged())) == len(KINDS) >= 17
+    for hook in _webhooks(rendered["defaults"]).values():
+        assert _registered(hook) == _judged()
+
+
 def test_webhook_configurations_fail_closed(rendered: dict) -> None:
     hooks = _webhooks(rendered["defaults"])
     paths = {k: h["clientConfig"]["service"]["path"] for k, h in hooks.items()}
@@ -429,19 +453,7 @@ def test_webhook_configurations_fail_closed(rendered: dict) -> None:
             "port": 443,
         }
         assert hook["clientConfig"]["caBundle"] == CA_BUNDLE
-        resources = {
-            (g, r) for rule in hook["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-        }
-        assert resources == {
-            ("", "pods"),
-            ("apps", "deployments"),
-            ("apps", "statefulsets"),
-            ("apps", "daemonsets"),
-            ("apps", "replicasets"),
-            ("batch", "jobs"),
-            ("batch", "cronjobs"),
-            ("argoproj.io", "rollouts"),
-        }
+        assert _registered(hook) == _judged()
         assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in hook["rules"])
         (expr,) = hook["namespaceSelector"]["matchExpressions"]
         assert expr == {

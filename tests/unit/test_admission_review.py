@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from pipeline.cli import run
 from pipeline.errors import EXIT_CONFIG
 from pipeline.policy.check import DEFAULT_POLICY_DIR
 from pipeline.policy.vap import load_policies
+from pipeline.policy.workloads import KINDS
 from pipeline.signing.policy import ImagePolicy, PolicyResult
 
 DECIDER = Decider(load_policies(DEFAULT_POLICY_DIR),
@@ -43,14 +45,20 @@ def _review(obj: Any, uid: Any = "u-1", operation: Any = "CREATE") -> dict[str, 
             "request": {"uid": uid, "operation": operation, "object": obj}}
 
 
-pods = st.fixed_dictionaries({
-    "apiVersion": st.just("v1"), "kind": st.sampled_from(["Pod", "Deployment", "Job"]),
-    "metadata": st.fixed_dictionaries({"name": st.text(max_size=8)}),
-    "spec": json_values | st.fixed_dictionaries({
+#: Every judged kind with its apiVersion, kinds one space or one letter off, unknown kinds.
+kinds = st.one_of(
+    st.sampled_from([(k.api_version, k.kind) for k in KINDS]),
+    st.sampled_from([("v1", "Pod "), ("v1", "pod"), ("apps/v1", "Pod"), ("example.com/v1", "Foo"),
+                     ("serving.kserve.io/v1beta1", "InferenceServices"), ("v1", "Service")]),
+)
+pods = st.builds(lambda gvk, rest: {"apiVersion": gvk[0], "kind": gvk[1], **rest}, kinds,
+                 st.fixed_dictionaries({
+        "metadata": st.fixed_dictionaries({"name": st.text(max_size=8)}),
+            "spec": json_values | st.fixed_dictionaries({
         "containers": st.lists(st.fixed_dictionaries({"name": st.text(max_size=5),
                                                       "image": json_values}), min_size=1,
                                max_size=2)}),
-})
+}))
 
 
 def _never_allowed(body: bytes) -> None:
@@ -83,7 +91,7 @@ def test_arbitrary_bytes_are_never_allowed(body: bytes) -> None:
 
 def test_parse_review_names_what_is_wrong() -> None:
     cases = {
-        b"nope": "not JSON",
+        b"nope": "not valid JSON",
         b'{"apiVersion": "v1", "kind": "AdmissionReview"}': "apiVersion 'v1'",
         json.dumps(_review({"apiVersion": "v1", "kind": "Pod"}, uid="")).encode(): "uid is empty",
         json.dumps(_review({"kind": "Pod"})).encode(): "request.object.apiVersion",
@@ -152,3 +160,77 @@ def test_listening_socket_is_tcp_with_nodelay() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         sock.close()
+
+
+def _decide(obj: Any, path: str = "/validate") -> Any:
+    return CLIENT.post(path, content=json.dumps(_review(obj)).encode())
+
+
+def test_unknown_kinds_are_denied_naming_the_kind_and_the_way_out() -> None:
+    """An unknown kind with containers, a kind one space off, a Pod of another API group:
+    their images cannot be found for sure, so they are denied, never allowed as imageless."""
+    spec = {"containers": [{"name": "a", "image": "unsigned.example/app:1"}]}
+    for api_version, kind in (("example.com/v1", "Foo"), ("v1", "Pod "), ("evil.example/v1", "Pod"),
+                              ("v1", "pod")):
+        for path in ("/validate", "/mutate"):
+            reply = _decide({"apiVersion": api_version, "kind": kind, "spec": spec}, path)
+            assert reply.status_code == 200, reply.text
+            answer = reply.json()["response"]
+            assert answer["allowed"] is False and "patch" not in answer
+            message = answer["status"]["message"]
+            assert f"kind {kind!r} (apiVersion {api_version!r})" in message, message
+            assert "remove its resource from the rules" in message
+
+
+def test_missing_or_empty_kind_is_a_bad_request() -> None:
+    for obj in ({"apiVersion": "v1", "spec": {}}, {"apiVersion": "v1", "kind": ""},
+                {"apiVersion": "v1", "kind": "  "}, {"apiVersion": "", "kind": "Pod"},
+                {"apiVersion": "v1", "kind": 7}):
+        for path in ("/validate", "/mutate"):
+            reply = _decide(obj, path)
+            assert reply.status_code == 400, (obj, reply.text)
+            assert "request.object" in reply.json()["error"]
+
+
+def test_request_kind_must_be_the_objects_kind() -> None:
+    review = _review({"apiVersion": "v1", "kind": "Service", "spec": {}})
+    review["request"]["kind"] = {"group": "", "version": "v1", "kind": "Pod"}
+    reply = CLIENT.post("/validate", content=json.dumps(review).encode())
+    assert reply.status_code == 400 and "differs from request.object" in reply.text
+    review["request"]["kind"] = {"group": "", "version": "v1", "kind": "Service"}
+    assert CLIENT.post("/validate", content=json.dumps(review).encode()).status_code == 200
+
+
+def test_inference_service_with_an_unverifiable_model_is_denied() -> None:
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "m"},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "pytorch"},
+                                             "storageUri": "s3://bucket/model"}}}}
+    answer = _decide(isvc).json()["response"]
+    assert answer["allowed"] is False
+    assert "'s3://bucket/model'" in answer["status"]["message"]
+
+
+@pytest.mark.parametrize("body, expected", [
+    (b"[" * 5000 + b"]" * 5000, "nested deeper than"),
+    (json.dumps(_review({"apiVersion": "v1", "kind": "Pod", "spec": {}})).encode()[:-1]
+     + b', "request": {}}', "duplicate key 'request'"),
+    (json.dumps(_review({"apiVersion": "v1", "kind": "Pod", "spec": {"n": 0}})).encode()
+     .replace(b'"n": 0', b'"n": ' + b"9" * 5001), "integer of 5001 digits"),
+    (json.dumps(_review({"apiVersion": "v1", "kind": "Pod", "spec": {"n": 0}})).encode()
+     .replace(b'"n": 0', b'"n": NaN'), "NaN is not JSON"),
+])
+def test_hostile_json_is_a_bad_request(body: bytes, expected: str) -> None:
+    for path in ("/validate", "/mutate"):
+        reply = CLIENT.post(path, content=body)
+        assert reply.status_code == 400, reply.text
+        assert expected in reply.json()["error"], reply.text
+
+
+def test_deep_object_inside_a_valid_review_is_a_bad_request() -> None:
+    deep: Any = {}
+    for _ in range(200):
+        deep = {"x": deep}
+    reply = _decide({"apiVersion": "v1", "kind": "Pod", "metadata": {"annotations": deep},
+                     "spec": {}})
+    assert reply.status_code == 400 and "nested deeper than 100" in reply.text

@@ -141,16 +141,21 @@ seccompProfile:
 {{- end }}
 
 {{/* Rules shared by both webhooks: pods and every workload kind with a pod template. */}}
+{{/*
+Exactly the kinds the webhook judges (pipeline/policy/workloads.py KINDS; a test keeps the
+two lists equal). A kind the webhook does not know is denied, so never add one here
+without teaching the webhook where its images are.
+*/}}
 {{- define "admission-webhook.rules" -}}
 - apiGroups: [""]
   apiVersions: ["v1"]
   operations: ["CREATE", "UPDATE"]
-  resources: ["pods"]
+  resources: ["pods", "podtemplates", "replicationcontrollers"]
   scope: Namespaced
 - apiGroups: ["apps"]
   apiVersions: ["v1"]
   operations: ["CREATE", "UPDATE"]
-  resources: ["deployments", "statefulsets", "daemonsets", "replicasets"]
+  resources: ["deployments", "replicasets", "statefulsets", "daemonsets"]
   scope: Namespaced
 - apiGroups: ["batch"]
   apiVersions: ["v1"]
@@ -160,8 +165,28 @@ seccompProfile:
 - apiGroups: ["argoproj.io"]
   apiVersions: ["v1alpha1"]
   operations: ["CREATE", "UPDATE"]
-  resources: ["rollouts"]
+  resources: ["rollouts", "workflows", "workflowtemplates", "cronworkflows"]
   scope: Namespaced
+- apiGroups: ["argoproj.io"]
+  apiVersions: ["v1alpha1"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["clusterworkflowtemplates"]
+  scope: Cluster
+- apiGroups: ["serving.kserve.io"]
+  apiVersions: ["v1beta1"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["inferenceservices"]
+  scope: Namespaced
+- apiGroups: ["serving.kserve.io"]
+  apiVersions: ["v1alpha1"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["servingruntimes"]
+  scope: Namespaced
+- apiGroups: ["serving.kserve.io"]
+  apiVersions: ["v1alpha1"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["clusterservingruntimes", "clusterstoragecontainers"]
+  scope: Cluster
 {{- end }}
 
 {{/* Never the control plane's namespace nor our own (the webhook must not gate itself). */}}
