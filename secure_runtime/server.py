@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pipeline.errors import (
     EXIT_INTERNAL,
@@ -276,6 +277,13 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
         return _json(error_body(str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(_: Request, exc: ClientDisconnect) -> Response:
+        # The client went away before sending its whole body (a timeout, a slowloris):
+        # nobody to answer and no fault of the server, so no ERROR traceback.
+        log.debug("client disconnected before sending the whole request")
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> Response:

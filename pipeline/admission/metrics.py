@@ -32,6 +32,10 @@ class AdmissionMetrics:
         self.latency = Histogram("admission_decision_seconds",
                                  "Time from request received to answer.", ["webhook"],
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.disconnects = Counter("admission_client_disconnects_total",
+                                   "Requests whose client went away before sending the whole "
+                                   "body (not answered; not an error of the webhook).",
+                                   ["webhook"], registry=r)
         self._cache_watched = False
 
     def watch_cache(self, cache: VerdictCache) -> None:

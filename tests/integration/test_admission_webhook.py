@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import http.client
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.admission.cache import VerdictCache
 from pipeline.admission.decide import Decider
@@ -32,6 +35,7 @@ from pipeline.oci.reference import Reference
 from pipeline.oci.transfer import push_layout
 from pipeline.policy.check import DEFAULT_POLICY_DIR
 from pipeline.policy.vap import load_policies
+from pipeline.policy.workloads import workload_kind
 from pipeline.signing.image import sign_image
 from pipeline.signing.keypair import create_signing_keypair
 from pipeline.signing.policy import ImagePolicy
@@ -53,7 +57,8 @@ def _dead_registry() -> str:
 
 class Webhook:
     def __init__(self, url: str, ca: Path, subs: dict[str, str], cache: VerdictCache):
-        self.url, self.subs, self.cache = url, subs, cache
+        self.url, self.subs, self.cache, self.ca = url, subs, cache, ca
+        self.port = int(url.rsplit(":", 1)[1])
         self.http = httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30)
 
     def review(self, name: str) -> dict[str, Any]:
@@ -85,7 +90,8 @@ def webhook(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
     create_signing_keypair(release, release_pub)
     create_signing_keypair(other, other_pub)
     digests = {}
-    for repo, key in (("adm/app", release), ("adm/unsigned", None), ("adm/other", other)):
+    for repo, key in (("adm/app", release), ("adm/unsigned", None), ("adm/other", other),
+                      ("adm/model", release)):
         layout, _ = write_image(work / repo.replace("/", "-"),
                                 layers=[{"app.txt": f"{repo} {work}\n".encode()}])
         ref = Reference.parse(f"{registry.host}/{repo}:v1")
@@ -113,7 +119,8 @@ def webhook(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
         time.sleep(0.02)
     assert server.started
     subs = {"REGISTRY": registry.host, "DEAD_REGISTRY": dead, "DIGEST_APP": digests["adm/app"],
-            "DIGEST_UNSIGNED": digests["adm/unsigned"], "DIGEST_OTHER": digests["adm/other"]}
+            "DIGEST_UNSIGNED": digests["adm/unsigned"], "DIGEST_OTHER": digests["adm/other"],
+            "DIGEST_MODEL": digests["adm/model"]}
     hook = Webhook(f"https://127.0.0.1:{sock.getsockname()[1]}", ca, subs, cache)
     yield hook
     hook.http.close()
@@ -128,7 +135,69 @@ def test_recorded_reviews_are_schema_valid(path: Path) -> None:
 
 
 def test_recorded_fixture_set_is_complete() -> None:
-    assert len(RECORDED) >= 6
+    assert len(RECORDED) >= 14
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.name)
+def test_recorded_reviews_name_their_kind_consistently(path: Path) -> None:
+    """request.kind/resource are what the API server sends for the object: a judged kind's
+    registered group, version and plural (the unknown-kind fixture excepted)."""
+    request = json.loads(path.read_text())["request"]
+    gvk, gvr, obj = request["kind"], request["resource"], request["object"]
+    assert obj["apiVersion"] == (f"{gvk['group']}/{gvk['version']}" if gvk["group"]
+                                 else gvk["version"])
+    assert obj["kind"] == gvk["kind"] and request["requestKind"] == gvk
+    kind = workload_kind(obj)
+    if path.name == "recorded-unknown-kind.json":
+        assert kind is None
+    else:
+        assert kind is not None
+        assert (gvr["group"], gvr["version"], gvr["resource"]) == (
+            kind.group, kind.version, kind.resource)
+        assert ("namespace" in request) == kind.namespaced
+
+
+#: Recorded reviews of KServe, Argo and unknown kinds: (fixture, allowed, words in the denial).
+KIND_CASES = [
+    ("recorded-inferenceservice-signed.json", True, ()),
+    ("recorded-inferenceservice-unsigned.json", False,
+     ("image-policy: predictor container kserve-container: image", "no signatures found")),
+    ("recorded-inferenceservice-s3-model.json", False,
+     ("'s3://models/sklearn/iris'", "no signature can be verified")),
+    ("recorded-inferenceservice-model-tag.json", False, ("predictor model storageUri",)),
+    ("recorded-servingruntime-signed.json", True, ()),
+    ("recorded-cronworkflow-signed.json", True, ()),
+    ("recorded-workflow-unsigned-sidecar.json", False,
+     ("template train sidecar metrics: image", "no signatures found")),
+    ("recorded-unknown-kind.json", False,
+     ("kind 'ModelDeployment' (apiVersion 'ml.example.com/v1')", "remove its resource")),
+]
+
+
+@pytest.mark.parametrize("name, allowed, words", KIND_CASES, ids=[c[0] for c in KIND_CASES])
+def test_kserve_argo_and_unknown_kinds(webhook: Webhook, name: str, allowed: bool,
+                                       words: tuple[str, ...]) -> None:
+    answer = webhook.decide("/validate", webhook.review(name))
+    assert answer["allowed"] is allowed, answer
+    for word in words:
+        assert word in answer["status"]["message"], answer["status"]["message"]
+    if not allowed:
+        assert answer["status"]["code"] == 403
+
+
+def test_mutate_pins_a_model_reference_keeping_its_scheme(webhook: Webhook) -> None:
+    review = webhook.review("recorded-inferenceservice-model-tag.json")
+    answer = webhook.decide("/mutate", review)
+    assert answer["allowed"] is True, answer
+    operations = json.loads(base64.b64decode(answer["patch"]))
+    uri = f"oci://{webhook.subs['REGISTRY']}/adm/model:v1"
+    assert operations == [
+        {"op": "test", "path": "/spec/predictor/model/storageUri", "value": uri},
+        {"op": "replace", "path": "/spec/predictor/model/storageUri",
+         "value": f"{uri}@{webhook.subs['DIGEST_MODEL']}"}]
+    mutated = copy.deepcopy(review)
+    mutated["request"]["object"] = _apply(review["request"]["object"], operations)
+    assert webhook.decide("/validate", mutated)["allowed"] is True
 
 
 def test_signed_digest_pinned_compliant_pod_is_allowed(webhook: Webhook) -> None:
@@ -271,3 +340,90 @@ def test_warm_cache_answers_without_verifying_again(webhook: Webhook) -> None:
     hits = webhook.cache.hits
     assert webhook.decide("/validate", review)["allowed"] is True
     assert webhook.cache.hits == hits + 1
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_deeply_nested_review_is_400_and_the_keep_alive_connection_stays_usable(
+        webhook: Webhook) -> None:
+    """5000 nested lists inside a review used to be a RecursionError, a 500 and a closed
+    connection. Through one real keep-alive HTTPS connection: 400, then the same socket
+    answers the next review."""
+    good = webhook.review("recorded-pod-signed-digest.json")
+    hostile = copy.deepcopy(good)
+    hostile["request"]["object"]["metadata"]["annotations"] = {"x": "{{DEEP}}"}
+    body = json.dumps(hostile).encode().replace(b'"{{DEEP}}"', b"[" * 5000 + b"]" * 5000)
+    context = ssl.create_default_context(cafile=str(webhook.ca))
+    conn = http.client.HTTPSConnection("127.0.0.1", webhook.port, context=context, timeout=30)
+    try:
+        for path in ("/validate", "/mutate"):
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            answer = json.loads(reply.read())
+            assert reply.status == 400, answer
+            assert "nested deeper than" in answer["error"]
+            assert (reply.getheader("connection") or "").lower() != "close"
+            sock = conn.sock
+            assert sock is not None
+            conn.request("POST", path, body=json.dumps(good).encode(),
+                         headers={"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            decided = json.loads(reply.read())
+            assert reply.status == 200 and decided["response"]["allowed"] is True, decided
+            assert conn.sock is sock  # the same connection: it was never closed
+    finally:
+        conn.close()
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_clients_that_go_away_mid_body_are_not_logged_as_errors(webhook: Webhook) -> None:
+    """Slowloris-style clients: TLS, headers, part of a body sent slowly, then gone. No
+    ERROR record and no traceback from uvicorn or the webhook (they used to log one
+    ClientDisconnect traceback each); each is counted in
+    admission_client_disconnects_total, and the webhook keeps answering."""
+    records = _Records()
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "uvicorn", "pipeline",
+                                                    "pipeline.admission", "")]
+    for logger in loggers:
+        logger.addHandler(records)
+
+    def disconnects() -> float:
+        text = webhook.http.get(webhook.url + "/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "admission_client_disconnects_total" and \
+                        sample.labels == {"webhook": "validate"}:
+                    return sample.value
+        return 0.0
+
+    context = ssl.create_default_context(cafile=str(webhook.ca))
+    before, clients = disconnects(), 5
+    try:
+        for _ in range(clients):
+            raw = socket.create_connection(("127.0.0.1", webhook.port), timeout=10)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 20000\r\n\r\n")
+                for chunk in (b'{"apiVersion": ', b'"admission.k8s.io/v1", '):
+                    time.sleep(0.05)
+                    tls.sendall(chunk)
+        deadline = time.monotonic() + 20
+        while disconnects() < before + clients and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert disconnects() == before + clients
+    finally:
+        for logger in loggers:
+            logger.removeHandler(records)
+    bad = [r for r in records.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not bad, [r.getMessage() for r in bad]
+    assert webhook.decide("/validate", webhook.review("recorded-pod-signed-digest.json"))[
+        "allowed"] is True

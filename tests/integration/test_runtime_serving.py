@@ -8,6 +8,8 @@ plaintext weights of examples/tiny.
 from __future__ import annotations
 
 import json
+import socket
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,6 +175,39 @@ def test_oversized_body_is_413(runtime: Runtime) -> None:
     answer = runtime.post("/v2/models/tiny/infer", data=chunks())
     assert answer.status_code == 413
     # ...and the server still answers normally afterwards
+    assert runtime.post("/v2/models/tiny/infer", json=_request(_batch(1))).status_code == 200
+
+
+def test_clients_that_go_away_mid_body_are_not_server_errors(runtime: Runtime) -> None:
+    """Slowloris-style clients send headers and part of a body slowly, then disconnect.
+
+    Nobody is left to answer and the server did nothing wrong, so the log gets no ERROR
+    line and no traceback (a slowloris run used to log ~49 ClientDisconnect tracebacks).
+    Each is counted as a 400 on the route, which is how the test knows it was handled.
+    """
+    route = "/v2/models/{name}/infer"
+
+    def handled() -> float:
+        return metric(metric_samples(runtime.get("/metrics").text),
+                      "secure_runtime_requests_total", protocol="http", endpoint=route,
+                      status="400") or 0.0
+
+    before, log_before = handled(), len(runtime.log())
+    clients = 5
+    for _ in range(clients):
+        with socket.create_connection(("127.0.0.1", runtime.port)) as sock:
+            sock.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n")
+            for chunk in (b'{"inputs": [', b'{"name": "input", '):
+                time.sleep(0.05)
+                sock.sendall(chunk)
+    deadline = time.monotonic() + 20
+    while handled() < before + clients and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert handled() == before + clients
+    new_log = runtime.log()[log_before:]
+    assert "Traceback" not in new_log and "ERROR" not in new_log, new_log
+    assert "ClientDisconnect" not in new_log
     assert runtime.post("/v2/models/tiny/infer", json=_request(_batch(1))).status_code == 200
 
 
