@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -27,6 +28,17 @@ def make_trust(trust_keys: tuple[Path, ...]):  # type: ignore[no-untyped-def]
     from pipeline.signing.model import Trust
 
     return Trust(public_keys=tuple(trust_keys)) if trust_keys else None
+
+
+def verified_line(report: dict[str, Any]) -> str:
+    """What ``unseal --verify-only`` checked, never claiming a signature it did not check."""
+    checked = "key, every segment, digests"
+    if report["signature_verified"]:
+        return f"verified {report['name']}: signature, {checked}"
+    state = ("has a signature that was NOT checked (no trusted signer given)"
+             if report.get("signature_present") else "is UNSIGNED (no signature)")
+    return (f"{report['name']} {state}; checked only its {checked} "
+            "(--allow-unsigned: its origin is unverified)")
 
 
 @main.command("seal")
@@ -106,7 +118,7 @@ def unseal_command(
     trust = make_trust(trust_keys)
     if verify_only:
         report = verify_sealed(sealed_dir, trust=trust, allow_unsigned=allow_unsigned)
-        emit(report, as_json, f"verified {report['name']}: signature, key, every segment, digests")
+        emit(report, as_json, verified_line(report))
     else:
         assert out_dir is not None
         report = unseal_to(sealed_dir, out_dir, trust=trust, allow_unsigned=allow_unsigned)

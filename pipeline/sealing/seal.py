@@ -33,6 +33,7 @@ from pipeline.sealing.manifest import (
     SealManifest,
     associated_data,
 )
+from pipeline.sealing.safetensors_buffer import check_file
 
 #: Extensions that are always weights, sealed whatever pipeline.yaml says.
 WEIGHT_SUFFIXES = frozenset(
@@ -162,6 +163,11 @@ def seal_model(
     weights = weight_files(source, files)
     if not weights:
         raise InputError(f"{source}: no weight files found (nothing to seal)")
+    for rel in sorted(weights):
+        if rel.lower().endswith(".safetensors"):
+            # The runtime parses this header after decryption; a file it would refuse is
+            # refused now, before anything is encrypted or written.
+            check_file(source / rel)
 
     settings = settings or load_settings()
     key_provider = get_provider(provider, settings)

@@ -23,6 +23,7 @@ from pipeline.config import Settings, load_settings
 from pipeline.errors import InputError, IntegrityError
 from pipeline.sealing.open import decrypt_file_into, open_sealed, unwrap_data_key, zero
 from pipeline.sealing.safetensors_buffer import parse_header
+from pipeline.sealing.seal import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from pipeline.signing.model import Trust
@@ -62,6 +63,7 @@ def verify_sealed(
         "path": str(opened.path),
         "name": opened.manifest.name,
         "signature_verified": opened.signature_verified,
+        "signature_present": (opened.path / SIGNATURE_NAME).exists(),
         "key_id": opened.manifest.key.key_id,
         "sealed_files": checked,
         "plain_files": sorted(opened.files),
