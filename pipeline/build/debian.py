@@ -23,6 +23,9 @@ from pipeline._fileio import sha256_file, write_atomic
 from pipeline.errors import BuildError, ConfigError, InputError, IntegrityError, NotFoundError
 
 LOCK_HEADER = "# secure-model-pipeline debian lock v1"
+#: The purl ``distro`` qualifier of the locked packages (the base is Debian 12, bookworm:
+#: its python3.11). One value for the SBOM and the provenance.
+PURL_DISTRO = "debian-12"
 DEFAULT_LOCK = Path(__file__).resolve().parent / "locks" / "debian-base.lock"
 
 #: What the base is for: libc, Python 3.11 with its stdlib, OpenSSL, CA certificates,

@@ -13,7 +13,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pipeline.build.cache import CachedLayer, LayerCache
 from pipeline.build.debian import DebianLock, fetch_debs, load_lock
 from pipeline.build.lint import IndexEntry, enforce, lint_image
 from pipeline.build.project import ProjectSpec, load_project
+from pipeline.build.source import network_remote
 from pipeline.errors import BuildError, ConfigError
 from pipeline.oci import media_types as mt
 from pipeline.oci.layout import OCILayout
@@ -137,15 +137,8 @@ def _rfc3339(epoch: int) -> str:
     return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _source_url(url: str) -> str:
-    """The remote URL without credentials (``https://user:token@host`` -> ``https://host``)."""
-    # Up to the *last* '@' of the authority (a password may hold an unescaped '@'),
-    # any scheme spelling: nothing of the userinfo may reach a label.
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1", url)
-
-
 def annotations(spec: ProjectSpec, created: str, base_lock: str, python_lock: str) -> dict:
-    """OCI annotations for labels and manifest: time, title, git revision/source, locks."""
+    """OCI annotations for labels and manifest: time, title, git revision/source/path, locks."""
     out = {
         "org.opencontainers.image.created": created,
         "org.opencontainers.image.title": spec.name,
@@ -154,9 +147,13 @@ def annotations(spec: ProjectSpec, created: str, base_lock: str, python_lock: st
     }
     if _in_git(spec.root):
         revision = _git(spec.root, "rev-parse", "HEAD")
-        source = _source_url(_git(spec.root, "config", "--get", "remote.origin.url"))
+        # Only a remote others can reach, without credentials: a local path would name
+        # the builder's disk (see pipeline.build.source).
+        source = network_remote(_git(spec.root, "config", "--get", "remote.origin.url"))
         if revision:
             out["org.opencontainers.image.revision"] = revision
+            out[f"{ANNOTATION_PREFIX}.source-path"] = (
+                _git(spec.root, "rev-parse", "--show-prefix").rstrip("/") or ".")
         if source:
             out["org.opencontainers.image.source"] = source
     return out

@@ -1,10 +1,10 @@
-"""The image's source label never carries the credentials of the git remote."""
+"""The image's source label never carries the credentials of the git remote, nor a local path."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.build.image import _source_url
+from pipeline.build.source import network_remote, strip_userinfo
 
 
 @pytest.mark.parametrize(
@@ -21,4 +21,23 @@ from pipeline.build.image import _source_url
     ],
 )
 def test_source_url_drops_userinfo(remote: str, label: str) -> None:
-    assert _source_url(remote) == label
+    assert strip_userinfo(remote) == label
+    assert network_remote(remote) == label
+
+
+@pytest.mark.parametrize(
+    ("remote", "label"),
+    [
+        ("git@github.com:org/repo.git", "ssh://github.com/org/repo.git"),
+        ("github.com:org/repo", "ssh://github.com/org/repo"),
+        ("/home/builder/src/model.git", None),
+        ("../origin", None),
+        ("file:///srv/git/model.git", None),
+        ("FILE:///srv/git/model.git", None),
+        ("ext::sh -c evil", None),
+        ("/tmp/a:b/repo", None),
+        ("", None),
+    ],
+)
+def test_only_network_remotes_are_a_source(remote: str, label: str | None) -> None:
+    assert network_remote(remote) == label
