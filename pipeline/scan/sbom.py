@@ -2,7 +2,8 @@
 
 Why from the image: the SBOM must describe what ships. Debian packages come from the
 dpkg status files the builder writes (``/var/lib/dpkg/status.d/<pkg>``), Python
-packages from ``*.dist-info/METADATA``. The serial number and timestamp derive from the
+packages from ``*.dist-info/METADATA`` (and egg-info), every copy of each with its
+location (``evidence.occurrences``), as syft reports them. The serial number and timestamp derive from the
 image digest and its ``created`` time, so the same image always gives the same SBOM
 (and the same attestation payload). Every SBOM is validated against the CycloneDX 1.6
 JSON schema before it is returned.
@@ -19,6 +20,7 @@ from typing import Any
 
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.component_evidence import ComponentEvidence, Occurrence
 from cyclonedx.model.tool import ToolRepository
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
@@ -26,11 +28,13 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from pipeline import __version__
+from pipeline.build.debian import PURL_DISTRO
 from pipeline.errors import IntegrityError
 from pipeline.scan._image import LocalImage, iter_files, open_image
 
 PREDICATE_TYPE = "https://cyclonedx.org/bom"
-_DIST_INFO = re.compile(r"(^|/)[^/]+\.dist-info/METADATA$")
+#: Python distribution metadata, as pip (dist-info) or setuptools (egg-info) install it.
+_PYTHON_METADATA = re.compile(r"(^|/)[^/]+(\.dist-info/METADATA|\.egg-info/PKG-INFO|\.egg-info)$")
 _STATUS = re.compile(r"^var/lib/dpkg/status\.d/[^/]+$")
 
 
@@ -45,28 +49,44 @@ def _deb_fields(text: str) -> dict[str, str]:
     return fields
 
 
+def _component(purl: PackageURL, name: str, version: str, description: str | None,
+               location: str) -> Component:
+    """One installed copy: the bom-ref names the copy (a purl alone does not)."""
+    return Component(
+        name=name,
+        version=version,
+        type=ComponentType.LIBRARY,
+        purl=purl,
+        bom_ref=f"{purl} at {location}",
+        description=description or None,
+        evidence=ComponentEvidence(occurrences=[Occurrence(location=location)]),
+    )
+
+
 def _components(image: LocalImage) -> list[Component]:
-    debs: dict[str, Component] = {}
-    wheels: dict[str, Component] = {}
-    want = lambda p: bool(_STATUS.match(p) or _DIST_INFO.search(p))  # noqa: E731
-    distro = "debian-12"
-    for path, data in iter_files(image, want):
+    """Every distribution found, one component per copy, with its location.
+
+    Why per copy and not per name: an image can hold one package twice (setuptools
+    vendors ``platformdirs`` inside itself, the image imports the top-level one), and the
+    copy a scanner should judge is the one that is used. The location is the absolute
+    path of the metadata file, as syft reports it.
+    """
+    found: dict[str, tuple[tuple[str, str, str, str], Component]] = {}
+    want = lambda p: bool(_STATUS.match(p) or _PYTHON_METADATA.search(p))  # noqa: E731
+    for path, data in iter_files(image, want):  # later layers replace earlier ones
         text = data.decode("utf-8", "replace")
+        location = "/" + path
         if _STATUS.match(path):
             fields = _deb_fields(text)
             name, version = fields.get("Package"), fields.get("Version")
             if not name or not version:
                 continue
             arch = fields.get("Architecture", "amd64")
-            purl = PackageURL("deb", "debian", name, version, {"arch": arch, "distro": distro})
-            debs[name] = Component(
-                name=name,
-                version=version,
-                type=ComponentType.LIBRARY,
-                purl=purl,
-                bom_ref=str(purl),
-                description=(fields.get("Description") or None),
-            )
+            purl = PackageURL("deb", "debian", name, version,
+                              {"arch": arch, "distro": PURL_DISTRO})
+            found[path] = (("deb", name, version, location),
+                           _component(purl, name, version, fields.get("Description"),
+                                      location))
         else:
             meta = email.parser.Parser().parsestr(text, headersonly=True)
             name, version = meta.get("Name"), meta.get("Version")
@@ -74,15 +94,9 @@ def _components(image: LocalImage) -> list[Component]:
                 continue
             key = re.sub(r"[-_.]+", "-", name).lower()
             purl = PackageURL("pypi", None, key, version)
-            wheels[key] = Component(
-                name=name,
-                version=version,
-                type=ComponentType.LIBRARY,
-                purl=purl,
-                bom_ref=str(purl),
-                description=(meta.get("Summary") or None),
-            )
-    return [debs[k] for k in sorted(debs)] + [wheels[k] for k in sorted(wheels)]
+            found[path] = (("pypi", key, version, location),
+                           _component(purl, name, version, meta.get("Summary"), location))
+    return [component for _, component in sorted(found.values(), key=lambda item: item[0])]
 
 
 def image_sbom(target: str) -> dict[str, Any]:
