@@ -3,10 +3,10 @@
 Why from the image: the SBOM must describe what ships. Debian packages come from the
 dpkg status files the builder writes (``/var/lib/dpkg/status.d/<pkg>``), Python
 packages from ``*.dist-info/METADATA`` (and egg-info), every copy of each with its
-location (``evidence.occurrences``), as syft reports them. The serial number and timestamp derive from the
-image digest and its ``created`` time, so the same image always gives the same SBOM
-(and the same attestation payload). Every SBOM is validated against the CycloneDX 1.6
-JSON schema before it is returned.
+location (``evidence.occurrences``), as syft reports them. The serial number and
+timestamp derive from the image digest and its ``created`` time, so the same image
+always gives the same SBOM (and the same attestation payload). Every SBOM is validated
+against the CycloneDX 1.6 JSON schema before it is returned.
 """
 
 from __future__ import annotations

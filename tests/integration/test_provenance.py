@@ -14,12 +14,12 @@ import rfc3986.exceptions
 import rfc3986.validators
 from packageurl import PackageURL
 
+from pipeline.build.image import build_image
 from pipeline.build.provenance import BUILD_TYPE, PREDICATE_TYPE, image_provenance
 from pipeline.cli import run
 from pipeline.errors import EXIT_INPUT
 from pipeline.signing.policy import ImagePolicy
 from tests.fixtures_registry import write_image
-from pipeline.build.image import build_image
 from tests.integration._build_support import Built, copy_project
 
 pytestmark = pytest.mark.integration
