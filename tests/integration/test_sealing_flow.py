@@ -37,21 +37,9 @@ TINY = ROOT / "examples" / "tiny"
 
 
 @pytest.fixture()
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """A keyring with one KEK and a signing key pair, isolated per test."""
-    monkeypatch.setenv("PIPELINE_KEYRING", str(tmp_path / "keys" / "keyring.json"))
-    monkeypatch.delenv("PIPELINE_TRUST", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert run(["keys", "create", "kek"]) == 0
-    assert run(["keys", "create-signing", "signer", "--dir", str(tmp_path)]) == 0
-    assert run(["keys", "create-signing", "other", "--dir", str(tmp_path)]) == 0
-    return {
-        "root": tmp_path,
-        "private": tmp_path / "signer.key",
-        "public": tmp_path / "signer.pub",
-        "other_private": tmp_path / "other.key",
-        "other_public": tmp_path / "other.pub",
-    }
+def workspace(sealing_workspace: dict[str, Path]) -> dict[str, Path]:
+    """A keyring with one KEK and two signing key pairs, isolated per test."""
+    return sealing_workspace
 
 
 def _seal(ws: dict[str, Path], project: Path, name: str, *extra: str) -> Path:

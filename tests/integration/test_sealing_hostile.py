@@ -28,14 +28,8 @@ TINY = ROOT / "examples" / "tiny"
 
 
 @pytest.fixture()
-def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    monkeypatch.setenv("PIPELINE_KEYRING", str(tmp_path / "keys" / "keyring.json"))
-    monkeypatch.delenv("PIPELINE_TRUST", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert run(["keys", "create", "kek"]) == 0
-    assert run(["keys", "create-signing", "signer", "--dir", str(tmp_path)]) == 0
-    return {"root": tmp_path, "private": tmp_path / "signer.key",
-            "public": tmp_path / "signer.pub"}
+def ws(sealing_workspace: dict[str, Path]) -> dict[str, Path]:
+    return sealing_workspace
 
 
 def _seal(ws: dict[str, Path], name: str, *, signed: bool = True,
