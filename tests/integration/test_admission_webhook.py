@@ -40,6 +40,7 @@ from pipeline.signing.image import sign_image
 from pipeline.signing.keypair import create_signing_keypair
 from pipeline.signing.policy import ImagePolicy
 from tests.fixtures_registry import RegistryServer, _write_certificates, write_image
+from tests.slow_clients import disconnect_mid_body, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -408,18 +409,10 @@ def test_clients_that_go_away_mid_body_are_not_logged_as_errors(webhook: Webhook
     context = ssl.create_default_context(cafile=str(webhook.ca))
     before, clients = disconnects(), 5
     try:
-        for _ in range(clients):
-            raw = socket.create_connection(("127.0.0.1", webhook.port), timeout=10)
-            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                tls.sendall(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                            b"Content-Type: application/json\r\nContent-Length: 20000\r\n\r\n")
-                for chunk in (b'{"apiVersion": ', b'"admission.k8s.io/v1", '):
-                    time.sleep(0.05)
-                    tls.sendall(chunk)
-        deadline = time.monotonic() + 20
-        while disconnects() < before + clients and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert disconnects() == before + clients
+        disconnect_mid_body(webhook.port, "/validate",
+                            (b'{"apiVersion": ', b'"admission.k8s.io/v1", '),
+                            clients=clients, context=context)
+        assert wait_until(disconnects, before + clients) == before + clients
     finally:
         for logger in loggers:
             logger.removeHandler(records)

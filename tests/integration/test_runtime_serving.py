@@ -8,8 +8,6 @@ plaintext weights of examples/tiny.
 from __future__ import annotations
 
 import json
-import socket
-import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from tests.integration._runtime_support import (
     seal,
     start_runtime,
 )
+from tests.slow_clients import disconnect_mid_body, wait_until
 
 pytestmark = pytest.mark.integration
 MAX_BYTES = 64 * 1024
@@ -194,17 +193,9 @@ def test_clients_that_go_away_mid_body_are_not_server_errors(runtime: Runtime) -
 
     before, log_before = handled(), len(runtime.log())
     clients = 5
-    for _ in range(clients):
-        with socket.create_connection(("127.0.0.1", runtime.port)) as sock:
-            sock.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n")
-            for chunk in (b'{"inputs": [', b'{"name": "input", '):
-                time.sleep(0.05)
-                sock.sendall(chunk)
-    deadline = time.monotonic() + 20
-    while handled() < before + clients and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert handled() == before + clients
+    disconnect_mid_body(runtime.port, "/v2/models/tiny/infer",
+                        (b'{"inputs": [', b'{"name": "input", '), clients=clients, length=4000)
+    assert wait_until(handled, before + clients) == before + clients
     new_log = runtime.log()[log_before:]
     assert "Traceback" not in new_log and "ERROR" not in new_log, new_log
     assert "ClientDisconnect" not in new_log
