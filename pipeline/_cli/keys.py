@@ -37,7 +37,7 @@ def _resolve_provider(provider: str | None) -> KeyProvider:
     from pipeline.sealing.keys import get_provider
 
     settings = load_settings()
-    name = provider or settings.section("keys").get("provider") or "local"
+    name = provider or settings.keys().provider or "local"
     return get_provider(str(name), settings)
 
 

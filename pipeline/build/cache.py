@@ -37,8 +37,9 @@ class CachedLayer:
 
 def cache_dir() -> Path:
     """``$PIPELINE_LAYER_CACHE`` or ``~/.cache/secure-model-pipeline/layers``."""
-    env = os.environ.get("PIPELINE_LAYER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "secure-model-pipeline" / "layers"
+    from pipeline.config import load_settings
+
+    return load_settings().build().layer_cache
 
 
 def _atomic_json(path: Path, data: dict) -> None:

@@ -225,8 +225,9 @@ Progress = Callable[..., None]
 
 def deb_cache_dir() -> Path:
     """Where verified .debs live, as ``<sha256>.deb`` (``$PIPELINE_DEB_CACHE``)."""
-    env = os.environ.get("PIPELINE_DEB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "secure-model-pipeline" / "debs"
+    from pipeline.config import load_settings
+
+    return load_settings().build().deb_cache
 
 
 def fetch_debs(lock: DebianLock, progress: Progress | None = None) -> dict[str, Path]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +87,7 @@ def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
     return challenges
 
 
-def _docker_config_credentials(registry: str) -> Credentials | None:
-    base = os.environ.get("DOCKER_CONFIG")
-    path = Path(base) / "config.json" if base else Path("~/.docker/config.json").expanduser()
+def _docker_config_credentials(registry: str, path: Path) -> Credentials | None:
     if not path.is_file():
         return None
     try:
@@ -119,17 +116,19 @@ def _docker_config_credentials(registry: str) -> Credentials | None:
 def resolve_credentials(
     registry: str, username: str | None = None, password: str | None = None
 ) -> Credentials | None:
-    """Credentials from arguments, then environment, then docker config.json (or None)."""
+    """Credentials from arguments, then settings (environment), then docker config.json."""
     if username is not None or password is not None:
         if not username or password is None:
             raise ConfigError("registry credentials need both a username and a password")
         return Credentials(username, password)
-    env_user, env_password = os.environ.get(ENV_USERNAME), os.environ.get(ENV_PASSWORD)
-    if env_user or env_password:
-        if not env_user or env_password is None:
+    from pipeline.config import load_settings
+
+    configured = load_settings().registry()
+    if configured.username or configured.password:
+        if not configured.username or configured.password is None:
             raise ConfigError(f"set both {ENV_USERNAME} and {ENV_PASSWORD}")
-        return Credentials(env_user, env_password)
-    return _docker_config_credentials(registry)
+        return Credentials(configured.username, configured.password)
+    return _docker_config_credentials(registry, configured.docker_config)
 
 
 class Authenticator:

@@ -112,8 +112,11 @@ def load_signer(path: str | os.PathLike[str], password: bytes | None = None) -> 
     """Load a PEM ECDSA P-256 private key (PKCS#8 or SEC1, optionally encrypted)."""
     path = Path(path)
     data = _read_key_file(path)
-    if password is None and os.environ.get(PASSWORD_ENV):
-        password = os.environ[PASSWORD_ENV].encode()
+    if password is None:
+        from pipeline.config import load_settings
+
+        configured = load_settings().keys().signing_key_password
+        password = configured.encode() if configured else None
     try:
         key = serialization.load_pem_private_key(data, password=password)
     except TypeError:

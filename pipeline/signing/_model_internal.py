@@ -173,7 +173,9 @@ def load_key_signer(config: Any, private_key: Path) -> Any:
     """Configure ``config`` (model_signing.signing.Config) with a PEM private key."""
     if not private_key.is_file():
         raise NotFoundError(f"signing key not found: {private_key}")
-    password = os.environ.get(PASSWORD_ENV)
+    from pipeline.config import load_settings
+
+    password = load_settings().keys().signing_key_password
     try:
         # model-signing hands the password to cryptography, which wants bytes.
         return config.use_elliptic_key_signer(

@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pipeline.config import load_settings
 from pipeline.errors import InputError
 
 PASSWORD_ENV = "PIPELINE_SIGNING_KEY_PASSWORD"
@@ -41,7 +42,7 @@ def create_signing_keypair(private_path: Path, public_path: Path) -> None:
             raise InputError(f"directory does not exist: {path.parent}")
 
     key = ec.generate_private_key(ec.SECP256R1())
-    password = os.environ.get(PASSWORD_ENV)
+    password = load_settings().keys().signing_key_password
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(password.encode("utf-8"))
         if password

@@ -100,7 +100,7 @@ def test_wrong_pin_is_an_auth_error(
     wrong.write_text("not-the-pin\n")
     wrong.chmod(0o600)
     monkeypatch.setenv("PIPELINE_PKCS11_PIN_FILE", str(wrong))
-    with pytest.raises(AuthError, match="refused the PIN"):
+    with pytest.raises(AuthError, match="rejected the PIN"):
         image.sign_image(ref, uri, client_options={"insecure": True})
     assert run(["sign", str(ref), "--key", uri, "--insecure"]) == EXIT_AUTH
     err = capsys.readouterr().err
