@@ -38,7 +38,7 @@ from pipeline.policy.check import DEFAULT_POLICY_DIR  # noqa: E402
 from pipeline.policy.vap import load_policies  # noqa: E402
 from pipeline.signing import image  # noqa: E402
 from pipeline.signing.keypair import create_signing_keypair  # noqa: E402
-from pipeline.signing.policy import ImagePolicy  # noqa: E402
+from pipeline.policy.image_policy import ImagePolicy  # noqa: E402
 from tests.fixtures_registry import (  # noqa: E402
     _write_certificates,
     start_registry,

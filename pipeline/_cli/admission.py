@@ -52,7 +52,7 @@ def serve_command(
     from pipeline.admission.decide import Decider
     from pipeline.admission.server import bind, build_server, create_app
     from pipeline.policy.vap import load_policies
-    from pipeline.signing.policy import ImagePolicy
+    from pipeline.policy.image_policy import ImagePolicy
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -84,7 +84,7 @@ def status_command(gitops: Path, env: str, history: bool, as_json: bool) -> None
 @click.option("--job", default="canary", show_default=True,
               help="Prometheus job label of the canary's scrape target.")
 @click.option("--image-policy", type=click.Path(path_type=Path), default=None,
-              help="Also require pipeline.signing.policy to allow the image (needs the "
+              help="Also require pipeline.policy.image_policy to allow the image (needs the "
                    "registry).")
 @click.option("--insecure", is_flag=True, default=False,
               help="Plain HTTP to the registry (loopback only), with --image-policy.")

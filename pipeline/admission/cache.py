@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from pipeline.signing.policy import PolicyResult
+from pipeline.policy.image_policy import PolicyResult
 
 
 class VerdictCache:

@@ -21,7 +21,7 @@ from pipeline.errors import PipelineError
 from pipeline.oci.reference import Reference
 from pipeline.policy.evaluate import evaluate
 from pipeline.policy.vap import PolicySet, resource_of
-from pipeline.signing.policy import ImagePolicy, PolicyResult
+from pipeline.policy.image_policy import ImagePolicy, PolicyResult
 
 #: The label used for the image policy in reasons and metrics (as in `pipeline policy check`).
 IMAGE_POLICY = "image-policy"

@@ -3,18 +3,30 @@
 One engine for the PR check (``pipeline policy check``), the admission webhook and the
 promotion gate. Modules, one job each: ``manifests`` (load objects), ``cel`` (the CEL
 environment), ``vap`` (policy model, compile, match), ``evaluate`` (one policy, one
-object), ``check`` (orchestration), ``report`` (output formats). See docs/policies.md.
+object), ``check`` (orchestration), ``report`` (output formats), ``image_policy`` (which
+images need which signers and attestations; the signature checks themselves are
+``pipeline.signing``'s). See docs/policies.md and docs/image-signatures.md.
+
+Usage::
+
+    from pipeline.policy import ImagePolicy, check, load_manifests
+
+    result = check(load_manifests(["deploy.yaml"]), "policies/")
+    verdict = ImagePolicy.load("policies/image-policy.yaml").evaluate(image_ref)
 """
 
 from __future__ import annotations
 
 from pipeline.policy.check import CheckResult, Violation, check, check_objects
+from pipeline.policy.image_policy import ImagePolicy, PolicyResult
 from pipeline.policy.manifests import Manifest, load_manifests, parse_manifests
 from pipeline.policy.vap import PolicySet, load_policies
 
 __all__ = [
     "CheckResult",
+    "ImagePolicy",
     "Manifest",
+    "PolicyResult",
     "PolicySet",
     "Violation",
     "check",

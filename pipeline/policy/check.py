@@ -139,7 +139,7 @@ def verify_images(
     Each distinct image is evaluated once; every object using a refused image gets its
     own violation, so the report points at each place to fix.
     """
-    from pipeline.signing.policy import ImagePolicy
+    from pipeline.policy.image_policy import ImagePolicy
 
     policy = ImagePolicy.load(image_policy_path)
     verdicts: dict[str, Any] = {}

@@ -39,8 +39,8 @@ def parse_stages(text: str | Sequence[int]) -> tuple[int, ...]:
 
 def check_image_policy(image: str, policy_path: Path,
                        client_options: Mapping[str, Any] | None = None) -> list[str]:
-    """The image policy's verdict (pipeline.signing.policy); PolicyError when denied."""
-    from pipeline.signing.policy import ImagePolicy
+    """The image policy's verdict (pipeline.policy.image_policy); PolicyError when denied."""
+    from pipeline.policy.image_policy import ImagePolicy
 
     result = ImagePolicy.load(policy_path).evaluate(image, client_options)
     if not result.allowed:

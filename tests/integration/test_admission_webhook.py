@@ -34,7 +34,7 @@ from pipeline.policy.check import DEFAULT_POLICY_DIR
 from pipeline.policy.vap import load_policies
 from pipeline.signing.image import sign_image
 from pipeline.signing.keypair import create_signing_keypair
-from pipeline.signing.policy import ImagePolicy
+from pipeline.policy.image_policy import ImagePolicy
 from tests.fixtures_registry import RegistryServer, _write_certificates, write_image
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from pipeline.oci.transfer import push_layout
 from pipeline.signing import attestation, dsse
 from pipeline.signing.attestation import attest, verify_attestations
 from pipeline.signing.image import clear_cache, sign_image
-from pipeline.signing.policy import ImagePolicy
+from pipeline.policy.image_policy import ImagePolicy
 from tests.fixtures_registry import RegistryServer, write_image
 
 pytestmark = pytest.mark.integration

@@ -30,7 +30,7 @@ from pipeline.oci.reference import Reference
 from pipeline.oci.transfer import push_layout
 from pipeline.signing import image, keyless
 from pipeline.signing.keyless import Identity, TrustRoot
-from pipeline.signing.policy import ImagePolicy
+from pipeline.policy.image_policy import ImagePolicy
 from tests.fixtures_registry import RegistryServer, write_image
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 from pipeline.build.provenance import BUILD_TYPE, PREDICATE_TYPE, image_provenance
 from pipeline.cli import run
 from pipeline.errors import EXIT_INPUT
-from pipeline.signing.policy import ImagePolicy
+from pipeline.policy.image_policy import ImagePolicy
 from tests.fixtures_registry import write_image
 from tests.integration._build_support import Built
 

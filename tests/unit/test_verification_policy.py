@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
-from pipeline.signing.policy import ImagePolicy, glob_to_regex
+from pipeline.policy.image_policy import ImagePolicy, glob_to_regex
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
