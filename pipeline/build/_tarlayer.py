@@ -12,14 +12,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import posixpath
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline._fileio import atomic_writer
 from pipeline.errors import BuildError, InputError
 
 REG = "file"
@@ -156,25 +155,19 @@ def write_layer(
     ordered = _complete(entries)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            compressed = _HashingSink(raw)
-            with gzip.GzipFile(
-                filename="", mode="wb", fileobj=compressed, compresslevel=GZIP_LEVEL, mtime=0
-            ) as gz:
-                plain = _HashingSink(gz, progress)
-                with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    for entry in ordered:
-                        info = _tarinfo(entry)
-                        if entry.kind == REG:
-                            _add_file(tar, info, entry)
-                        else:
-                            tar.addfile(info)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(dest) as raw:
+        compressed = _HashingSink(raw)
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=compressed, compresslevel=GZIP_LEVEL, mtime=0
+        ) as gz:
+            plain = _HashingSink(gz, progress)
+            with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for entry in ordered:
+                    info = _tarinfo(entry)
+                    if entry.kind == REG:
+                        _add_file(tar, info, entry)
+                    else:
+                        tar.addfile(info)
     return LayerBlob(
         path=dest,
         digest="sha256:" + compressed.hash.hexdigest(),

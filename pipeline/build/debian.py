@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline._fileio import sha256_file, write_atomic
+from pipeline._fileio import install_file, sha256_file, write_atomic
 from pipeline.errors import BuildError, ConfigError, InputError, IntegrityError, NotFoundError
 
 LOCK_HEADER = "# secure-model-pipeline debian lock v1"
@@ -276,7 +276,7 @@ def _download(packages: Iterable[LockedPackage], cache: Path, progress: Progress
             package = by_hash.pop(sha, None)
             if package is None:
                 raise IntegrityError(f"downloaded {path.name} matches no sha256 in the lock")
-            os.replace(path, cache / f"{sha}.deb")
+            install_file(path, cache / f"{sha}.deb")
         if by_hash:
             names = ", ".join(sorted(p.name for p in by_hash.values()))
             raise IntegrityError(f"downloaded .debs do not match the lock's sha256: {names}")

@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline._fileio import write_atomic
 from pipeline.errors import InsecureKeyStoreError, KeyProviderError
 from pipeline.sealing.keys._base import (
     DATA_KEY_SIZE,
@@ -236,25 +236,7 @@ class LocalKeyProvider:
 
     def _write(self, document: dict[str, Any]) -> None:
         """Temp file (0600) in the same directory, fsync, rename, fsync the directory."""
-        payload = _serialise(document)
-        directory = self.keyring.parent
-        fd, temp_name = tempfile.mkstemp(prefix=".keyring-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, self.keyring)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_name)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.keyring, _serialise(document), mode=0o600)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
