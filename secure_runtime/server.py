@@ -353,15 +353,15 @@ def check_model_reference(config: RuntimeConfig) -> None:
 
 def _pull(reference: str, config: RuntimeConfig, workdir: Path) -> Path:
     try:
-        from pipeline.oci.model_artifact import pull_model
+        from pipeline.oci.registry import RegistryOptions
+        from pipeline.sealing.artifact import pull_sealed_model
     except ImportError as exc:
         raise ConfigError(f"cannot pull {reference}: OCI support is not installed ({exc})"
                           ) from None
-    opts: dict[str, Any] = {"insecure": True} if config.registry_insecure else {}
-    if config.registry_ca_file is not None:
-        opts["ca_file"] = str(config.registry_ca_file)
+    options = RegistryOptions(insecure=config.registry_insecure, ca_file=config.registry_ca_file)
     log.info("pulling sealed model %s", reference)
-    return pull_model(reference, workdir / "model", **opts)
+    # The signature is verified when the model is opened (load_sealed_model), not here.
+    return pull_sealed_model(reference, workdir / "model", registry_options=options)
 
 
 def _release_copied_buffers(loaded: Any, module: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import InputError
-from pipeline.scan._image import LocalImage, open_image
+from pipeline.oci.local_image import LocalImage, open_image
 
 BUILD_TYPE = "https://secure-model-pipeline.dev/build/v1"
 BUILDER_ID = "https://secure-model-pipeline.dev/builder/local"

@@ -12,13 +12,18 @@ from typing import Any
 from pipeline.oci.digest import parse_digest, sha256_digest, verify_digest
 from pipeline.oci.layout import OCILayout
 from pipeline.oci.reference import Reference
+from pipeline.oci.registry import (
+    Credentials,
+    RegistryOptions,
+    open_client,
+    resolve_descriptor,
+    resolve_digest,
+)
 
 _LAZY = {
     "RegistryClient": "pipeline.oci.client",
     "push_layout": "pipeline.oci.transfer",
     "pull_to_layout": "pipeline.oci.transfer",
-    "push_model": "pipeline.oci.model_artifact",
-    "pull_model": "pipeline.oci.model_artifact",
 }
 
 
@@ -32,14 +37,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Credentials",
     "OCILayout",
     "Reference",
     "RegistryClient",
+    "RegistryOptions",
+    "open_client",
     "parse_digest",
-    "pull_model",
     "pull_to_layout",
     "push_layout",
-    "push_model",
+    "resolve_descriptor",
+    "resolve_digest",
     "sha256_digest",
     "verify_digest",
 ]

@@ -18,29 +18,17 @@ import base64
 import ipaddress
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
 from pipeline.errors import AuthError, ConfigError
+from pipeline.oci.registry import Credentials
 
 ENV_USERNAME = "PIPELINE_REGISTRY_USERNAME"
 ENV_PASSWORD = "PIPELINE_REGISTRY_PASSWORD"
 _PARAM_RE = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)=(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A username/password pair; ``repr`` hides the password."""
-
-    username: str
-    password: str = field(repr=False)
-
-    def basic_header(self) -> str:
-        raw = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
 
 
 def is_loopback_host(host: str) -> bool:

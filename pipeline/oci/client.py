@@ -38,8 +38,7 @@ from pipeline.errors import (
 from pipeline.oci import media_types as mt
 from pipeline.oci._auth import Authenticator, is_loopback_host, resolve_credentials
 from pipeline.oci._retry import RetryableStatus, with_retries
-from pipeline.oci.digest import digest_of, is_digest, parse_digest
-from pipeline.oci.reference import Reference
+from pipeline.oci.digest import digest_of, file_digest, is_digest, parse_digest
 
 ALL_MANIFEST_TYPES = mt.ALL_MANIFEST_TYPES
 #: distribution refuses manifests over 4 MiB; so do we (a bigger one is not a manifest).
@@ -90,15 +89,6 @@ class _Window:
 
     def close(self) -> None:
         self._file.close()
-
-
-def _hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
-    hasher, size = hashlib.new(algorithm), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_IO_BLOCK):
-            hasher.update(chunk)
-            size += len(chunk)
-    return f"{algorithm}:{hasher.hexdigest()}", size
 
 
 def _error_detail(response: requests.Response) -> str:
@@ -181,11 +171,6 @@ class RegistryClient:
             verify=self._verify,
             timeout=timeout,
         )
-
-    @classmethod
-    def for_reference(cls, ref: Reference, **options: Any) -> RegistryClient:
-        """A client for ``ref``'s registry (credentials from options, env or docker config)."""
-        return cls(ref.registry, **options)
 
     def close(self) -> None:
         self._session.close()
@@ -477,7 +462,7 @@ class RegistryClient:
             actual, size = digest, path.stat().st_size
             hashers.append(None)
         elif path is not None:
-            actual, size = _hash_file(path, "sha256")
+            actual, size = file_digest(path, "sha256")
         else:
             assert isinstance(data, (bytes, bytearray, memoryview))
             data = bytes(data)

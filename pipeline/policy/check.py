@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.oci.registry import RegistryOptions
 from pipeline.policy.evaluate import Finding, evaluate
 from pipeline.policy.manifests import Manifest
 from pipeline.policy.vap import PolicySet, load_policies, resource_of
@@ -132,7 +133,7 @@ def container_images(obj: Mapping[str, Any]) -> Iterator[str]:
 
 def verify_images(
     manifests: Sequence[Manifest], image_policy_path: str | Path, result: CheckResult,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
 ) -> None:
     """Add an image-policy violation for every image the policy refuses (needs a registry).
 
@@ -146,7 +147,7 @@ def verify_images(
     for manifest in manifests:
         for image in container_images(manifest.obj):
             if image not in verdicts:
-                verdicts[image] = policy.evaluate(image, dict(client_options or {}))
+                verdicts[image] = policy.evaluate(image, registry_options)
                 result.images_checked += 1
             verdict = verdicts[image]
             if not verdict.allowed:
@@ -164,12 +165,12 @@ def check(
     *,
     image_policy: str | Path | None = None,
     verify: bool = False,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
 ) -> CheckResult:
     """Load the policies (ConfigError if bad), evaluate, and optionally verify images."""
     policies = load_policies(policy_paths)
     result = check_objects(manifests, policies)
     if verify:
         verify_images(manifests, image_policy or DEFAULT_POLICY_DIR / "image-policy.yaml",
-                      result, client_options)
+                      result, registry_options)
     return result

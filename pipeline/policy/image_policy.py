@@ -54,6 +54,7 @@ from typing import Any
 from pipeline.config import read_yaml_mapping
 from pipeline.errors import ConfigError, InputError, PipelineError
 from pipeline.oci.reference import Reference
+from pipeline.oci.registry import RegistryOptions, open_client, resolve_digest
 from pipeline.signing import intoto
 from pipeline.signing._ecdsa import VerifyKey, load_verify_key
 from pipeline.signing.keyless import Identity, TrustRoot
@@ -363,14 +364,12 @@ class ImagePolicy:
     def evaluate(
         self,
         image_ref: str | Reference,
-        client_options: Mapping[str, Any] | None = None,
+        registry_options: RegistryOptions | None = None,
         *,
         resolve: bool = False,
         client: Any | None = None,
     ) -> PolicyResult:
         """Decide whether ``image_ref`` may run; never raises for a deniable problem."""
-        from pipeline.signing._cosign_store import client_for, resolve_digest
-
         text = str(image_ref)
         try:
             ref = image_ref if isinstance(image_ref, Reference) else Reference.parse(image_ref)
@@ -392,7 +391,7 @@ class ImagePolicy:
         allowed = True
         digest = ref.digest
         try:
-            with client_for(ref, client, client_options) as registry:
+            with open_client(ref, client, registry_options) as registry:
                 if not digest:
                     digest = resolve_digest(registry, ref)
                     reasons.append(f"resolved {ref} to {digest}")

@@ -27,7 +27,7 @@ from packageurl import PackageURL
 
 from pipeline import __version__
 from pipeline.errors import IntegrityError
-from pipeline.scan._image import LocalImage, iter_files, open_image
+from pipeline.oci.local_image import LocalImage, iter_files, open_image
 
 PREDICATE_TYPE = "https://cyclonedx.org/bom"
 _DIST_INFO = re.compile(r"(^|/)[^/]+\.dist-info/METADATA$")

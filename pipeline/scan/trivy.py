@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import BuildError, ConfigError
-from pipeline.scan._image import open_image, split_target
+from pipeline.oci.local_image import open_image, split_target
 from pipeline.scan.findings import Finding, ScanResult
 
 

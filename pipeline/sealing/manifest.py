@@ -22,12 +22,17 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.signing.model import SIGNATURE_NAME
 
 MANIFEST_NAME = "seal.json"
 FORMAT = "secure-model-pipeline/sealed-model"
 FORMAT_VERSION = 1
 AEAD_SCHEME = "tink-streaming-aead/AES256_GCM_HKDF"
 SEALED_SUFFIX = ".sealed"
+#: Extensions that are always weights: sealed whatever pipeline.yaml says, never pushed plain.
+WEIGHT_SUFFIXES = frozenset(
+    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".npz", ".h5", ".msgpack"}
+)
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ALLOWED_SEGMENT_SIZES = (4096, 1 << 20)
@@ -98,7 +103,7 @@ class SealManifest:
     segment_size: int
     key: KeyInfo
     files: tuple[FileEntry, ...]
-    signature: str = "model.sig"
+    signature: str = SIGNATURE_NAME
     created_by: str = field(default="", compare=False)
 
     def file(self, path: str) -> FileEntry:
@@ -240,9 +245,9 @@ def parse_manifest(data: bytes) -> SealManifest:
         files
     ):
         raise InputError(f"{MANIFEST_NAME}: duplicate file names")
-    signature = raw.get("signature", {}).get("path", "model.sig") if isinstance(
+    signature = raw.get("signature", {}).get("path", SIGNATURE_NAME) if isinstance(
         raw.get("signature"), dict
-    ) else "model.sig"
+    ) else SIGNATURE_NAME
     check_relative_path(signature, "signature path")
     if MANIFEST_NAME in stored or signature in stored:
         raise InputError(f"{MANIFEST_NAME}: a file entry uses a reserved name")

@@ -45,7 +45,7 @@ from pipeline.sealing.manifest import (
     associated_data,
     parse_manifest,
 )
-from pipeline.sealing.seal import SIGNATURE_NAME
+from pipeline.signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from pipeline.signing.model import Trust

@@ -7,18 +7,16 @@ annotations. Adding one is a read-modify-write of that manifest: the registry
 API has no compare-and-swap, so two signers racing on the same image can lose
 one signature (the loser re-runs; documented in docs/image-signatures.md).
 
-Also here: resolving a reference to the digest actually signed, a client for a
-reference honouring caller options, and the small LRU that makes repeated
-verification of the same content cheap.
+Also here: the small LRU that makes repeated verification of the same content cheap.
+(Which digest a reference names now, and a client for it, are pipeline.oci.registry's.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,46 +35,6 @@ _CREATED = "0001-01-01T00:00:00Z"  # what cosign writes: no time, reproducible
 def as_reference(ref: str | Reference) -> Reference:
     """Accept a string or a parsed reference (public functions take both)."""
     return ref if isinstance(ref, Reference) else Reference.parse(ref)
-
-
-@contextlib.contextmanager
-def client_for(
-    ref: Reference, client: Any | None, client_options: Mapping[str, Any] | None
-) -> Iterator[Any]:
-    """The caller's client, or a new one for ``ref``'s registry (closed afterwards)."""
-    if client is not None:
-        yield client
-        return
-    from pipeline.oci.client import RegistryClient
-
-    options = {k: v for k, v in (client_options or {}).items() if v is not None}
-    own = RegistryClient.for_reference(ref, **options)
-    try:
-        yield own
-    finally:
-        own.close()
-
-
-def resolve_descriptor(client: Any, ref: Reference) -> dict[str, Any]:
-    """The descriptor (mediaType, digest, size) of what ``ref`` names right now.
-
-    A tag is resolved at this moment: the signature then binds that digest, and a
-    tag moved later no longer matches it.
-    """
-    descriptor = client.head_manifest(ref.repository, ref.identifier)
-    if descriptor is None:
-        raise NotFoundError(f"{ref}: no such manifest in the registry")
-    if ref.digest and descriptor.get("digest") != ref.digest:
-        raise IntegrityError(f"{ref}: registry answered with digest {descriptor.get('digest')}")
-    return descriptor
-
-
-def resolve_digest(client: Any, ref: Reference) -> str:
-    """The digest to verify: the pinned one (no request), else the tag's current one."""
-    if ref.digest:
-        parse_digest(ref.digest)
-        return ref.digest
-    return str(resolve_descriptor(client, ref)["digest"])
 
 
 def attached_tag(digest: str, suffix: str) -> str:
@@ -272,11 +230,8 @@ __all__ = [
     "append_layer",
     "as_reference",
     "attached_tag",
-    "client_for",
     "fetch_attached",
     "fetch_layer",
     "head_attached",
     "parse_attached",
-    "resolve_descriptor",
-    "resolve_digest",
 ]

@@ -26,6 +26,12 @@ from pipeline.errors import InputError, IntegrityError, VerificationError
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import sha256_digest
 from pipeline.oci.reference import Reference
+from pipeline.oci.registry import (
+    RegistryOptions,
+    open_client,
+    resolve_descriptor,
+    resolve_digest,
+)
 from pipeline.signing import dsse, intoto
 from pipeline.signing import simple_signing as ss
 from pipeline.signing._cosign_store import (
@@ -33,12 +39,9 @@ from pipeline.signing._cosign_store import (
     append_layer,
     as_reference,
     attached_tag,
-    client_for,
     fetch_attached,
     fetch_layer,
     head_attached,
-    resolve_descriptor,
-    resolve_digest,
 )
 from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 
@@ -54,7 +57,7 @@ def attest(
     predicate: Mapping[str, Any],
     key: Path | str | Signer,
     *,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
     referrer: bool = True,
 ) -> dict[str, Any]:
@@ -68,7 +71,7 @@ def attest(
     type_uri = intoto.resolve_predicate_type(predicate_type)
     if not isinstance(predicate, Mapping):
         raise InputError("the predicate must be a JSON object")
-    with open_signer(key) as signer, client_for(reference, client, client_options) as registry:
+    with open_signer(key) as signer, open_client(reference, client, registry_options) as registry:
         public = VerifyKey(signer.public_key, "signer")
         subject = resolve_descriptor(registry, reference)
         digest = str(subject["digest"])
@@ -257,7 +260,7 @@ def verify_attestations(
     *,
     threshold: int = 1,
     conditions: Sequence[Mapping[str, Any]] = (),
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
     use_cache: bool = True,
 ) -> list[dict[str, Any]]:
@@ -271,7 +274,7 @@ def verify_attestations(
     reference = as_reference(ref)
     type_uri = intoto.resolve_predicate_type(predicate_type)
     trusted = load_verify_keys(keys)
-    with client_for(reference, client, client_options) as registry:
+    with open_client(reference, client, registry_options) as registry:
         digest = resolve_digest(registry, reference)
         tag = attached_tag(digest, ATTESTATION_SUFFIX)
         att_digest = head_attached(registry, reference.repository, tag)

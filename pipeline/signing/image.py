@@ -25,6 +25,12 @@ from typing import Any
 
 from pipeline.errors import InputError, VerificationError
 from pipeline.oci.reference import Reference
+from pipeline.oci.registry import (
+    RegistryOptions,
+    open_client,
+    resolve_descriptor,
+    resolve_digest,
+)
 from pipeline.signing import keyless
 from pipeline.signing import simple_signing as ss
 from pipeline.signing._cosign_store import (
@@ -32,12 +38,9 @@ from pipeline.signing._cosign_store import (
     append_layer,
     as_reference,
     attached_tag,
-    client_for,
     fetch_attached,
     fetch_layer,
     head_attached,
-    resolve_descriptor,
-    resolve_digest,
 )
 from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 from pipeline.signing.keyless import Identity, TrustRoot, certificate_annotations
@@ -54,7 +57,7 @@ def sign_image(
     key: Path | str | Signer,
     *,
     annotations: Mapping[str, str] | None = None,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
     certificate: Path | str | None = None,
     certificate_chain: Path | str | None = None,
@@ -74,7 +77,7 @@ def sign_image(
     layer_annotations: dict[str, str] = {}
     if certificate is not None:
         layer_annotations = certificate_annotations(certificate, certificate_chain)
-    with open_signer(key) as signer, client_for(reference, client, client_options) as registry:
+    with open_signer(key) as signer, open_client(reference, client, registry_options) as registry:
         descriptor = resolve_descriptor(registry, reference)
         digest = str(descriptor["digest"])
         payload = ss.build_payload(reference.name, digest, annotations)
@@ -128,7 +131,7 @@ def verify_image(
     *,
     threshold: int = 1,
     identity: str | None = None,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
     use_cache: bool = True,
     keyless: Sequence[Identity] = (),
@@ -157,7 +160,7 @@ def verify_image(
             f"and {len(identities)} keyless identity(ies)"
         )
     expected_identity = identity or reference.name
-    with client_for(reference, client, client_options) as registry:
+    with open_client(reference, client, registry_options) as registry:
         digest = resolve_digest(registry, reference)
         tag = attached_tag(digest, SIGNATURE_SUFFIX)
         sig_digest = head_attached(registry, reference.repository, tag)

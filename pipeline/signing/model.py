@@ -28,9 +28,13 @@ from pathlib import Path
 from pipeline.errors import InputError, IntegrityError
 from pipeline.signing import _model_internal as _impl
 
+#: The file a model's signature is stored in: the one definition of this name.
 SIGNATURE_NAME = "model.sig"
+#: Media type of the signature file (a Sigstore bundle v0.3 with a DSSE envelope).
+BUNDLE_MEDIA_TYPE = _impl.BUNDLE_MEDIA_TYPE
 
 __all__ = [
+    "BUNDLE_MEDIA_TYPE",
     "SIGNATURE_NAME",
     "Trust",
     "sign_model",

@@ -21,8 +21,8 @@ from pipeline.admission.server import create_app
 from pipeline.cli import run
 from pipeline.errors import EXIT_CONFIG
 from pipeline.policy.check import DEFAULT_POLICY_DIR
-from pipeline.policy.vap import load_policies
 from pipeline.policy.image_policy import ImagePolicy, PolicyResult
+from pipeline.policy.vap import load_policies
 
 DECIDER = Decider(load_policies(DEFAULT_POLICY_DIR),
                   ImagePolicy.from_mapping({"version": 1, "default": "deny", "rules": []}))
