@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -88,6 +88,14 @@ def key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(der).hexdigest()
+
+
+def pem_hint(key: Any) -> str:
+    """sha256 hex of the PEM SubjectPublicKeyInfo: the key hint model-signing bundles carry."""
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(pem).hexdigest()
 
 
 def _check_curve(curve: ec.EllipticCurve, source: str) -> None:
@@ -197,4 +205,5 @@ __all__ = [
     "load_verify_key",
     "load_verify_keys",
     "open_signer",
+    "pem_hint",
 ]

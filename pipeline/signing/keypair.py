@@ -18,8 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pipeline._fileio import write_atomic
 from pipeline.config import load_settings
 from pipeline.errors import InputError
-
-PASSWORD_ENV = "PIPELINE_SIGNING_KEY_PASSWORD"
+from pipeline.signing._ecdsa import PASSWORD_ENV
 
 __all__ = ["PASSWORD_ENV", "create_signing_keypair"]
 
