@@ -63,7 +63,7 @@ def module_code(model):  # type: ignore[no-untyped-def]
 
 
 def demo_project(project: str, work: Path, private: Path, public: Path) -> dict[str, object]:
-    from pipeline.signing.model import Trust
+    from pipeline.signing import Trust
     from secure_runtime.loader import build_module, load_sealed_model
 
     sealed = work / f"{project}.sealed"

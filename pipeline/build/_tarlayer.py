@@ -17,9 +17,13 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from pipeline._fileio import atomic_writer
 from pipeline.errors import BuildError, InputError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 REG = "file"
 DIR = "dir"
@@ -129,7 +133,8 @@ def _tarinfo(entry: Entry) -> tarfile.TarInfo:
 class _HashingSink(io.RawIOBase):
     """Counts and hashes what passes through on its way to ``inner``."""
 
-    def __init__(self, inner, progress: ByteProgress | None = None):
+    def __init__(self, inner: IO[bytes] | io.BufferedIOBase,
+                 progress: ByteProgress | None = None) -> None:
         self._inner = inner
         self.hash = hashlib.sha256()
         self.size = 0
@@ -138,7 +143,7 @@ class _HashingSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: ReadableBuffer) -> int:
         view = memoryview(data)
         self.hash.update(view)
         self.size += len(view)

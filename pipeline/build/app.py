@@ -39,7 +39,7 @@ RUNTIME_REQUIREMENTS = (
 #: What of ``pipeline`` the runtime image carries: ground and core, the layers
 #: ``secure_runtime`` may import (tests/unit/test_layers.py checks this covers its closure).
 RUNTIME_PIPELINE_PARTS = ("__init__.py", "errors.py", "config.py", "_fileio.py", "_pkcs11.py",
-                          "oci", "sealing", "signing")
+                          "_facade.py", "oci", "sealing", "signing")
 _SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 

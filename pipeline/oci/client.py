@@ -24,7 +24,7 @@ import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -46,6 +46,12 @@ from pipeline.oci.manifest import MAX_MANIFEST_BYTES
 
 ALL_MANIFEST_TYPES = mt.ALL_MANIFEST_TYPES
 _IO_BLOCK = 1 << 20
+
+
+class BlobSink(Protocol):
+    """Where a downloaded blob goes: a file, a buffer, a layout's verifying writer."""
+
+    def write(self, data: bytes, /) -> int | None: ...
 
 
 class _BigBlockAdapter(HTTPAdapter):
@@ -195,8 +201,9 @@ class RegistryClient:
                 except requests.exceptions.InvalidURL as exc:
                     raise InputError(f"invalid registry URL: {exc}") from None
                 finally:
-                    if hasattr(data, "close"):
-                        data.close()
+                    close = getattr(data, "close", None)
+                    if close is not None:
+                        close()
                 if response.status_code == 401 and round_ == 0 and same_origin:
                     if self._auth.header(scope):
                         self._auth.forget(scope)
@@ -357,7 +364,7 @@ class RegistryClient:
         self.download_blob(repository, digest, buffer)
         return buffer.getvalue()
 
-    def download_blob(self, repository: str, digest: str, dest_file: BinaryIO) -> None:
+    def download_blob(self, repository: str, digest: str, dest_file: BlobSink) -> None:
         """Stream a blob into ``dest_file``; IntegrityError (after writing) when it lies.
 
         The caller owns ``dest_file`` and must discard it on error: the layout's

@@ -262,7 +262,7 @@ class OCILayout:
             index.setdefault("schemaVersion", 2)
             index.setdefault("mediaType", mt.OCI_INDEX)
             write_atomic(self.path / INDEX_FILE, _dumps(index))
-        return descriptor["digest"]
+        return str(descriptor["digest"])
 
     def resolve(self, tag_or_digest: str | None = None) -> dict[str, Any]:
         """The descriptor for a tag or digest; with none, the layout's only manifest."""

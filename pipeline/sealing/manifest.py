@@ -165,14 +165,14 @@ def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where
 
 
 def _digest(obj: dict[str, Any], key: str, where: str) -> str:
-    value = _require(obj, key, str, where)
+    value: str = _require(obj, key, str, where)
     if not _HEX64.match(value):
         raise InputError(f"{MANIFEST_NAME}: '{key}' in {where} is not a sha256 hex digest")
     return value
 
 
 def _size(obj: dict[str, Any], key: str, where: str) -> int:
-    value = _require(obj, key, int, where)
+    value: int = _require(obj, key, int, where)
     if value < 0:
         raise InputError(f"{MANIFEST_NAME}: '{key}' in {where} is negative")
     return value

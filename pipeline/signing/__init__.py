@@ -21,8 +21,9 @@ does not import the registry client or the keyless machinery.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pipeline._facade import lazy_exports
 
 if TYPE_CHECKING:
     from pipeline.signing._ecdsa import (
@@ -107,13 +108,4 @@ __all__ = [
     "verify_model_signature",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pipeline.signing' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

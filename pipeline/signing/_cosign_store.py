@@ -122,7 +122,7 @@ def fetch_layer(client: Any, repository: str, layer: Mapping[str, Any]) -> bytes
     if layer["size"] > MAX_LAYER_BYTES:
         raise VerificationError(f"layer {layer['digest']} is larger than {MAX_LAYER_BYTES} bytes")
     try:
-        data = client.get_blob(repository, layer["digest"])
+        data: bytes = client.get_blob(repository, layer["digest"])
     except (InputError, IntegrityError, NotFoundError) as exc:
         raise VerificationError(f"layer {layer['digest']}: {exc}") from None
     if len(data) != layer["size"]:
@@ -201,18 +201,18 @@ class VerificationCache:
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
-        self._data: OrderedDict[tuple, Any] = OrderedDict()
+        self._data: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.maxsize = maxsize
 
-    def get(self, key: tuple) -> Any | None:
+    def get(self, key: tuple[Any, ...]) -> Any | None:
         with self._lock:
             value = self._data.get(key)
             if value is not None:
                 self._data.move_to_end(key)
             return value
 
-    def put(self, key: tuple, value: Any) -> None:
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)

@@ -149,8 +149,8 @@ def open_signer(key: str | os.PathLike[str] | Signer) -> Iterator[Signer]:
 
     A context manager because a token key is only usable while its session is open.
     """
-    if hasattr(key, "sign"):
-        yield key  # type: ignore[misc]
+    if not isinstance(key, str | os.PathLike):
+        yield key  # already a Signer
         return
     from pipeline.signing._pkcs11_signer import is_pkcs11_uri, open_token_signer
 
@@ -158,7 +158,7 @@ def open_signer(key: str | os.PathLike[str] | Signer) -> Iterator[Signer]:
         with open_token_signer(str(key)) as signer:
             yield signer
         return
-    yield load_signer(key)  # type: ignore[arg-type]
+    yield load_signer(key)
 
 
 def load_verify_key(source: str | os.PathLike[str]) -> VerifyKey:

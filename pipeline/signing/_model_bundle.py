@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Final
 
 from pipeline.errors import (
     VerificationError,
@@ -27,7 +27,7 @@ from pipeline.signing.dsse import INTOTO_PAYLOAD_TYPE
 
 MAX_SIGNATURE_BYTES = 64 * 1024 * 1024
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+BUNDLE_MEDIA_TYPE: Final = "application/vnd.dev.sigstore.bundle.v0.3+json"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 IN_TOTO_PAYLOAD_TYPE = INTOTO_PAYLOAD_TYPE  # signing._IN_TOTO_JSON_PAYLOAD_TYPE
 IN_TOTO_STATEMENT_TYPE = "https://in-toto.io/Statement/v1"  # signing._IN_TOTO_STATEMENT_TYPE

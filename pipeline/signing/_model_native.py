@@ -47,9 +47,11 @@ class _NativeKeyVerifier:
         # sign_ec_key._check_supported_ec_key and get_ec_key_hash
         if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
             raise ValueError(f"Unsupported key for curve '{key.curve.name}'")
-        digest = {256: hashes.SHA256, 384: hashes.SHA384, 521: hashes.SHA512}[key.curve.key_size]
+        digests: dict[int, hashes.HashAlgorithm] = {
+            256: hashes.SHA256(), 384: hashes.SHA384(), 521: hashes.SHA512()
+        }
         self._key = key
-        self._algorithm = ec.ECDSA(digest())
+        self._algorithm = ec.ECDSA(digests[key.curve.key_size])
         self._hint = pem_hint(key)
 
     def verify(self, bundle: _KeyBundle) -> dict[str, Any]:
@@ -74,7 +76,7 @@ class _NativeKeyVerifier:
             raise ValueError(
                 f"Expected DSSE payload {IN_TOTO_PAYLOAD_TYPE}, but got {bundle.payload_type}"
             )
-        statement = json.loads(bundle.payload)
+        statement: dict[str, Any] = json.loads(bundle.payload)
         if statement["_type"] != IN_TOTO_STATEMENT_TYPE:
             raise ValueError(
                 f"Expected in-toto {IN_TOTO_STATEMENT_TYPE} payload, "

@@ -27,6 +27,7 @@ from pipeline.errors import (
     VerificationError,
 )
 from pipeline.signing._ecdsa import PASSWORD_ENV, pem_hint
+from pipeline.signing._model_bundle import BUNDLE_MEDIA_TYPE
 from pipeline.signing._model_hashing import hashing_config_with_digests
 from pipeline.signing._pkcs11 import (
     _p11,
@@ -48,7 +49,7 @@ def load_key_signer(config: Any, private_key: Path) -> Any:
         # model-signing hands the password to cryptography, which wants bytes.
         return config.use_elliptic_key_signer(
             private_key=private_key,
-            password=password.encode("utf-8") if password else None,  # type: ignore[arg-type]
+            password=password.encode("utf-8") if password else None,
         )
     except TypeError as exc:  # encrypted without password, or password for a plain key
         raise KeyProviderError(
@@ -89,7 +90,7 @@ def _token_signer_class() -> type:
     from sigstore_models.bundle import v1 as bundle_pb
     from sigstore_models.common import v1 as common_pb
 
-    class TokenSigner(sign_sigstore_pb.Signer):  # type: ignore[misc]
+    class TokenSigner(sign_sigstore_pb.Signer):
         """Same DSSE + bundle v0.3 as model-signing's key signer; the key never leaves."""
 
         def __init__(self, private: Any, public: Any) -> None:
@@ -122,7 +123,7 @@ def _token_signer_class() -> type:
             )
             return sign_sigstore_pb.Signature(
                 bundle_pb.Bundle(
-                    media_type=sign_sigstore_pb._BUNDLE_MEDIA_TYPE,
+                    media_type=BUNDLE_MEDIA_TYPE,
                     verification_material=material,
                     dsse_envelope=envelope,
                 )

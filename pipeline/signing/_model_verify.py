@@ -10,6 +10,7 @@ and why it refused; a trust root out of reach is 'unreachable', never 'invalid'.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def candidates(
             found.append(
                 _Candidate(
                     f"Sigstore identity {identity} ({issuer})",
-                    lambda f=sigstore_verifier: _build_sigstore(f),
+                    functools.partial(_build_sigstore, sigstore_verifier),
                     sigstore_bundle=True,
                 )
             )

@@ -12,7 +12,8 @@ signature copied from another image fails) and, unless told otherwise, the
 same repository. Every rejected layer leaves a reason in the error.
 
 Anything stored as a manifest can be signed, so the sealed-model artifact
-(pipeline.oci.model_artifact) is signed and verified with these same functions.
+(pipeline.sealing.artifact, pipeline.distribution) is signed and verified with these same
+functions.
 """
 
 from __future__ import annotations

@@ -180,7 +180,8 @@ class LocalKeyProvider:
             )
         for entry in document["keys"]:
             if entry["key_id"] == key_id:
-                return entry["material_bytes"]
+                material: bytearray = entry["material_bytes"]
+                return material
         raise KeyProviderError(f"unknown key id {key_id!r} in keyring {self.keyring}")
 
     def _ensure_directory(self) -> None:
