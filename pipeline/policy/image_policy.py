@@ -55,9 +55,7 @@ from pipeline.config import read_yaml_mapping
 from pipeline.errors import ConfigError, InputError, PipelineError
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryOptions, open_client, resolve_digest
-from pipeline.signing import intoto
-from pipeline.signing._ecdsa import VerifyKey, load_verify_key
-from pipeline.signing.keyless import Identity, TrustRoot
+from pipeline.signing import Identity, TrustRoot, VerifyKey, intoto, load_verify_key
 
 _TOP_KEYS = {"version", "default", "requireDigest", "rules", "apiVersion", "kind", "trustRoot"}
 _TRUST_ROOT_KEYS = {"fulcio", "rekor", "requireTlog"}

@@ -216,6 +216,20 @@ def test_no_wrong_way_import_anywhere() -> None:
     assert not problems, "wrong-way imports:\n" + "\n".join(problems)
 
 
+def test_no_import_of_another_package_private_module() -> None:
+    """``pipeline.x._private`` is for ``pipeline.x``; everyone else uses its facade."""
+    bad = []
+    for item in all_imports():
+        parts = item.target.split(".")
+        for depth, part in enumerate(parts[2:], start=2):
+            if part.startswith("_") and not part.startswith("__"):
+                owner = ".".join(parts[:depth])
+                if item.source != owner and not item.source.startswith(owner + "."):
+                    bad.append(f"{item.path}:{item.line}: {item.source} imports {item.target}")
+                break
+    assert not bad, "\n".join(bad)
+
+
 def test_every_package_has_a_layer() -> None:
     units = {component(module_name(p))[0] for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
     assert "unassigned" not in units
