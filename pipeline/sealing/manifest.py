@@ -80,10 +80,6 @@ class FileEntry:
     def stored_sha256(self) -> str:
         return self.sealed_sha256 or self.sha256
 
-    @property
-    def stored_size(self) -> int:
-        return self.sealed_size if self.sealed_size is not None else self.size
-
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": self.path, "size": self.size, "sha256": self.sha256}
         if self.is_sealed:
