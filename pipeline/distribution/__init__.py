@@ -23,11 +23,10 @@ from pipeline.distribution.model_artifact import (
     SIGNATURE_ARTIFACT_TYPE,
     attach_model_signature,
     attached_model_signatures,
-    build_manifest,
-    media_type_for,
     pull_model,
     push_model,
 )
+from pipeline.sealing.artifact import build_manifest, media_type_for
 
 __all__ = [
     "SIGNATURE_ARTIFACT_TYPE",

@@ -27,23 +27,11 @@ from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryOptions, open_client
 from pipeline.sealing.artifact import (
     PullCheck,
-    build_manifest,
     check_manifest,
-    media_type_for,
     pull_sealed_model,
     push_sealed_model,
 )
 from pipeline.signing.model import BUNDLE_MEDIA_TYPE, SIGNATURE_NAME, Trust, verify_model
-
-__all__ = [
-    "SIGNATURE_ARTIFACT_TYPE",
-    "attach_model_signature",
-    "attached_model_signatures",
-    "build_manifest",
-    "media_type_for",
-    "pull_model",
-    "push_model",
-]
 
 #: The model-signing bundle (Sigstore bundle v0.3) attached as a referrer.
 SIGNATURE_ARTIFACT_TYPE = BUNDLE_MEDIA_TYPE

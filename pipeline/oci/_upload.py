@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -86,6 +87,7 @@ def push_blob(
     up in PATCH chunks; the rest in one PUT.
     """
     path = Path(data) if isinstance(data, (str, os.PathLike)) else None
+    payload = b""
     hashers: list[Any] = []
     if path is not None and digest:
         # Hash while uploading (one read of the file); the registry checks it too.
@@ -95,9 +97,9 @@ def push_blob(
         actual, size = file_digest(path, "sha256")
     else:
         assert isinstance(data, (bytes, bytearray, memoryview))
-        data = bytes(data)
+        payload = bytes(data)
         algorithm = parse_digest(digest)[0] if digest else "sha256"
-        actual, size = digest_of(data, algorithm), len(data)
+        actual, size = digest_of(payload, algorithm), len(payload)
     if digest and digest != actual:
         raise IntegrityError(f"blob content has digest {actual}, expected {digest}")
     digest = actual
@@ -116,14 +118,8 @@ def push_blob(
         location = _start_upload(client, repository, digest, None, scope, what, 0)
         assert location is not None
         hasher = hashlib.new(parse_digest(digest)[0]) if hashers else None
-        if chunk_size:
-            result = _upload_chunked(
-                client, location, path, data, size, digest, chunk_size, scope, what, hasher
-            )
-        else:
-            result = _upload_monolithic(
-                client, location, path, data, size, digest, scope, what, hasher
-            )
+        content = _Content(path, payload, size, hasher, client.on_bytes)
+        result = _send(client, location, content, digest, chunk_size, scope, what)
         if hasher is not None and f"{hasher.name}:{hasher.hexdigest()}" != digest:
             raise IntegrityError(f"{path}: content does not match {digest} (changed on disk?)")
         return result
@@ -170,77 +166,75 @@ def _start_upload(
     return urljoin(client.base_url + "/", location)
 
 
-def _upload_monolithic(
+@dataclass(frozen=True)
+class _Content:
+    """What one upload sends: a file (streamed, hashed on the way) or bytes in memory."""
+
+    path: Path | None
+    data: bytes
+    size: int
+    hasher: Any
+    on_bytes: Callable[[int], None] | None
+
+    def part(self, start: int, length: int) -> Callable[[], Any]:
+        """A fresh body for bytes ``start`` .. ``start + length`` (a retry re-reads)."""
+        if self.path is None:
+            return lambda: self.data[start : start + length]
+        path = self.path
+        return lambda: _Window(path, start, length, self.hasher, self.on_bytes)
+
+
+def _send(
     client: RegistryClient,
     location: str,
-    path: Path | None,
-    data: Any,
-    size: int,
+    content: _Content,
     digest: str,
+    chunk: int | None,
     scope: str,
     what: str,
-    hasher: Any = None,
 ) -> str | None:
-    def body() -> Any:
-        return _Window(path, 0, size, hasher, client.on_bytes) if path is not None else data
-
-    response = client._request(
-        "PUT",
-        _with_query(location, digest=digest),
-        scope=scope,
-        body=body,
-        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        ok=(201, 204),
-        what=what,
-        retries=0,
-    )
-    return response.headers.get("Docker-Content-Digest")
-
-
-def _upload_chunked(
-    client: RegistryClient,
-    location: str,
-    path: Path | None,
-    data: Any,
-    size: int,
-    digest: str,
-    chunk: int,
-    scope: str,
-    what: str,
-    hasher: Any = None,
-) -> str | None:
+    """One PUT with everything, or PATCH chunks then an empty PUT; the registry's digest."""
+    if not chunk:
+        return _close_upload(client, location, digest, scope, what,
+                             content.part(0, content.size), content.size)
     offset = 0
-    while offset < size:
-        length = min(chunk, size - offset)
-        start = offset
-
-        def body(start: int = start, length: int = length) -> Any:
-            if path is not None:
-                return _Window(path, start, length, hasher, client.on_bytes)
-            return data[start : start + length]
-
+    while offset < content.size:
+        length = min(chunk, content.size - offset)
         response = client._request(
             "PATCH",
             location,
             scope=scope,
-            body=body,
+            body=content.part(offset, length),
             ok=(202, 204),
             what=what,
             retries=0,
             headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Length": str(length),
-                "Content-Range": f"{start}-{start + length - 1}",
+                "Content-Range": f"{offset}-{offset + length - 1}",
             },
         )
         location = urljoin(client.base_url + "/", response.headers.get("Location", location))
         offset += length
+    return _close_upload(client, location, digest, scope, what, b"", 0)
+
+
+def _close_upload(
+    client: RegistryClient,
+    location: str,
+    digest: str,
+    scope: str,
+    what: str,
+    body: Callable[[], Any] | bytes,
+    size: int,
+) -> str | None:
+    """The final ``PUT ?digest=`` of an upload (with the last bytes, or none); its digest."""
     response = client._request(
         "PUT",
         _with_query(location, digest=digest),
         scope=scope,
-        body=b"",
-        headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
+        body=body,
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
         ok=(201, 204),
         what=what,
         retries=0,

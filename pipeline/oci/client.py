@@ -399,26 +399,9 @@ class RegistryClient:
                 f"{what}: registry returned content with digest {algorithm}:{hasher.hexdigest()}"
             )
 
-    def push_blob(
-        self,
-        repository: str,
-        data: bytes | Path | str,
-        digest: str | None = None,
-        *,
-        mount_from: str | None = None,
-        chunk_size: int | None = None,
-    ) -> str:
-        """Upload a blob unless the repository has it; returns its digest.
-
-        ``data`` is bytes or a file path (streamed, never read whole). With
-        ``mount_from`` the registry is first asked to link the blob from that
-        repository (no bytes sent). Big blobs, or any with ``chunk_size``, go
-        up in PATCH chunks; the rest in one PUT (see :mod:`pipeline.oci._upload`).
-        """
-        return _upload.push_blob(
-            self, repository, data, digest, mount_from=mount_from, chunk_size=chunk_size
-        )
-
+    #: Upload a blob unless the repository has it (one PUT, PATCH chunks, or a mount);
+    #: returns its digest. See :func:`pipeline.oci._upload.push_blob`.
+    push_blob = _upload.push_blob
 
     # -- listings ------------------------------------------------------------------------
     def _paged(self, url: str, key: str, scope: str, what: str) -> Iterator[str]:
@@ -448,16 +431,9 @@ class RegistryClient:
         return list(self._paged("/v2/_catalog", "repositories", "registry:catalog:*", "catalog"))
 
     # -- referrers -----------------------------------------------------------------------
-    def referrers(
-        self, repository: str, digest: str, artifact_type: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Descriptors of manifests whose ``subject`` is ``digest`` (OCI 1.1).
-
-        Uses ``GET /v2/<repo>/referrers/<digest>``; when the registry has no such
-        API (404), reads the fallback tag ``<alg>-<hex>`` instead (:mod:`._referrers`).
-        """
-        return _referrers.referrers(self, repository, digest, artifact_type)
-
+    #: Descriptors of the manifests whose ``subject`` is a digest (OCI 1.1 referrers API,
+    #: else the ``<alg>-<hex>`` fallback tag). See :func:`pipeline.oci._referrers.referrers`.
+    referrers = _referrers.referrers
 
     # -- helpers -------------------------------------------------------------------------
     @staticmethod

@@ -14,15 +14,15 @@ Also here: the small LRU that makes repeated verification of the same content ch
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline._lru import LRUCache
 from pipeline.errors import InputError, IntegrityError, NotFoundError, VerificationError
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import parse_digest, sha256_digest
+from pipeline.oci.manifest import parse_descriptor
 from pipeline.oci.reference import Reference
 
 #: Layers bigger than this are not signatures (payloads are bytes, envelopes KiBs).
@@ -56,23 +56,10 @@ class AttachedManifest:
 
 
 def _check_descriptor(layer: Any, where: str) -> dict[str, Any]:
-    if not isinstance(layer, dict):
-        raise VerificationError(f"malformed {where}: a layer is not an object")
-    if not isinstance(layer.get("mediaType"), str):
-        raise VerificationError(f"malformed {where}: layer without mediaType")
     try:
-        parse_digest(layer.get("digest"))
-    except InputError as exc:
-        raise VerificationError(f"malformed {where}: {exc}") from None
-    size = layer.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise VerificationError(f"malformed {where}: layer size is not a non-negative integer")
-    annotations = layer.get("annotations", {})
-    if not isinstance(annotations, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-    ):
-        raise VerificationError(f"malformed {where}: annotations are not a string map")
-    return layer
+        return parse_descriptor(layer, where)
+    except InputError as exc:  # a manifest we cannot read is an unverifiable signature
+        raise VerificationError(f"malformed {exc}") from None
 
 
 def parse_attached(body: bytes, digest: str, where: str) -> AttachedManifest:
@@ -193,7 +180,7 @@ def append_layer(
     return digest, len(layers), True
 
 
-class VerificationCache:
+class VerificationCache(LRUCache[tuple[Any, ...], Any]):
     """A small thread-safe LRU of verification results keyed by content digests.
 
     Keys contain only digests and key fingerprints (immutable facts), so a hit
@@ -201,27 +188,7 @@ class VerificationCache:
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
-        self._data: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.maxsize = maxsize
-
-    def get(self, key: tuple[Any, ...]) -> Any | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: tuple[Any, ...], value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
+        super().__init__(maxsize)
 
 
 __all__ = [

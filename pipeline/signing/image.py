@@ -32,17 +32,9 @@ from pipeline.oci.registry import (
     resolve_descriptor,
     resolve_digest,
 )
+from pipeline.signing import _cosign_store as store
 from pipeline.signing import keyless
 from pipeline.signing import simple_signing as ss
-from pipeline.signing._cosign_store import (
-    VerificationCache,
-    append_layer,
-    as_reference,
-    attached_tag,
-    fetch_attached,
-    fetch_layer,
-    head_attached,
-)
 from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 from pipeline.signing.keyless import Identity, TrustRoot, certificate_annotations
 
@@ -50,7 +42,7 @@ SIGNATURE_SUFFIX = "sig"
 #: ``identity`` value that turns the docker-reference check off (cosign's default).
 ANY_IDENTITY = "*"
 
-_cache = VerificationCache()
+_cache = store.VerificationCache()
 
 
 def sign_image(
@@ -74,7 +66,7 @@ def sign_image(
     Signing the same digest again with the same key is a no-op; another key adds a
     layer, so several signers can meet a verification threshold.
     """
-    reference = as_reference(ref)
+    reference = store.as_reference(ref)
     layer_annotations: dict[str, str] = {}
     if certificate is not None:
         layer_annotations = certificate_annotations(certificate, certificate_chain)
@@ -93,8 +85,8 @@ def sign_image(
                 return False
             return blob == payload and public.verify(existing, blob)
 
-        tag = attached_tag(digest, SIGNATURE_SUFFIX)
-        manifest_digest, count, added = append_layer(
+        tag = store.attached_tag(digest, SIGNATURE_SUFFIX)
+        manifest_digest, count, added = store.append_layer(
             registry,
             reference.repository,
             tag,
@@ -150,7 +142,7 @@ def verify_image(
     """
     if threshold < 1:
         raise InputError("threshold must be at least 1")
-    reference = as_reference(ref)
+    reference = store.as_reference(ref)
     if keyless and trust_root is None:
         raise VerificationError("keyless identities need a trust root (Fulcio CA, Rekor key)")
     trusted = load_verify_keys(keys) if keys or not keyless else []
@@ -163,8 +155,8 @@ def verify_image(
     expected_identity = identity or reference.name
     with open_client(reference, client, registry_options) as registry:
         digest = resolve_digest(registry, reference)
-        tag = attached_tag(digest, SIGNATURE_SUFFIX)
-        sig_digest = head_attached(registry, reference.repository, tag)
+        tag = store.attached_tag(digest, SIGNATURE_SUFFIX)
+        sig_digest = store.head_attached(registry, reference.repository, tag)
         if sig_digest is None:
             raise VerificationError(f"{reference}: no signatures found ({digest} is unsigned)")
         key = (
@@ -180,7 +172,7 @@ def verify_image(
         cached = _cache.get(key) if use_cache else None
         if cached is not None:
             return {**cached, "reference": str(reference), "cached": True}
-        attached = fetch_attached(registry, reference.repository, sig_digest)
+        attached = store.fetch_attached(registry, reference.repository, sig_digest)
         if attached is None:
             raise VerificationError(f"{reference}: signature manifest vanished while verifying")
         keyless_trust = (trust_root, identities) if identities and trust_root else None
@@ -234,7 +226,7 @@ def _check_layers(
             reasons.append(f"{label}: signature annotation is not valid base64")
             continue
         try:
-            payload = fetch_layer(registry, reference.repository, layer)
+            payload = store.fetch_layer(registry, reference.repository, layer)
         except VerificationError as exc:
             reasons.append(f"{label}: {exc}")
             continue

@@ -6,7 +6,7 @@ Every ``.py`` file of ``pipeline/``, ``secure_runtime/`` and ``workflows/`` is p
 one), relative imports resolved against the file's package, and string literals that
 name a module of the project (``importlib.import_module("...")``, lazy-import tables).
 
-    ground        pipeline (root), errors, config, _fileio, _process, _pkcs11, _facade
+    ground        pipeline (root), errors, config, _fileio, _process, _pkcs11, _facade, _lru
     core          oci  ->  signing  ->  sealing      (each may import the ones left of it)
     capabilities  distribution, build, scan, policy, admission, release, workflow,
                   deploy, and the workflow definitions (workflows/ = pipeline.workflows)
@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "secure_runtime", "workflows")
 
 GROUND = frozenset({"pipeline", "pipeline.errors", "pipeline.config", "pipeline._fileio",
-                    "pipeline._process", "pipeline._pkcs11", "pipeline._facade"})
+                    "pipeline._process", "pipeline._pkcs11", "pipeline._facade",
+                    "pipeline._lru"})
 #: Core packages in order: each may import only the ones before it.
 CORE = ("oci", "signing", "sealing")
 #: Capabilities and the other capabilities each may use (a DAG; no entry, no edge).

@@ -28,18 +28,17 @@ from pipeline._fileio import write_atomic
 from pipeline.errors import InsecureKeyStoreError, KeyProviderError
 from pipeline.sealing.keys._base import (
     DATA_KEY_SIZE,
+    NONCE_SIZE,
+    WRAP_VERSION,
     check_data_key,
     check_key_name,
+    check_wrapped,
     utc_now,
     wrap_aad,
 )
 
 KEYRING_FORMAT = "secure-model-pipeline/keyring"
 KEYRING_VERSION = 1
-_WRAP_VERSION = b"\x01"
-_NONCE_SIZE = 12
-_TAG_SIZE = 16
-_WRAPPED_SIZE = 1 + _NONCE_SIZE + DATA_KEY_SIZE + _TAG_SIZE
 _MAX_KEYRING_BYTES = 16 * 1024 * 1024
 _FINGERPRINT_DOMAIN = b"secure-model-pipeline/kek-fingerprint/v1\x00"
 
@@ -130,26 +129,19 @@ class LocalKeyProvider:
         check_data_key(data_key)
         material = self._material(key_id)
         try:
-            nonce = secrets.token_bytes(_NONCE_SIZE)
+            nonce = secrets.token_bytes(NONCE_SIZE)
             sealed = AESGCM(bytes(material)).encrypt(nonce, bytes(data_key), wrap_aad(key_id))
         finally:
             _wipe(material)
-        return _WRAP_VERSION + nonce + sealed
+        return WRAP_VERSION + nonce + sealed
 
     def unwrap(self, key_id: str, wrapped: bytes) -> bytearray:
         """Recover the data key; KeyProviderError when the wrap does not authenticate."""
-        if (
-            not isinstance(wrapped, bytes | bytearray)
-            or len(wrapped) != _WRAPPED_SIZE
-            or wrapped[:1] != _WRAP_VERSION
-        ):
-            raise KeyProviderError(
-                f"wrapped data key is malformed (expected {_WRAPPED_SIZE} bytes, version 1)"
-            )
+        check_wrapped(wrapped)
         material = self._material(key_id)
         try:
-            nonce = bytes(wrapped[1 : 1 + _NONCE_SIZE])
-            sealed = bytes(wrapped[1 + _NONCE_SIZE :])
+            nonce = bytes(wrapped[1 : 1 + NONCE_SIZE])
+            sealed = bytes(wrapped[1 + NONCE_SIZE :])
             data_key = AESGCM(bytes(material)).decrypt(nonce, sealed, wrap_aad(key_id))
         except InvalidTag:
             raise KeyProviderError(

@@ -27,17 +27,17 @@ from pipeline._pkcs11 import describe, open_session, read_pin_file
 from pipeline.errors import AuthError, ConfigError, KeyProviderError
 from pipeline.sealing.keys._base import (
     DATA_KEY_SIZE,
+    NONCE_SIZE,
+    WRAP_VERSION,
     check_data_key,
     check_key_name,
+    check_wrapped,
     wrap_aad,
 )
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
 
-_WRAP_VERSION = b"\x01"
-_NONCE_SIZE = 12
-_WRAPPED_SIZE = 1 + _NONCE_SIZE + DATA_KEY_SIZE + 16
 _KEY_ID_RE = re.compile(r"^pkcs11:([A-Za-z0-9][A-Za-z0-9._-]{0,63}):([0-9a-f]{32})$")
 
 
@@ -143,7 +143,7 @@ class Pkcs11KeyProvider:
         from pkcs11 import GCMParams, Mechanism
 
         check_data_key(data_key)
-        nonce = secrets.token_bytes(_NONCE_SIZE)
+        nonce = secrets.token_bytes(NONCE_SIZE)
         with self._session() as session:
             key = self._find(session, key_id)
             try:
@@ -156,27 +156,20 @@ class Pkcs11KeyProvider:
                 raise KeyProviderError(
                     f"token {self.token_label!r} could not wrap with {key_id!r}: {describe(exc)}"
                 ) from None
-        return _WRAP_VERSION + nonce + bytes(sealed)
+        return WRAP_VERSION + nonce + bytes(sealed)
 
     def unwrap(self, key_id: str, wrapped: bytes) -> bytearray:
         """Decrypt the data key on the token; any failure is a KeyProviderError."""
         import pkcs11
         from pkcs11 import GCMParams, Mechanism
 
-        if (
-            not isinstance(wrapped, bytes | bytearray)
-            or len(wrapped) != _WRAPPED_SIZE
-            or wrapped[:1] != _WRAP_VERSION
-        ):
-            raise KeyProviderError(
-                f"wrapped data key is malformed (expected {_WRAPPED_SIZE} bytes, version 1)"
-            )
-        nonce = bytes(wrapped[1 : 1 + _NONCE_SIZE])
+        check_wrapped(wrapped)
+        nonce = bytes(wrapped[1 : 1 + NONCE_SIZE])
         with self._session() as session:
             key = self._find(session, key_id)
             try:
                 data_key = key.decrypt(
-                    bytes(wrapped[1 + _NONCE_SIZE :]),
+                    bytes(wrapped[1 + NONCE_SIZE :]),
                     mechanism=Mechanism.AES_GCM,
                     mechanism_param=GCMParams(nonce, wrap_aad(key_id)),
                 )
