@@ -84,3 +84,31 @@ def test_malformed_sections_are_config_errors(tmp_path: Path) -> None:
         load_settings(_config(tmp_path, "registry: [1]\n"), env={}).registry(env={})
     with pytest.raises(ConfigError, match="not found"):
         load_settings(env={"PIPELINE_CONFIG": str(tmp_path / "missing.yaml")})
+
+
+def test_only_config_reads_the_environment_for_settings() -> None:
+    """``os.environ.get``, ``os.environ[...]``, ``os.getenv`` and ``in os.environ`` appear in
+    pipeline/config.py only; copying the environment for a subprocess is not reading it."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "pipeline"
+
+    def is_environ(node: ast.AST) -> bool:
+        return (isinstance(node, ast.Attribute) and node.attr == "environ"
+                and isinstance(node.value, ast.Name) and node.value.id == "os")
+
+    readers = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            read = (
+                (isinstance(node, ast.Attribute) and node.attr in ("get", "getenv")
+                 and (is_environ(node.value) or (isinstance(node.value, ast.Name)
+                                                 and node.value.id == "os")))
+                or (isinstance(node, ast.Subscript) and is_environ(node.value))
+                or (isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators))
+            )
+            if read:
+                readers.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert not readers, readers

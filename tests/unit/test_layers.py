@@ -95,8 +95,9 @@ def imports_in(source: str, module: str, is_package: bool, known: set[str],
     found: list[Import] = []
 
     def add(node: ast.AST, target: str) -> None:
-        if target and _ours(target):
-            found.append(Import(module, path, getattr(node, "lineno", 0), target))
+        item = Import(module, path, getattr(node, "lineno", 0), target)
+        if target and _ours(target) and item not in found:
+            found.append(item)
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
