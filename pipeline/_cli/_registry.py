@@ -20,7 +20,7 @@ from pipeline.oci.registry import Credentials, RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_FLAGS = ("insecure", "ca_file", "username", "password_stdin", "registry_timeout")
+_FLAGS = ("ca_file", "username", "password_stdin", "registry_timeout")
 
 
 def build_registry_options(
@@ -75,12 +75,14 @@ def registry_flags(
     default; ``retries``/``backoff`` are the command's fixed transport policy.
     """
 
+    insecure_dest = insecure_flag.lstrip("-").replace("-", "_")
+
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def command(*args: Any, **kwargs: Any) -> Any:
-            flags = {name: kwargs.pop(name) for name in _FLAGS if name in kwargs}
+            flags = {name: kwargs.pop(name) for name in (*_FLAGS, insecure_dest) if name in kwargs}
             kwargs["registry_options"] = build_registry_options(
-                insecure=bool(flags.get("insecure")),
+                insecure=bool(flags.get(insecure_dest)),
                 ca_file=flags.get("ca_file"),
                 username=flags.get("username"),
                 password_stdin=bool(flags.get("password_stdin")),
@@ -112,7 +114,7 @@ def registry_flags(
             help=f"PEM CA bundle to verify the registry's TLS certificate{purpose}.",
         )(wrapped)
         wrapped = click.option(
-            insecure_flag, "insecure", is_flag=True, default=False,
+            insecure_flag, insecure_dest, is_flag=True, default=False,
             help=f"Plain HTTP to the registry; allowed only for loopback registries "
             f"(127.0.0.1, localhost){purpose}.",
         )(wrapped)
