@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = resolve_config(sys.argv[1:] if argv is None else argv, os.environ)
         _setup_logging(config.log_level)
-        from secure_runtime.server import serve
+        from secure_runtime.startup import serve
 
         return serve(config)
     except PipelineError as exc:
