@@ -9,7 +9,6 @@ import click
 
 from pipeline._cli._common import emit, json_option, step_progress, wants_json, warn
 from pipeline._fileio import write_atomic
-from pipeline.cli import main
 
 
 def _client_options(insecure: bool, ca_file: str | None) -> dict:
@@ -19,7 +18,7 @@ def _client_options(insecure: bool, ca_file: str | None) -> dict:
     return options
 
 
-@main.command("build")
+@click.command("build")
 @click.argument("project_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -95,7 +94,7 @@ def _load_policy(policy_file: Path | None, environment: str | None):
     return parse_policy(raw, environment)
 
 
-@main.command("scan")
+@click.command("scan")
 @click.argument("target")
 @click.option(
     "--format",
@@ -182,7 +181,7 @@ def scan_cmd(
         enforce(decision)
 
 
-@main.command("sbom")
+@click.command("sbom")
 @click.argument("target")
 @click.option(
     "--output",
@@ -209,7 +208,7 @@ def sbom_cmd(target: str, output: Path | None, as_json: bool) -> None:
     )
 
 
-@main.group("lock")
+@click.group("lock")
 def lock_group() -> None:
     """Regenerate the lock files that pin what goes into images."""
 

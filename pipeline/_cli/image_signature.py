@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import click
 
 from pipeline._cli._common import emit, json_option
-from pipeline.cli import main
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PREDICATE_CHOICES = ("slsaprovenance", "cyclonedx", "vuln")
@@ -110,7 +109,7 @@ def _keyless(keys: tuple[Path, ...], identity_regexp: str | None, oidc_issuer: s
     return [Identity(oidc_issuer, identity_regexp)], root
 
 
-@main.command("sign")
+@click.command("sign")
 @click.argument("reference")
 @_private_key
 @click.option("-a", "--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
@@ -145,7 +144,7 @@ def sign_command(reference: str, key: Path | str, annotations: tuple[str, ...],
                           f"({result['signatures']} signature(s))")
 
 
-@main.command("verify")
+@click.command("verify")
 @click.argument("reference")
 @_verify_keys
 @_keyless_flags
@@ -190,7 +189,7 @@ def _read_predicate(path: Path) -> dict[str, Any]:
     return document
 
 
-@main.command("attest")
+@click.command("attest")
 @click.argument("reference")
 @click.option("--type", "predicate_type", required=True,
               help=f"Predicate type: {', '.join(_PREDICATE_CHOICES)} or a URI.")
@@ -211,7 +210,7 @@ def attest_command(reference: str, predicate_type: str, predicate: Path, key: Pa
                           f"{result['attestation_tag']}")
 
 
-@main.command("verify-attestation")
+@click.command("verify-attestation")
 @click.argument("reference")
 @click.option("--type", "predicate_type", required=True,
               help=f"Predicate type: {', '.join(_PREDICATE_CHOICES)} or a URI.")

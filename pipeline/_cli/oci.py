@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import click
 
 from pipeline._cli._common import emit, json_option, transfer_progress, wants_json
-from pipeline.cli import main
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -83,7 +82,7 @@ def _registry_options(func: F) -> F:
     return wrapped  # type: ignore[no-any-return]
 
 
-@main.command("push")
+@click.command("push")
 @click.argument("layout_dir", type=click.Path(file_okay=False))
 @click.argument("reference")
 @click.option("--tag", default=None, help="Which manifest of the layout (its index.json tag).")
@@ -110,7 +109,7 @@ def push(
     emit({"reference": str(pinned), "digest": digest}, as_json, digest)
 
 
-@main.command("pull")
+@click.command("pull")
 @click.argument("reference")
 @click.argument("layout_dir", type=click.Path(file_okay=False))
 @click.option("--tag", default=None, help="Tag to record in index.json (default: the ref's).")
@@ -138,7 +137,7 @@ def pull(
     )
 
 
-@main.command("push-model")
+@click.command("push-model")
 @click.argument("sealed_dir", type=click.Path(file_okay=False))
 @click.argument("reference")
 @_registry_options
@@ -160,7 +159,7 @@ def push_model_cmd(
     emit({"reference": str(ref.with_digest(digest)), "digest": digest}, as_json, digest)
 
 
-@main.command("pull-model")
+@click.command("pull-model")
 @click.argument("reference")
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option(
@@ -199,7 +198,7 @@ def pull_model_cmd(
     )
 
 
-@main.command("attach-model-signature")
+@click.command("attach-model-signature")
 @click.argument("reference")
 @click.argument("signature", type=click.Path(exists=True, dir_okay=False))
 @_registry_options

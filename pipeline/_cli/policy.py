@@ -12,14 +12,13 @@ from pathlib import Path
 import click
 
 from pipeline._cli._common import json_option, wants_json
-from pipeline.cli import main
 from pipeline.errors import PolicyError
 from pipeline.policy.check import DEFAULT_POLICY_DIR, check
 from pipeline.policy.manifests import load_manifests
 from pipeline.policy.report import FORMATS, render
 
 
-@main.group("policy")
+@click.group("policy")
 def policy_group() -> None:
     """Admission policies (ValidatingAdmissionPolicy CEL, image policy)."""
 

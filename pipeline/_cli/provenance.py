@@ -9,10 +9,9 @@ import click
 
 from pipeline._cli._common import emit, json_option
 from pipeline._fileio import write_atomic
-from pipeline.cli import main
 
 
-@main.command("provenance")
+@click.command("provenance")
 @click.argument("target")
 @click.option(
     "--output",

@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from pipeline._cli._common import emit, json_option, wants_json
-from pipeline.cli import main
 from pipeline.errors import ConfigError, InputError
 
 
@@ -25,7 +24,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return result
 
 
-@main.group("workflow")
+@click.group("workflow")
 def workflow_group() -> None:
     """Argo workflows (release, pr-check): run locally, render YAML."""
 
