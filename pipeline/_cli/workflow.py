@@ -77,7 +77,7 @@ def run_command(name: str, params: tuple[str, ...], workdir: Path | None, parall
 def render_command(out: Path, as_json: bool) -> None:
     """Write the Argo WorkflowTemplate YAML of every workflow into OUT."""
     try:
-        from workflows.catalog import render_all
+        from pipeline.workflows.catalog import render_all
     except ImportError as exc:
         raise ConfigError(f"the workflow definitions need 'hera' ({exc})") from None
     paths = render_all(out)
