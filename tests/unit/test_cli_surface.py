@@ -214,3 +214,19 @@ def test_without_json_errors_stay_one_plain_line(capsys: pytest.CaptureFixture[s
     code = run(["verify-model", str(tmp_path / "absent"), "--trust", str(tmp_path / "k.pub")])
     err = capsys.readouterr().err
     assert code == EXIT_NOT_FOUND and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_docs_list_every_command_and_alias() -> None:
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    commands_section = text.split("## Commands", 1)[1].split("## Aliases", 1)[0]
+    documented: set[tuple[str, ...]] = set()
+    for line in commands_section.splitlines():
+        if not line.startswith("| `pipeline "):
+            continue
+        first, *more = line.split("|")[1].strip().split(" / ")
+        _, group, name = first.strip("`").split()
+        documented |= {(group, name)} | {(group, m.strip("`")) for m in more}
+    grouped = {p for p in _paths(main) if p[0] not in ALIASES and len(p) == 2}
+    assert documented == grouped
+    for alias, (group, name) in ALIASES.items():
+        assert f"| `pipeline {alias}` | `pipeline {group.name} {name}` |" in text, alias
