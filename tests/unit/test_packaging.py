@@ -91,3 +91,16 @@ def test_the_wheel_installs_workflows_under_pipeline(tmp_path: Path) -> None:
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "['pr-check', 'release']", out.stderr
+
+
+def test_the_runtime_extra_and_the_runtime_image_ask_for_the_same_packages() -> None:
+    """``[runtime]`` (venv installs) and the runtime image's list (pipeline/build/app.py,
+    resolved into the project's lock) must not drift: a floor raised in one only would
+    test one set of versions and ship another. torch is the project's choice in images."""
+    from pipeline.build.app import RUNTIME_REQUIREMENTS
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extra = {r.split("#")[0].strip() for r in project["optional-dependencies"]["runtime"]}
+    assert extra - set(RUNTIME_REQUIREMENTS) == {"torch==2.13.0"}
+    assert not any(r.split(">=")[0].split("==")[0] in {"torch", "fastapi", "uvicorn", "grpcio"}
+                   for r in project["dependencies"])
