@@ -66,3 +66,24 @@ def test_the_public_names_import() -> None:
 
     assert Trust is SigningTrust
     assert load_sealed is loader_load_sealed
+
+
+def test_a_missing_runtime_extra_is_a_config_error_naming_it() -> None:
+    """``python -m secure_runtime`` where the [runtime] extra is absent: exit 3, one line."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'uvicorn':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from secure_runtime.__main__ import main\n"
+        "sys.exit(main(['--model', '/nonexistent']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 3, out.stderr
+    assert "'secure-model-pipeline[runtime]'" in out.stderr and "Traceback" not in out.stderr
