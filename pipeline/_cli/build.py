@@ -1,4 +1,4 @@
-"""``pipeline build``, ``pipeline scan``, ``pipeline sbom``, ``pipeline lock``: thin wrappers."""
+"""``pipeline image build|scan|sbom`` (aliases ``build``, ``scan``, ``sbom``), ``pipeline lock``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""``pipeline sign|verify|attest|verify-attestation``: cosign-compatible image signatures.
+"""``pipeline image sign|verify|attest|verify-attestation`` (aliases without ``image``).
+
+Cosign-compatible image signatures and attestations.
 
 Registry credentials come from PIPELINE_REGISTRY_USERNAME/PASSWORD or docker's
 config.json (never argv); a private key's password from

@@ -1,4 +1,7 @@
-"""``pipeline push|pull|push-model|pull-model``: move images and sealed models via registries."""
+"""``pipeline image push|pull``, ``pipeline model push|pull|attach-signature`` (and aliases).
+
+Move images and sealed models through registries.
+"""
 
 from __future__ import annotations
 

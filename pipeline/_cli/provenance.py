@@ -1,4 +1,4 @@
-"""``pipeline provenance``: the SLSA v1 predicate of a built image, for ``pipeline attest``."""
+"""``pipeline image provenance``: the SLSA v1 predicate of a built image, for ``image attest``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``pipeline seal`` and ``pipeline unseal``."""
+"""``pipeline model seal|unseal`` (aliases ``seal``, ``unseal``)."""
 
 from __future__ import annotations
 
