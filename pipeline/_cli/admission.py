@@ -12,11 +12,11 @@ from pathlib import Path
 import click
 
 from pipeline._cli._registry import registry_flags
-from pipeline.cli import main
+from pipeline.errors import ConfigError
 from pipeline.oci.registry import RegistryOptions
 
 
-@main.group("admission")
+@click.group("admission")
 def admission_group() -> None:
     """Admission webhook (ValidatingAdmissionPolicy CEL + image policy)."""
 
@@ -45,9 +45,13 @@ def serve_command(
     max_request_bytes: int, log_level: str,
 ) -> None:
     """Serve POST /validate and /mutate over HTTPS (plus /healthz, /readyz, /metrics)."""
+    try:
+        from pipeline.admission.server import bind, build_server, create_app
+    except ImportError as exc:  # the server's web stack is an extra, not a CLI dependency
+        raise ConfigError(f"the admission webhook needs the 'admission' extra: pip install "
+                          f"'secure-model-pipeline[admission]' ({exc})") from None
     from pipeline.admission.cache import VerdictCache
     from pipeline.admission.decide import Decider
-    from pipeline.admission.server import bind, build_server, create_app
     from pipeline.policy.image_policy import ImagePolicy
     from pipeline.policy.vap import load_policies
 

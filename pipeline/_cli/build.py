@@ -1,4 +1,4 @@
-"""``pipeline build``, ``pipeline scan``, ``pipeline sbom``, ``pipeline lock``: thin wrappers."""
+"""``pipeline image build|scan|sbom`` (aliases ``build``, ``scan``, ``sbom``), ``pipeline lock``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import click
 from pipeline._cli._common import emit, json_option, step_progress, wants_json, warn
 from pipeline._cli._registry import registry_flags
 from pipeline._fileio import write_atomic
-from pipeline.cli import main
 from pipeline.oci.registry import RegistryOptions
 
 
-@main.command("build")
+@click.command("build")
 @click.argument("project_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -84,7 +83,7 @@ def _load_policy(policy_file: Path | None, environment: str | None):
     return parse_policy(raw, environment)
 
 
-@main.command("scan")
+@click.command("scan")
 @click.argument("target")
 @click.option(
     "--format",
@@ -171,7 +170,7 @@ def scan_cmd(
         enforce(decision)
 
 
-@main.command("sbom")
+@click.command("sbom")
 @click.argument("target")
 @click.option(
     "--output",
@@ -198,7 +197,7 @@ def sbom_cmd(target: str, output: Path | None, as_json: bool) -> None:
     )
 
 
-@main.group("lock")
+@click.group("lock")
 def lock_group() -> None:
     """Regenerate the lock files that pin what goes into images."""
 

@@ -1,4 +1,6 @@
-"""``pipeline sign|verify|attest|verify-attestation``: cosign-compatible image signatures.
+"""``pipeline image sign|verify|attest|verify-attestation`` (aliases without ``image``).
+
+Cosign-compatible image signatures and attestations.
 
 Registry credentials come from PIPELINE_REGISTRY_USERNAME/PASSWORD or docker's
 config.json (never argv); a private key's password from
@@ -17,7 +19,6 @@ import click
 
 from pipeline._cli._common import emit, json_option
 from pipeline._cli._registry import registry_flags
-from pipeline.cli import main
 from pipeline.oci.registry import RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -96,7 +97,7 @@ def _keyless(keys: tuple[Path, ...], identity_regexp: str | None, oidc_issuer: s
     return [Identity(oidc_issuer, identity_regexp)], root
 
 
-@main.command("sign")
+@click.command("sign")
 @click.argument("reference")
 @_private_key
 @click.option("-a", "--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
@@ -131,7 +132,7 @@ def sign_command(reference: str, key: Path | str, annotations: tuple[str, ...],
                           f"({result['signatures']} signature(s))")
 
 
-@main.command("verify")
+@click.command("verify")
 @click.argument("reference")
 @_verify_keys
 @_keyless_flags
@@ -176,7 +177,7 @@ def _read_predicate(path: Path) -> dict[str, Any]:
     return document
 
 
-@main.command("attest")
+@click.command("attest")
 @click.argument("reference")
 @click.option("--type", "predicate_type", required=True,
               help=f"Predicate type: {', '.join(_PREDICATE_CHOICES)} or a URI.")
@@ -197,7 +198,7 @@ def attest_command(reference: str, predicate_type: str, predicate: Path, key: Pa
                           f"{result['attestation_tag']}")
 
 
-@main.command("verify-attestation")
+@click.command("verify-attestation")
 @click.argument("reference")
 @click.option("--type", "predicate_type", required=True,
               help=f"Predicate type: {', '.join(_PREDICATE_CHOICES)} or a URI.")

@@ -1,4 +1,7 @@
-"""``pipeline push|pull|push-model|pull-model``: move images and sealed models via registries."""
+"""``pipeline image push|pull``, ``pipeline model push|pull|attach-signature`` (and aliases).
+
+Move images and sealed models through registries.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,10 @@ import click
 
 from pipeline._cli._common import emit, json_option, transfer_progress, wants_json
 from pipeline._cli._registry import registry_flags
-from pipeline.cli import main
 from pipeline.oci.registry import RegistryOptions
 
 
-@main.command("push")
+@click.command("push")
 @click.argument("layout_dir", type=click.Path(file_okay=False))
 @click.argument("reference")
 @click.option("--tag", default=None, help="Which manifest of the layout (its index.json tag).")
@@ -37,7 +39,7 @@ def push(
     emit({"reference": str(pinned), "digest": digest}, as_json, digest)
 
 
-@main.command("pull")
+@click.command("pull")
 @click.argument("reference")
 @click.argument("layout_dir", type=click.Path(file_okay=False))
 @click.option("--tag", default=None, help="Tag to record in index.json (default: the ref's).")
@@ -65,7 +67,7 @@ def pull(
     )
 
 
-@main.command("push-model")
+@click.command("push-model")
 @click.argument("sealed_dir", type=click.Path(file_okay=False))
 @click.argument("reference")
 @registry_flags(credentials=True)
@@ -87,7 +89,7 @@ def push_model_cmd(
     emit({"reference": str(ref.with_digest(digest)), "digest": digest}, as_json, digest)
 
 
-@main.command("pull-model")
+@click.command("pull-model")
 @click.argument("reference")
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option(
@@ -126,7 +128,7 @@ def pull_model_cmd(
     )
 
 
-@main.command("attach-model-signature")
+@click.command("attach-model-signature")
 @click.argument("reference")
 @click.argument("signature", type=click.Path(exists=True, dir_okay=False))
 @registry_flags(credentials=True)

@@ -14,7 +14,6 @@ import click
 from pipeline._cli._common import json_option, wants_json
 from pipeline._cli._registry import registry_flags
 from pipeline._fileio import write_atomic
-from pipeline.cli import main
 from pipeline.errors import PolicyError
 from pipeline.oci.registry import RegistryOptions
 from pipeline.policy.check import DEFAULT_POLICY_DIR, check
@@ -22,7 +21,7 @@ from pipeline.policy.manifests import load_manifests
 from pipeline.policy.report import FORMATS, render
 
 
-@main.group("policy")
+@click.group("policy")
 def policy_group() -> None:
     """Admission policies (ValidatingAdmissionPolicy CEL, image policy)."""
 

@@ -1,4 +1,4 @@
-"""``pipeline promote``, ``pipeline rollback``, ``pipeline release status``.
+"""``pipeline release promote|rollback|status`` (aliases ``promote``, ``rollback``).
 
 Thin: parse, build the analysis (Prometheus + thresholds) and, with ``--local``, the
 local target (nginx + Prometheus in front of two OIP servers), call
@@ -18,7 +18,6 @@ import click
 
 from pipeline._cli._common import emit, json_option, wants_json
 from pipeline._cli._registry import registry_flags
-from pipeline.cli import main
 from pipeline.errors import ConfigError, InputError, NotFoundError
 from pipeline.oci.registry import RegistryOptions
 from pipeline.release.analysis import Prometheus, Thresholds, analyse
@@ -33,12 +32,7 @@ def _gitops_options(func: Any) -> Any:
                              "missing).")(func)
 
 
-@main.group("release")
-def release_group() -> None:
-    """Release state kept in the GitOps repository."""
-
-
-@release_group.command("status")
+@click.command("status")
 @_gitops_options
 @click.option("--history", is_flag=True, default=False, help="Also list every change.")
 @json_option
@@ -66,7 +60,7 @@ def status_command(gitops: Path, env: str, history: bool, as_json: bool) -> None
     emit(result, as_json, "\n".join(lines))
 
 
-@main.command("promote")
+@click.command("promote")
 @_gitops_options
 @click.option("--image", required=True, help="Image reference pinned by digest (REF@sha256:...).")
 @click.option("--model", required=True, help="Sealed model reference pinned by digest.")
@@ -147,7 +141,7 @@ def promote_command(
          f"{env}: promoted {image} with {model} ({len(result.commits)} commits)")
 
 
-@main.command("rollback")
+@click.command("rollback")
 @_gitops_options
 @click.option("--reason", default="manual roll-back", show_default=True,
               help="Recorded in the commit and in release.yaml.")
