@@ -31,10 +31,10 @@ from pipeline._cli import (
     policy,
     provenance,
     release,
+    report_error,
     sealing,
     workflow,
 )
-from pipeline._cli._common import report_error
 from pipeline.errors import EXIT_INTERNAL, EXIT_USAGE, PipelineError
 
 EXIT_INTERRUPTED = 130
