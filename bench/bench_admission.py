@@ -32,13 +32,14 @@ import httpx  # noqa: E402
 from pipeline.admission.cache import VerdictCache  # noqa: E402
 from pipeline.admission.decide import Decider  # noqa: E402
 from pipeline.admission.server import bind, build_server, create_app  # noqa: E402
+from pipeline.oci import RegistryOptions  # noqa: E402
 from pipeline.oci.reference import Reference  # noqa: E402
 from pipeline.oci.transfer import push_layout  # noqa: E402
 from pipeline.policy.check import DEFAULT_POLICY_DIR  # noqa: E402
+from pipeline.policy.image_policy import ImagePolicy  # noqa: E402
 from pipeline.policy.vap import load_policies  # noqa: E402
 from pipeline.signing import image  # noqa: E402
 from pipeline.signing.keypair import create_signing_keypair  # noqa: E402
-from pipeline.signing.policy import ImagePolicy  # noqa: E402
 from tests.fixtures_registry import (  # noqa: E402
     _write_certificates,
     start_registry,
@@ -92,7 +93,7 @@ def main() -> int:
             with registry.client() as client:
                 digest = push_layout(layout, ref, client, tag="v1")
             image.sign_image(f"{registry.host}/bench/app@{digest}", key,
-                             client_options={"insecure": True})
+                             registry_options=RegistryOptions(insecure=True))
             policy = work / "image-policy.yaml"
             policy.write_text(f"version: 1\nrules:\n  - name: bench\n    images: "
                               f"['{registry.host}/bench/*']\n    authorities:\n"
@@ -104,7 +105,7 @@ def main() -> int:
             rates = {}
             for name, ttl in (("cold", 0.0), ("warm", 300.0)):
                 decider = Decider(load_policies(DEFAULT_POLICY_DIR), ImagePolicy.load(policy),
-                                  {"insecure": True}, VerdictCache(ttl=ttl))
+                                  RegistryOptions(insecure=True), VerdictCache(ttl=ttl))
                 server = build_server(create_app(decider), cert, tls_key)
                 sock = bind("127.0.0.1", 0)
                 thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},

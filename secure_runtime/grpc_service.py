@@ -1,11 +1,11 @@
-"""The OIP v2 ``GRPCInferenceService`` over the same state and engine as the REST app.
+"""OIP v2 gRPC over the data plane: the ``GRPCInferenceService`` adapter.
 
 Clients that move large tensors prefer gRPC: ``raw_input_contents`` carries them as
 little-endian bytes with no JSON round trip. Both bindings go through
 :mod:`secure_runtime.protocol`, so a request that REST refuses is refused here
 with the same message (as ``INVALID_ARGUMENT`` instead of HTTP 400).
 
-Error mapping (the gRPC twin of :func:`secure_runtime.server.http_status`):
+Error mapping (the gRPC twin of :func:`secure_runtime.rest.http_status`):
 unknown model -> ``NOT_FOUND``, not loaded / draining -> ``UNAVAILABLE``, bad
 request -> ``INVALID_ARGUMENT``, message over the size limit -> grpcio's own
 ``RESOURCE_EXHAUSTED``, anything else -> ``INTERNAL`` (logged, details hidden).
@@ -21,11 +21,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from pipeline.errors import ConfigError, InputError, NotFoundError, PipelineError
+from secure_runtime.dataplane import DataPlane, NotReadyError, RequestTooLargeError
 from secure_runtime.proto import grpc_predict_v2_pb2 as pb
 from secure_runtime.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from secure_runtime.protocol import (
@@ -38,9 +39,6 @@ from secure_runtime.protocol import (
     tensor_from_values,
     tensor_to_raw,
 )
-
-if TYPE_CHECKING:
-    from secure_runtime.server import RuntimeState
 
 log = logging.getLogger("secure_runtime.grpc")
 
@@ -76,8 +74,6 @@ class _Abort(Exception):
 
 def grpc_status(exc: BaseException) -> grpc.StatusCode:
     """gRPC status for an error raised while handling a call."""
-    from secure_runtime.server import NotReadyError, RequestTooLargeError
-
     if isinstance(exc, RequestTooLargeError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, NotFoundError):
@@ -171,11 +167,11 @@ def build_model_infer_response(
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """Handlers of the six OIP RPCs; each call is counted and timed like a REST request."""
 
-    def __init__(self, state: RuntimeState) -> None:
-        self.state = state
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
 
     def _call(self, method: str, context: grpc.ServicerContext, body: Callable[[], T]) -> T:
-        metrics = self.state.metrics
+        metrics = self.plane.metrics
         gauge = metrics.in_flight.labels(protocol="grpc")
         gauge.inc()
         started = time.perf_counter()
@@ -202,38 +198,30 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             metrics.requests.labels(protocol="grpc", endpoint=method, status=code.name).inc()
 
     def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        return self._call("ServerLive", context, lambda: pb.ServerLiveResponse(live=True))
+        return self._call(
+            "ServerLive", context, lambda: pb.ServerLiveResponse(live=self.plane.live)
+        )
 
     def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         return self._call(
-            "ServerReady", context, lambda: pb.ServerReadyResponse(ready=self.state.ready)
+            "ServerReady", context, lambda: pb.ServerReadyResponse(ready=self.plane.ready)
         )
 
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        def body() -> Any:
-            engine = self.state.engine
-            if engine is None:
-                return pb.ModelReadyResponse(ready=False)
-            if request.name != engine.name or request.version not in ("", engine.version):
-                raise NotFoundError(f"unknown model {request.name!r} "
-                                    f"(this server serves {engine.name!r})")
-            return pb.ModelReadyResponse(ready=self.state.ready)
-
-        return self._call("ModelReady", context, body)
+        return self._call("ModelReady", context, lambda: pb.ModelReadyResponse(
+            ready=self.plane.model_ready(request.name, request.version)))
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        from pipeline import __version__
-        from secure_runtime.server import SERVER_NAME
+        def body() -> Any:
+            meta = self.plane.server_metadata()
+            return pb.ServerMetadataResponse(name=meta["name"], version=meta["version"],
+                                             extensions=meta["extensions"])
 
-        return self._call(
-            "ServerMetadata",
-            context,
-            lambda: pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__),
-        )
+        return self._call("ServerMetadata", context, body)
 
     def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         def body() -> Any:
-            meta = self.state.require_model(request.name, request.version).metadata()
+            meta = self.plane.model_metadata(request.name, request.version)
             response = pb.ModelMetadataResponse(
                 name=meta["name"], versions=meta["versions"], platform=meta["platform"]
             )
@@ -248,11 +236,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         def body() -> Any:
-            engine = self.state.require_model(request.model_name, request.model_version)
-            parsed = parse_model_infer(request)
-            outputs = engine.infer(parsed.inputs, parsed.outputs)
+            engine = self.plane.require_model(request.model_name, request.model_version)
+            result = self.plane.infer(engine, parse_model_infer(request))
             return build_model_infer_response(
-                engine.name, engine.version, parsed.id, outputs,
+                result.model_name, result.model_version, result.id, result.outputs,
                 raw=bool(request.raw_input_contents),
             )
 
@@ -260,7 +247,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 def start_grpc_server(
-    state: RuntimeState,
+    plane: DataPlane,
     host: str,
     port: int,
     *,
@@ -277,7 +264,10 @@ def start_grpc_server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
         options=options,
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(state), server)
+    register: Callable[[InferenceServicer, grpc.Server], None] = (
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server  # generated without type stubs
+    )
+    register(InferenceServicer(plane), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)

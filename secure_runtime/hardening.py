@@ -95,7 +95,7 @@ def disable_core_dumps() -> None:
 
 def is_dumpable() -> bool:
     """``prctl(PR_GET_DUMPABLE)``: True when a crash could write a core / peers may attach."""
-    return _libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0
+    return int(_libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)) != 0
 
 
 def core_limit() -> tuple[int, int]:

@@ -12,7 +12,7 @@ interface documented in docs/runtime.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -39,7 +39,8 @@ class _GpuMemoryCollector(Collector):
             import torch
         except ImportError:  # pragma: no cover - torch is a dependency
             return
-        if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        initialized: Callable[[], bool] = torch.cuda.is_initialized  # torch leaves it untyped
+        if not torch.cuda.is_available() or not initialized():
             return
         family = GaugeMetricFamily(
             "secure_runtime_gpu_memory_bytes",

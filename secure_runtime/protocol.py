@@ -180,8 +180,12 @@ def _check_kind(name: str, datatype: str, flat: list[Any]) -> None:
                 raise ProtocolError(f"input {name!r}: value out of range for {datatype}")
 
 
-def tensor_from_values(name: str, datatype: str, shape: Sequence[int], data: Any) -> Tensor:
-    """Build a :class:`Tensor` from JSON-style values (flat or nested row-major lists)."""
+def tensor_from_values(name: str, datatype: Any, shape: Any, data: Any) -> Tensor:
+    """Build a :class:`Tensor` from JSON-style values (flat or nested row-major lists).
+
+    ``datatype`` and ``shape`` may come straight from a request body (any JSON value):
+    they are checked here, so a bad one is a :class:`ProtocolError`, never a crash.
+    """
     datatype = check_datatype(name, datatype)
     dims = check_shape(name, shape)
     flat = _flatten(name, data)

@@ -8,8 +8,7 @@ from typing import Any
 
 import yaml
 from hera.workflows import WorkflowTemplate
-
-from workflows import pr_check, release
+from pipeline.workflows import pr_check, release
 
 #: Workflow name → builder. Names are the WorkflowTemplates' metadata.name.
 WORKFLOWS: dict[str, Callable[[], WorkflowTemplate]] = {

@@ -8,8 +8,7 @@ uses ``scan-env``, ``dev`` by default: no vulnerability DB means "not scanned", 
 from __future__ import annotations
 
 from hera.workflows import DAG, Parameter, WorkflowTemplate
-
-from workflows.common import CHECKOUT_SOURCE, WORKSPACE, step, workspace_claim, wp
+from pipeline.workflows.common import CHECKOUT_SOURCE, WORKSPACE, step, workspace_claim, wp
 
 PARAMETERS = {
     "pipeline-image": "registry.example/ml/pipeline@sha256:" + "0" * 64,

@@ -17,8 +17,7 @@ scripts. The image and the model are referred to by the digests their push steps
 from __future__ import annotations
 
 from hera.workflows import DAG, Parameter, WorkflowTemplate
-
-from workflows.common import (
+from pipeline.workflows.common import (
     CHECKOUT_SOURCE,
     KEYRING,
     SIGNING_KEY,

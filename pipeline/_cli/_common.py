@@ -49,9 +49,18 @@ def warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
-def fail_json(message: str, code: int) -> None:
-    """Print an error object on stdout for ``--json`` callers."""
-    sys.stdout.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+def report_error(message: str, code: int, as_json: bool, *, prefix: str = "error: ") -> int:
+    """Say why the command failed, on stderr; return ``code`` (the exit code).
+
+    People get one line, ``error: <message>``. With ``--json`` it is one JSON object,
+    ``{"error": <message>, "exit_code": <code>}``, as the last line of stderr (a bug's
+    traceback or a warning may precede it; stdout stays the command's own output).
+    """
+    if as_json:
+        sys.stderr.write(json.dumps({"error": message, "exit_code": code}) + "\n")
+    else:
+        click.echo(f"{prefix}{message}", err=True)
+    return code
 
 
 @contextmanager

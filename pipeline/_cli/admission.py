@@ -11,10 +11,12 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import main
+from pipeline._cli._registry import registry_flags
+from pipeline.errors import ConfigError
+from pipeline.oci.registry import RegistryOptions
 
 
-@main.group("admission")
+@click.group("admission")
 def admission_group() -> None:
     """Admission webhook (ValidatingAdmissionPolicy CEL + image policy)."""
 
@@ -30,36 +32,33 @@ def admission_group() -> None:
               help="Server private key (PEM), e.g. the Secret's tls.key.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--insecure-registry", is_flag=True, default=False,
-              help="Plain HTTP to the registry (loopback registries only).")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="PEM CA bundle for the registry.")
+@registry_flags(insecure_flag="--insecure-registry", timeout=5.0, retries=2, backoff=0.1)
 @click.option("--cache-ttl", default=300.0, show_default=True, type=click.FloatRange(0),
               help="Seconds an allowed image verdict is reused (0: verify every time).")
-@click.option("--registry-timeout", default=5.0, show_default=True,
-              type=click.FloatRange(0.1), help="Seconds per registry request.")
 @click.option("--max-request-bytes", default=4 * 1024 * 1024, show_default=True,
               type=click.IntRange(1024), help="Larger AdmissionReviews are refused (400).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve_command(
     policy_dirs: tuple[Path, ...], image_policy: Path, tls_cert: Path, tls_key: Path,
-    host: str, port: int, insecure_registry: bool, ca_file: str | None, cache_ttl: float,
-    registry_timeout: float, max_request_bytes: int, log_level: str,
+    host: str, port: int, registry_options: RegistryOptions, cache_ttl: float,
+    max_request_bytes: int, log_level: str,
 ) -> None:
     """Serve POST /validate and /mutate over HTTPS (plus /healthz, /readyz, /metrics)."""
+    try:
+        from pipeline.admission.server import bind, build_server, create_app
+    except ImportError as exc:  # the server's web stack is an extra, not a CLI dependency
+        raise ConfigError(f"the admission webhook needs the 'admission' extra: pip install "
+                          f"'secure-model-pipeline[admission]' ({exc})") from None
     from pipeline.admission.cache import VerdictCache
     from pipeline.admission.decide import Decider
-    from pipeline.admission.server import bind, build_server, create_app
+    from pipeline.policy.image_policy import ImagePolicy
     from pipeline.policy.vap import load_policies
-    from pipeline.signing.policy import ImagePolicy
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     decider = Decider(
-        load_policies(list(policy_dirs)), ImagePolicy.load(image_policy),
-        {"insecure": insecure_registry, "ca_file": ca_file, "timeout": registry_timeout,
-         "retries": 2, "backoff": 0.1},
+        load_policies(list(policy_dirs)), ImagePolicy.load(image_policy), registry_options,
         VerdictCache(ttl=cache_ttl),
     )
     server = build_server(create_app(decider, max_request_bytes=max_request_bytes),

@@ -1,4 +1,4 @@
-"""``pipeline build``, ``pipeline scan``, ``pipeline sbom``, ``pipeline lock``: thin wrappers."""
+"""``pipeline image build|scan|sbom`` (aliases ``build``, ``scan``, ``sbom``), ``pipeline lock``."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ from pathlib import Path
 import click
 
 from pipeline._cli._common import emit, json_option, step_progress, wants_json, warn
+from pipeline._cli._registry import registry_flags
 from pipeline._fileio import write_atomic
-from pipeline.cli import main
+from pipeline.oci.registry import RegistryOptions
 
 
-def _client_options(insecure: bool, ca_file: str | None) -> dict:
-    options: dict = {"insecure": insecure}
-    if ca_file:
-        options["ca_file"] = ca_file
-    return options
-
-
-@main.command("build")
+@click.command("build")
 @click.argument("project_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--out",
@@ -37,8 +31,7 @@ def _client_options(insecure: bool, ca_file: str | None) -> dict:
     help="Debian lock for the base layer (default: $PIPELINE_BASE_LOCK, else the committed one).",
 )
 @click.option("--push", "push_ref", help="Also push to this registry reference.")
-@click.option("--insecure", is_flag=True, help="Plain HTTP for --push (loopback registries only).")
-@click.option("--ca-file", help="CA bundle for --push.")
+@registry_flags(purpose=", with --push")
 @click.option("--docker", "docker_name", help="Also load into a Docker engine under this name.")
 @json_option
 def build_cmd(
@@ -49,8 +42,7 @@ def build_cmd(
     frozen: bool,
     base_lock: Path | None,
     push_ref: str | None,
-    insecure: bool,
-    ca_file: str | None,
+    registry_options: RegistryOptions,
     docker_name: str | None,
     as_json: bool,
 ) -> None:
@@ -64,17 +56,13 @@ def build_cmd(
         )
     data = result.to_dict()
     if push_ref:
-        from pipeline.oci.client import RegistryClient
         from pipeline.oci.layout import OCILayout
         from pipeline.oci.reference import Reference
         from pipeline.oci.transfer import push_layout
 
         ref = Reference.parse(push_ref)
-        client = RegistryClient.for_reference(ref, **_client_options(insecure, ca_file))
-        try:
+        with registry_options.client(ref) as client:
             push_layout(OCILayout.open(out), ref, client, tag=tag)
-        finally:
-            client.close()
         data["pushed"] = f"{ref.with_digest(result.digest)}"
     if docker_name:
         from pipeline.build.docker_load import load_into_docker
@@ -95,7 +83,7 @@ def _load_policy(policy_file: Path | None, environment: str | None):
     return parse_policy(raw, environment)
 
 
-@main.command("scan")
+@click.command("scan")
 @click.argument("target")
 @click.option(
     "--format",
@@ -182,7 +170,7 @@ def scan_cmd(
         enforce(decision)
 
 
-@main.command("sbom")
+@click.command("sbom")
 @click.argument("target")
 @click.option(
     "--output",
@@ -209,7 +197,7 @@ def sbom_cmd(target: str, output: Path | None, as_json: bool) -> None:
     )
 
 
-@main.group("lock")
+@click.group("lock")
 def lock_group() -> None:
     """Regenerate the lock files that pin what goes into images."""
 

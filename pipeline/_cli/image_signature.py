@@ -1,4 +1,6 @@
-"""``pipeline sign|verify|attest|verify-attestation``: cosign-compatible image signatures.
+"""``pipeline image sign|verify|attest|verify-attestation`` (aliases without ``image``).
+
+Cosign-compatible image signatures and attestations.
 
 Registry credentials come from PIPELINE_REGISTRY_USERNAME/PASSWORD or docker's
 config.json (never argv); a private key's password from
@@ -16,27 +18,12 @@ from typing import Any, TypeVar
 import click
 
 from pipeline._cli._common import emit, json_option
-from pipeline.cli import main
+from pipeline._cli._registry import registry_flags
+from pipeline.oci.registry import RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PREDICATE_CHOICES = ("slsaprovenance", "cyclonedx", "vuln")
 _MAX_PREDICATE_BYTES = 16 << 20
-
-
-def _registry_flags(func: F) -> F:
-    func = click.option(
-        "--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
-        help="PEM CA bundle to verify the registry's TLS certificate.",
-    )(func)
-    func = click.option(
-        "--insecure", is_flag=True, default=False,
-        help="Plain HTTP; allowed only for loopback registries.",
-    )(func)
-    return func
-
-
-def _options(insecure: bool, ca_file: str | None) -> dict[str, Any]:
-    return {"insecure": insecure, "ca_file": ca_file}
 
 
 def _private_key_source(ctx: click.Context, param: click.Parameter, value: str) -> str | Path:
@@ -110,7 +97,7 @@ def _keyless(keys: tuple[Path, ...], identity_regexp: str | None, oidc_issuer: s
     return [Identity(oidc_issuer, identity_regexp)], root
 
 
-@main.command("sign")
+@click.command("sign")
 @click.argument("reference")
 @_private_key
 @click.option("-a", "--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
@@ -120,11 +107,11 @@ def _keyless(keys: tuple[Path, ...], identity_regexp: str | None, oidc_issuer: s
 @click.option("--certificate-chain", type=click.Path(exists=True, dir_okay=False,
                                                      path_type=Path),
               default=None, help="PEM chain of --certificate (intermediates, root).")
-@_registry_flags
+@registry_flags()
 @json_option
 def sign_command(reference: str, key: Path | str, annotations: tuple[str, ...],
-                 certificate: Path | None, certificate_chain: Path | None, insecure: bool,
-                 ca_file: str | None, as_json: bool) -> None:
+                 certificate: Path | None, certificate_chain: Path | None,
+                 registry_options: RegistryOptions, as_json: bool) -> None:
     """Sign the manifest REFERENCE names (a tag is resolved to its digest first)."""
     from pipeline.errors import InputError
     from pipeline.signing.image import sign_image
@@ -138,14 +125,14 @@ def sign_command(reference: str, key: Path | str, annotations: tuple[str, ...],
     if certificate_chain is not None and certificate is None:
         raise InputError("--certificate-chain needs --certificate")
     result = sign_image(reference, key, annotations=extra or None,
-                        client_options=_options(insecure, ca_file), certificate=certificate,
+                        registry_options=registry_options, certificate=certificate,
                         certificate_chain=certificate_chain)
     verb = "signed" if result["added"] else "already signed by this key:"
     emit(result, as_json, f"{verb} {result['digest']} -> {result['signature_tag']} "
                           f"({result['signatures']} signature(s))")
 
 
-@main.command("verify")
+@click.command("verify")
 @click.argument("reference")
 @_verify_keys
 @_keyless_flags
@@ -153,12 +140,12 @@ def sign_command(reference: str, key: Path | str, annotations: tuple[str, ...],
               help="Distinct trusted keys (or keyless identities) that must have signed.")
 @click.option("--identity", default=None,
               help="Repository the signature must name (default: REFERENCE's; '*' for any).")
-@_registry_flags
+@registry_flags()
 @json_option
 def verify_command(reference: str, keys: tuple[Path, ...], identity_regexp: str | None,
                    oidc_issuer: str | None, fulcio_roots: tuple[Path, ...],
                    rekor_keys: tuple[Path, ...], insecure_ignore_tlog: bool, threshold: int,
-                   identity: str | None, insecure: bool, ca_file: str | None,
+                   identity: str | None, registry_options: RegistryOptions,
                    as_json: bool) -> None:
     """Verify REFERENCE's signatures; exit 0 only when THRESHOLD trusted signers signed it.
 
@@ -170,7 +157,7 @@ def verify_command(reference: str, keys: tuple[Path, ...], identity_regexp: str 
     identities, root = _keyless(keys, identity_regexp, oidc_issuer, fulcio_roots, rekor_keys,
                                 insecure_ignore_tlog)
     result = verify_image(reference, list(keys), threshold=threshold, identity=identity,
-                          client_options=_options(insecure, ca_file), keyless=identities,
+                          registry_options=registry_options, keyless=identities,
                           trust_root=root)
     emit(result, as_json, f"verified {result['digest']}: signed by "
                           f"{len(result['signers'])} trusted signer(s)")
@@ -190,7 +177,7 @@ def _read_predicate(path: Path) -> dict[str, Any]:
     return document
 
 
-@main.command("attest")
+@click.command("attest")
 @click.argument("reference")
 @click.option("--type", "predicate_type", required=True,
               help=f"Predicate type: {', '.join(_PREDICATE_CHOICES)} or a URI.")
@@ -198,35 +185,35 @@ def _read_predicate(path: Path) -> dict[str, Any]:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON file holding the predicate.")
 @_private_key
-@_registry_flags
+@registry_flags()
 @json_option
 def attest_command(reference: str, predicate_type: str, predicate: Path, key: Path | str,
-                   insecure: bool, ca_file: str | None, as_json: bool) -> None:
+                   registry_options: RegistryOptions, as_json: bool) -> None:
     """Sign an in-toto statement about REFERENCE and attach it (cosign .att + OCI referrer)."""
     from pipeline.signing.attestation import attest
 
     result = attest(reference, predicate_type, _read_predicate(predicate), key,
-                    client_options=_options(insecure, ca_file))
+                    registry_options=registry_options)
     emit(result, as_json, f"attested {result['predicate_type']} for {result['digest']} -> "
                           f"{result['attestation_tag']}")
 
 
-@main.command("verify-attestation")
+@click.command("verify-attestation")
 @click.argument("reference")
 @click.option("--type", "predicate_type", required=True,
               help=f"Predicate type: {', '.join(_PREDICATE_CHOICES)} or a URI.")
 @_public_keys
 @click.option("--threshold", type=click.IntRange(min=1), default=1, show_default=True)
-@_registry_flags
+@registry_flags()
 @json_option
 def verify_attestation_command(reference: str, predicate_type: str, keys: tuple[Path, ...],
-                               threshold: int, insecure: bool, ca_file: str | None,
+                               threshold: int, registry_options: RegistryOptions,
                                as_json: bool) -> None:
     """Verify REFERENCE's attestations of TYPE; exit 0 only when one verified."""
     from pipeline.signing.attestation import verify_attestations
 
     statements = verify_attestations(reference, predicate_type, list(keys), threshold=threshold,
-                                     client_options=_options(insecure, ca_file))
+                                     registry_options=registry_options)
     result = {"reference": reference, "verified": True, "statements": statements}
     emit(result, as_json, f"verified {len(statements)} {statements[0]['predicateType']} "
                           f"attestation(s) for {reference}")

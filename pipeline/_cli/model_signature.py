@@ -1,4 +1,4 @@
-"""``pipeline keys create-signing``, ``pipeline sign-model``, ``pipeline verify-model``."""
+"""``pipeline model sign|verify`` (aliases ``sign-model``, ``verify-model``): model signatures."""
 
 from __future__ import annotations
 
@@ -8,57 +8,12 @@ from pathlib import Path
 import click
 
 from pipeline._cli._common import emit, json_option
-from pipeline._cli.keys import keys_group
-from pipeline.cli import main
 from pipeline.errors import InputError
 
 _PATH = click.Path(path_type=Path)
 
 
-@keys_group.command("create-signing")
-@click.argument("name")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("."),
-    show_default=True,
-    help="Directory for NAME.key (private, 0600) and NAME.pub.",
-)
-@click.option(
-    "--provider",
-    type=click.Choice(["file", "pkcs11"]),
-    default="file",
-    show_default=True,
-    help="file: a PEM pair on disk; pkcs11: the private key is generated on the token "
-    "(PIPELINE_PKCS11_MODULE/_TOKEN/_PIN_FILE or keys.pkcs11) and only NAME.pub is written.",
-)
-@json_option
-def keys_create_signing(name: str, directory: Path, provider: str, as_json: bool) -> None:
-    """Create an ECDSA P-256 signing key pair NAME (never overwrites)."""
-    from pipeline.signing.keypair import create_signing_keypair
-
-    if not name or "/" in name or name.startswith(".") or "\x00" in name:
-        raise InputError(f"invalid key name: {name!r} (a plain file name, no leading dot)")
-    public_path = directory / f"{name}.pub"
-    result: dict[str, str] = {"algorithm": "ecdsa-p256-sha256", "provider": provider}
-    if provider == "pkcs11":
-        from pipeline.signing.token_keys import create_token_signing_key
-
-        uri = create_token_signing_key(name, public_path)
-        result["pkcs11_uri"] = uri
-        human = f"{uri} (private, on the token)\n{public_path} (public)"
-    else:
-        private_path = directory / f"{name}.key"
-        create_signing_keypair(private_path, public_path)
-        result["private_key"] = str(private_path)
-        human = f"{private_path} (private, keep secret)\n{public_path} (public)"
-    result["public_key"] = str(public_path)
-    result["public_key_sha256"] = hashlib.sha256(public_path.read_bytes()).hexdigest()
-    emit(result, as_json, human)
-
-
-@main.command("sign-model")
+@click.command("sign-model")
 @click.argument("model_dir", type=_PATH)
 @click.option("--key", "private_key", type=_PATH, help="PEM private key (EC P-256).")
 @click.option(
@@ -118,7 +73,7 @@ def sign_model_cmd(
     emit(result, as_json, f"signed {model_dir} -> {signature}")
 
 
-@main.command("verify-model")
+@click.command("verify-model")
 @click.argument("model_dir", type=_PATH)
 @click.option("--trust", "public_keys", multiple=True, type=_PATH, help="Trusted PEM public key.")
 @click.option(

@@ -12,14 +12,16 @@ from pathlib import Path
 import click
 
 from pipeline._cli._common import json_option, wants_json
-from pipeline.cli import main
+from pipeline._cli._registry import registry_flags
+from pipeline._fileio import write_atomic
 from pipeline.errors import PolicyError
+from pipeline.oci.registry import RegistryOptions
 from pipeline.policy.check import DEFAULT_POLICY_DIR, check
 from pipeline.policy.manifests import load_manifests
 from pipeline.policy.report import FORMATS, render
 
 
-@main.group("policy")
+@click.group("policy")
 def policy_group() -> None:
     """Admission policies (ValidatingAdmissionPolicy CEL, image policy)."""
 
@@ -34,10 +36,7 @@ def policy_group() -> None:
 @click.option("--verify-images", is_flag=True, default=False,
               help="Also verify every container image against the image policy "
                    "(needs the registry).")
-@click.option("--insecure", is_flag=True, default=False,
-              help="Plain HTTP to the registry (loopback only), with --verify-images.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="PEM CA bundle for the registry, with --verify-images.")
+@registry_flags(purpose=", with --verify-images")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
               show_default=True, help="Report format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -45,7 +44,7 @@ def policy_group() -> None:
 @json_option
 def check_command(
     paths: tuple[str, ...], policy_dirs: tuple[Path, ...], image_policy: Path | None,
-    verify_images: bool, insecure: bool, ca_file: str | None, fmt: str,
+    verify_images: bool, registry_options: RegistryOptions, fmt: str,
     output: Path | None, as_json: bool,
 ) -> None:
     """Check manifests (files, directories, or - for stdin; Helm output works too)."""
@@ -54,11 +53,11 @@ def check_command(
     manifests = load_manifests(paths)
     result = check(
         manifests, list(policy_dirs) or DEFAULT_POLICY_DIR, image_policy=image_policy,
-        verify=verify_images, client_options={"insecure": insecure, "ca_file": ca_file},
+        verify=verify_images, registry_options=registry_options,
     )
     report = render(result, fmt)
     if output is not None:
-        output.write_text(report + "\n", encoding="utf-8")
+        write_atomic(output, report + "\n")
         click.echo(render(result, "text") if fmt != "json" else report, err=True)
     else:
         click.echo(report)

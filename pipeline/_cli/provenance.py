@@ -1,4 +1,4 @@
-"""``pipeline provenance``: the SLSA v1 predicate of a built image, for ``pipeline attest``."""
+"""``pipeline image provenance``: the SLSA v1 predicate of a built image, for ``image attest``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import click
 
 from pipeline._cli._common import emit, json_option
 from pipeline._fileio import write_atomic
-from pipeline.cli import main
 
 
-@main.command("provenance")
+@click.command("provenance")
 @click.argument("target")
 @click.option(
     "--output",

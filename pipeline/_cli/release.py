@@ -1,4 +1,4 @@
-"""``pipeline promote``, ``pipeline rollback``, ``pipeline release status``.
+"""``pipeline release promote|rollback|status`` (aliases ``promote``, ``rollback``).
 
 Thin: parse, build the analysis (Prometheus + thresholds) and, with ``--local``, the
 local target (nginx + Prometheus in front of two OIP servers), call
@@ -17,8 +17,9 @@ from typing import Any
 import click
 
 from pipeline._cli._common import emit, json_option, wants_json
-from pipeline.cli import main
+from pipeline._cli._registry import registry_flags
 from pipeline.errors import ConfigError, InputError, NotFoundError
+from pipeline.oci.registry import RegistryOptions
 from pipeline.release.analysis import Prometheus, Thresholds, analyse
 from pipeline.release.gitops import GitOpsRepo, pinned
 from pipeline.release.promote import check_image_policy, parse_stages, promote, rollback
@@ -31,12 +32,7 @@ def _gitops_options(func: Any) -> Any:
                              "missing).")(func)
 
 
-@main.group("release")
-def release_group() -> None:
-    """Release state kept in the GitOps repository."""
-
-
-@release_group.command("status")
+@click.command("status")
 @_gitops_options
 @click.option("--history", is_flag=True, default=False, help="Also list every change.")
 @json_option
@@ -64,7 +60,7 @@ def status_command(gitops: Path, env: str, history: bool, as_json: bool) -> None
     emit(result, as_json, "\n".join(lines))
 
 
-@main.command("promote")
+@click.command("promote")
 @_gitops_options
 @click.option("--image", required=True, help="Image reference pinned by digest (REF@sha256:...).")
 @click.option("--model", required=True, help="Sealed model reference pinned by digest.")
@@ -84,10 +80,9 @@ def status_command(gitops: Path, env: str, history: bool, as_json: bool) -> None
 @click.option("--job", default="canary", show_default=True,
               help="Prometheus job label of the canary's scrape target.")
 @click.option("--image-policy", type=click.Path(path_type=Path), default=None,
-              help="Also require pipeline.signing.policy to allow the image (needs the "
+              help="Also require pipeline.policy.image_policy to allow the image (needs the "
                    "registry).")
-@click.option("--insecure", is_flag=True, default=False,
-              help="Plain HTTP to the registry (loopback only), with --image-policy.")
+@registry_flags(purpose=", with --image-policy")
 @click.option("--local", "local", is_flag=True, default=False,
               help="Split traffic locally: nginx + Prometheus in front of --stable-url and "
                    "--canary-url.")
@@ -103,7 +98,7 @@ def promote_command(
     gitops: Path, env: str, image: str, model: str, stages: str, prometheus_url: str | None,
     thresholds: Path | None, interval: float | None, count: int | None, window: str | None,
     min_requests: int | None, initial_delay: float | None, job: str,
-    image_policy: Path | None, insecure: bool,
+    image_policy: Path | None, registry_options: RegistryOptions,
     local: bool, stable_url: str | None, canary_url: str | None, listen: int | None,
     traffic_path: str | None, traffic_body: Path | None, as_json: bool,
 ) -> None:
@@ -113,7 +108,7 @@ def promote_command(
     limits = Thresholds.load(thresholds, interval=interval, count=count, window=window,
                              min_requests=min_requests, initial_delay=initial_delay)
     if image_policy is not None:
-        check_image_policy(image, image_policy, {"insecure": insecure})
+        check_image_policy(image, image_policy, registry_options)
     if local and not (stable_url and canary_url):
         raise InputError("--local needs --stable-url and --canary-url")
     if (traffic_path is None) != (traffic_body is None):
@@ -146,7 +141,7 @@ def promote_command(
          f"{env}: promoted {image} with {model} ({len(result.commits)} commits)")
 
 
-@main.command("rollback")
+@click.command("rollback")
 @_gitops_options
 @click.option("--reason", default="manual roll-back", show_default=True,
               help="Recorded in the commit and in release.yaml.")

@@ -1,4 +1,4 @@
-"""``pipeline seal`` and ``pipeline unseal``."""
+"""``pipeline model seal|unseal`` (aliases ``seal``, ``unseal``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 import click
 
 from pipeline._cli._common import byte_progress, emit, json_option, wants_json
-from pipeline.cli import main
 
 SEGMENT_SIZES = {"1MB": 1 << 20, "4KB": 4096}
 
@@ -41,7 +40,7 @@ def verified_line(report: dict[str, Any]) -> str:
             "(--allow-unsigned: its origin is unverified)")
 
 
-@main.command("seal")
+@click.command("seal")
 @click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--key", "key", required=True, help="Key-encryption key name or id.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
@@ -95,7 +94,7 @@ def seal_command(
     )
 
 
-@main.command("unseal")
+@click.command("unseal")
 @click.argument("sealed_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--verify-only", is_flag=True, help="Check everything; write nothing.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Write plaintext here.")

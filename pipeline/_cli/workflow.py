@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 
 from pipeline._cli._common import emit, json_option, wants_json
-from pipeline.cli import main
 from pipeline.errors import ConfigError, InputError
 
 
@@ -25,7 +24,7 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     return result
 
 
-@main.group("workflow")
+@click.group("workflow")
 def workflow_group() -> None:
     """Argo workflows (release, pr-check): run locally, render YAML."""
 
@@ -78,7 +77,7 @@ def run_command(name: str, params: tuple[str, ...], workdir: Path | None, parall
 def render_command(out: Path, as_json: bool) -> None:
     """Write the Argo WorkflowTemplate YAML of every workflow into OUT."""
     try:
-        from workflows.catalog import render_all
+        from pipeline.workflows.catalog import render_all
     except ImportError as exc:
         raise ConfigError(f"the workflow definitions need 'hera' ({exc})") from None
     paths = render_all(out)

@@ -18,10 +18,11 @@ from pipeline.admission.patch import pin_operations
 from pipeline.admission.review import AdmissionRequest
 from pipeline.errors import PipelineError
 from pipeline.oci.reference import Reference
+from pipeline.oci.registry import RegistryOptions, open_client, resolve_digest
 from pipeline.policy.evaluate import evaluate
+from pipeline.policy.image_policy import ImagePolicy, PolicyResult
 from pipeline.policy.vap import PolicySet, resource_of
 from pipeline.policy.workloads import ImageSlot, find_images
-from pipeline.signing.policy import ImagePolicy, PolicyResult
 
 #: The label used for the image policy in reasons and metrics (as in `pipeline policy check`).
 IMAGE_POLICY = "image-policy"
@@ -50,11 +51,11 @@ class Decider:
     """Holds the loaded policies, registry options and the verdict cache."""
 
     def __init__(self, policies: PolicySet, image_policy: ImagePolicy,
-                 client_options: Mapping[str, Any] | None = None,
+                 registry_options: RegistryOptions | None = None,
                  cache: VerdictCache | None = None) -> None:
         self.policies = policies
         self.image_policy = image_policy
-        self.client_options = dict(client_options or {})
+        self.registry_options = registry_options or RegistryOptions()
         self.cache = cache if cache is not None else VerdictCache()
         self._bound = policies.bound()
 
@@ -71,7 +72,7 @@ class Decider:
             image = slot.image
             if image not in verdicts:
                 verdicts[image] = self._verdict(ref) if ref.digest else \
-                    self.image_policy.evaluate(ref, self.client_options)
+                    self.image_policy.evaluate(ref, self.registry_options)
             self._apply(slot, verdicts[image], decision)
         return decision
 
@@ -138,9 +139,7 @@ class Decider:
             return None
 
     def _resolve(self, ref: Reference) -> str:
-        from pipeline.signing._cosign_store import client_for, resolve_digest
-
-        with client_for(ref, None, self.client_options) as registry:
+        with open_client(ref, None, self.registry_options) as registry:
             return resolve_digest(registry, ref)
 
     def _verdict(self, pinned: Reference) -> PolicyResult:
@@ -149,7 +148,7 @@ class Decider:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        result = self.image_policy.evaluate(pinned, self.client_options)
+        result = self.image_policy.evaluate(pinned, self.registry_options)
         self.cache.put(key, result)
         return result
 

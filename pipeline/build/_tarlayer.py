@@ -12,15 +12,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import os
 import posixpath
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
+from pipeline._fileio import atomic_writer
 from pipeline.errors import BuildError, InputError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 REG = "file"
 DIR = "dir"
@@ -130,7 +133,8 @@ def _tarinfo(entry: Entry) -> tarfile.TarInfo:
 class _HashingSink(io.RawIOBase):
     """Counts and hashes what passes through on its way to ``inner``."""
 
-    def __init__(self, inner, progress: ByteProgress | None = None):
+    def __init__(self, inner: IO[bytes] | io.BufferedIOBase,
+                 progress: ByteProgress | None = None) -> None:
         self._inner = inner
         self.hash = hashlib.sha256()
         self.size = 0
@@ -139,7 +143,7 @@ class _HashingSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: ReadableBuffer) -> int:
         view = memoryview(data)
         self.hash.update(view)
         self.size += len(view)
@@ -156,25 +160,19 @@ def write_layer(
     ordered = _complete(entries)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            compressed = _HashingSink(raw)
-            with gzip.GzipFile(
-                filename="", mode="wb", fileobj=compressed, compresslevel=GZIP_LEVEL, mtime=0
-            ) as gz:
-                plain = _HashingSink(gz, progress)
-                with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    for entry in ordered:
-                        info = _tarinfo(entry)
-                        if entry.kind == REG:
-                            _add_file(tar, info, entry)
-                        else:
-                            tar.addfile(info)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(dest) as raw:
+        compressed = _HashingSink(raw)
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=compressed, compresslevel=GZIP_LEVEL, mtime=0
+        ) as gz:
+            plain = _HashingSink(gz, progress)
+            with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for entry in ordered:
+                    info = _tarinfo(entry)
+                    if entry.kind == REG:
+                        _add_file(tar, info, entry)
+                    else:
+                        tar.addfile(info)
     return LayerBlob(
         path=dest,
         digest="sha256:" + compressed.hash.hexdigest(),

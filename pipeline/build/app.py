@@ -36,14 +36,22 @@ RUNTIME_REQUIREMENTS = (
     "python-pkcs11>=0.7",
 )
 #: The part of ``pipeline`` the runtime imports (nothing of the CLI, build or release code).
-RUNTIME_PIPELINE_PARTS = ("__init__.py", "errors.py", "config.py", "_json.py", "oci", "sealing",
-                          "signing")
 _SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def _package_root(name: str) -> Path:
     return Path(__file__).resolve().parents[2] / name
+
+
+#: What of ``pipeline`` the runtime image carries: the layers ``secure_runtime`` may import
+#: (docs/architecture.md), ground (every top-level module but the interface) and core.
+#: tests/unit/test_layers.py checks this covers the runtime's computed import closure.
+RUNTIME_PIPELINE_PARTS = (
+    *sorted(p.name for p in _package_root("pipeline").glob("*.py")
+            if p.name not in ("cli.py", "__main__.py")),
+    "oci", "sealing", "signing",
+)
 
 
 def _wanted(rel: str, spec: ProjectSpec | None) -> bool:

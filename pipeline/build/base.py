@@ -122,9 +122,8 @@ def _made_here(files: dict[str, Entry]) -> list[Entry]:
         p for p, e in files.items()
         if p.startswith("usr/share/ca-certificates/") and p.endswith(".crt") and e.kind == REG
     )
-    bundle = b"".join(
-        files[p].data.rstrip(b"\n") + b"\n" for p in certs if files[p].data  # type: ignore[union-attr]
-    )
+    pems = [data for p in certs if (data := files[p].data)]
+    bundle = b"".join(pem.rstrip(b"\n") + b"\n" for pem in pems)
     if not certs:
         raise BuildError("base: no CA certificates in the locked packages")
     zone = "usr/share/zoneinfo/Etc/UTC"

@@ -12,7 +12,6 @@ whether the committed lock still works.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterable
@@ -32,8 +31,9 @@ def lock_path(explicit: Path | str | None = None) -> Path:
     else the committed ``pipeline/build/locks/debian-base.lock``."""
     if explicit:
         return Path(explicit)
-    env = os.environ.get(ENV, "").strip()
-    return Path(env) if env else DEFAULT_LOCK
+    from pipeline.config import load_settings
+
+    return load_settings().build().base_lock or DEFAULT_LOCK
 
 
 def parse_madison(text: str) -> set[tuple[str, str]]:

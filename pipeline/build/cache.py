@@ -10,13 +10,12 @@ cached blob is re-hashed before use and dropped if it does not match its record.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline._fileio import sha256_file, write_atomic
+from pipeline._fileio import install_file, sha256_file, write_atomic
 from pipeline.build._tarlayer import Entry, LayerBlob, write_layer
 from pipeline.oci.digest import parse_digest
 
@@ -37,8 +36,9 @@ class CachedLayer:
 
 def cache_dir() -> Path:
     """``$PIPELINE_LAYER_CACHE`` or ``~/.cache/secure-model-pipeline/layers``."""
-    env = os.environ.get("PIPELINE_LAYER_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "secure-model-pipeline" / "layers"
+    from pipeline.config import load_settings
+
+    return load_settings().build().layer_cache
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -79,14 +79,14 @@ class LayerCache:
         self, key: str, entries: list[Entry], progress: Callable[[int], None] | None = None
     ) -> CachedLayer:
         """Write ``entries`` as a layer, store it under ``key`` and return it."""
-        fd, tmp = tempfile.mkstemp(prefix=".layer-", suffix=".tar.gz", dir=self.root / "blobs")
-        os.close(fd)
+        # The blob's name is its digest, known only once written: a unique name first.
+        staging = self.root / "blobs" / f".layer-{secrets.token_hex(8)}.tar.gz"
         try:
-            written: LayerBlob = write_layer(entries, Path(tmp), progress)
+            written: LayerBlob = write_layer(entries, staging, progress)
             blob = self.root / "blobs" / "sha256" / parse_digest(written.digest)[1]
-            os.replace(written.path, blob)
+            install_file(written.path, blob)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            staging.unlink(missing_ok=True)
             raise
         layer = CachedLayer(blob, written.digest, written.diff_id, written.size,
                             written.uncompressed_size, written.index)

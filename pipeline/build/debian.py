@@ -19,12 +19,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline._fileio import sha256_file, write_atomic
+from pipeline._fileio import install_file, sha256_file, write_atomic
 from pipeline.errors import BuildError, ConfigError, InputError, IntegrityError, NotFoundError
 
 LOCK_HEADER = "# secure-model-pipeline debian lock v1"
-#: The purl ``distro`` qualifier of the locked packages (the base is Debian 12, bookworm:
-#: its python3.11). One value for the SBOM and the provenance.
+#: The purl ``distro`` qualifier of the locked packages in the provenance (the base is
+#: Debian 12, bookworm: its python3.11). The SBOM reads the same value from the image's
+#: os-release (tests/integration/test_scan.py checks that the two agree).
 PURL_DISTRO = "debian-12"
 DEFAULT_LOCK = Path(__file__).resolve().parent / "locks" / "debian-base.lock"
 
@@ -228,8 +229,9 @@ Progress = Callable[..., None]
 
 def deb_cache_dir() -> Path:
     """Where verified .debs live, as ``<sha256>.deb`` (``$PIPELINE_DEB_CACHE``)."""
-    env = os.environ.get("PIPELINE_DEB_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "secure-model-pipeline" / "debs"
+    from pipeline.config import load_settings
+
+    return load_settings().build().deb_cache
 
 
 def fetch_debs(lock: DebianLock, progress: Progress | None = None) -> dict[str, Path]:
@@ -278,7 +280,7 @@ def _download(packages: Iterable[LockedPackage], cache: Path, progress: Progress
             package = by_hash.pop(sha, None)
             if package is None:
                 raise IntegrityError(f"downloaded {path.name} matches no sha256 in the lock")
-            os.replace(path, cache / f"{sha}.deb")
+            install_file(path, cache / f"{sha}.deb")
         if by_hash:
             names = ", ".join(sorted(p.name for p in by_hash.values()))
             raise IntegrityError(f"downloaded .debs do not match the lock's sha256: {names}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -121,7 +120,9 @@ def _in_git(root: Path) -> bool:
 
 def created_epoch(root: Path) -> int:
     """``SOURCE_DATE_EPOCH``, else the project's last commit time, else 0."""
-    env = os.environ.get("SOURCE_DATE_EPOCH")
+    from pipeline.config import load_settings
+
+    env = load_settings().build().source_date_epoch
     if env:
         if not env.isdigit():
             raise ConfigError(f"SOURCE_DATE_EPOCH must be an integer, got {env!r}")

@@ -28,7 +28,7 @@ from pipeline.build.debian import PURL_DISTRO, DebianLock, parse_lock
 from pipeline.build.source import network_remote, source_uri
 from pipeline.build.wheels import PinnedWheel, parse_python_lock
 from pipeline.errors import InputError
-from pipeline.scan._image import LocalImage, open_image
+from pipeline.oci.local_image import LocalImage, open_image
 
 BUILD_TYPE = "https://secure-model-pipeline.dev/build/v1"
 BUILDER_ID = "https://secure-model-pipeline.dev/builder/local"

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline._fileio import sha256_file
+from pipeline._fileio import sha256_file, write_atomic
 from pipeline.build._tarlayer import REG, Entry
 from pipeline.errors import BuildError, InputError
 
@@ -151,7 +151,7 @@ def install(wheels: Sequence[PinnedWheel], target: Path) -> None:
     if not wheels:
         return
     lock = target.parent / "requirements.hashes"
-    lock.write_text("".join(w.line() + "\n" for w in wheels), encoding="utf-8")
+    write_atomic(lock, "".join(w.line() + "\n" for w in wheels), mode=0o644)
     _run_pip(
         _pip("install", "-q", "--target", str(target), "--no-deps", "--require-hashes",
              "--no-compile", "--no-warn-script-location", *_platform_args(), "-r", str(lock)),

@@ -17,31 +17,18 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 
 from pipeline.errors import AuthError, ConfigError
+from pipeline.oci.registry import Credentials
 
 ENV_USERNAME = "PIPELINE_REGISTRY_USERNAME"
 ENV_PASSWORD = "PIPELINE_REGISTRY_PASSWORD"
 _PARAM_RE = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)=(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A username/password pair; ``repr`` hides the password."""
-
-    username: str
-    password: str = field(repr=False)
-
-    def basic_header(self) -> str:
-        raw = f"{self.username}:{self.password}".encode()
-        return "Basic " + base64.b64encode(raw).decode()
 
 
 def is_loopback_host(host: str) -> bool:
@@ -88,9 +75,7 @@ def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
     return challenges
 
 
-def _docker_config_credentials(registry: str) -> Credentials | None:
-    base = os.environ.get("DOCKER_CONFIG")
-    path = Path(base) / "config.json" if base else Path("~/.docker/config.json").expanduser()
+def _docker_config_credentials(registry: str, path: Path) -> Credentials | None:
     if not path.is_file():
         return None
     try:
@@ -119,17 +104,19 @@ def _docker_config_credentials(registry: str) -> Credentials | None:
 def resolve_credentials(
     registry: str, username: str | None = None, password: str | None = None
 ) -> Credentials | None:
-    """Credentials from arguments, then environment, then docker config.json (or None)."""
+    """Credentials from arguments, then settings (environment), then docker config.json."""
     if username is not None or password is not None:
         if not username or password is None:
             raise ConfigError("registry credentials need both a username and a password")
         return Credentials(username, password)
-    env_user, env_password = os.environ.get(ENV_USERNAME), os.environ.get(ENV_PASSWORD)
-    if env_user or env_password:
-        if not env_user or env_password is None:
+    from pipeline.config import load_settings
+
+    configured = load_settings().registry()
+    if configured.username or configured.password:
+        if not configured.username or configured.password is None:
             raise ConfigError(f"set both {ENV_USERNAME} and {ENV_PASSWORD}")
-        return Credentials(env_user, env_password)
-    return _docker_config_credentials(registry)
+        return Credentials(configured.username, configured.password)
+    return _docker_config_credentials(registry, configured.docker_config)
 
 
 class Authenticator:

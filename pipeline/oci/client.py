@@ -7,6 +7,9 @@ IntegrityError, never a warning. Pushing an image uploads every blob and
 confirms it with HEAD before the manifest is PUT, so a tag never points at
 missing content, even when the registry dies half way.
 
+Blob uploads are :mod:`pipeline.oci._upload`'s, referrers (the API and its tag
+fallback) :mod:`pipeline.oci._referrers`'s; this module is the transport they share.
+
 Transport: one ``requests.Session``; HTTPS by default with the system CAs or
 ``ca_file``; plain HTTP only with ``insecure=True`` and only to a loopback
 address (anything else is a ConfigError). Transient failures (connection
@@ -19,11 +22,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
-from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+from typing import Any, Protocol
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -35,19 +37,21 @@ from pipeline.errors import (
     IntegrityError,
     NotFoundError,
 )
+from pipeline.oci import _referrers, _upload
 from pipeline.oci import media_types as mt
 from pipeline.oci._auth import Authenticator, is_loopback_host, resolve_credentials
 from pipeline.oci._retry import RetryableStatus, with_retries
 from pipeline.oci.digest import digest_of, is_digest, parse_digest
-from pipeline.oci.reference import Reference
+from pipeline.oci.manifest import MAX_MANIFEST_BYTES
 
 ALL_MANIFEST_TYPES = mt.ALL_MANIFEST_TYPES
-#: distribution refuses manifests over 4 MiB; so do we (a bigger one is not a manifest).
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-#: blobs at least this big are uploaded in chunks (PATCH) unless told otherwise.
-CHUNKED_THRESHOLD = 256 * 1024 * 1024
-DEFAULT_CHUNK = 64 * 1024 * 1024
 _IO_BLOCK = 1 << 20
+
+
+class BlobSink(Protocol):
+    """Where a downloaded blob goes: a file, a buffer, a layout's verifying writer."""
+
+    def write(self, data: bytes, /) -> int | None: ...
 
 
 class _BigBlockAdapter(HTTPAdapter):
@@ -56,49 +60,6 @@ class _BigBlockAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("blocksize", _IO_BLOCK)
         super().init_poolmanager(*args, **kwargs)
-
-
-class _Window:
-    """A read-only view of ``length`` bytes of a file from ``offset`` (one upload chunk)."""
-
-    def __init__(
-        self,
-        path: Path,
-        offset: int,
-        length: int,
-        hasher: Any = None,
-        progress: Callable[[int], None] | None = None,
-    ):
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._file.seek(offset)
-        self._left = length
-        self._hasher = hasher
-        self._progress = progress
-        self.len = length  # requests uses this for Content-Length
-
-    def read(self, size: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        size = self._left if size is None or size < 0 else min(size, self._left)
-        data = self._file.read(size)
-        self._left -= len(data)
-        if self._hasher is not None:
-            self._hasher.update(data)
-        if self._progress is not None:
-            self._progress(len(data))
-        return data
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _hash_file(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
-    hasher, size = hashlib.new(algorithm), 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_IO_BLOCK):
-            hasher.update(chunk)
-            size += len(chunk)
-    return f"{algorithm}:{hasher.hexdigest()}", size
 
 
 def _error_detail(response: requests.Response) -> str:
@@ -124,10 +85,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port
 
 
-def _with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class RegistryClient:
@@ -181,11 +138,6 @@ class RegistryClient:
             verify=self._verify,
             timeout=timeout,
         )
-
-    @classmethod
-    def for_reference(cls, ref: Reference, **options: Any) -> RegistryClient:
-        """A client for ``ref``'s registry (credentials from options, env or docker config)."""
-        return cls(ref.registry, **options)
 
     def close(self) -> None:
         self._session.close()
@@ -249,8 +201,9 @@ class RegistryClient:
                 except requests.exceptions.InvalidURL as exc:
                     raise InputError(f"invalid registry URL: {exc}") from None
                 finally:
-                    if hasattr(data, "close"):
-                        data.close()
+                    close = getattr(data, "close", None)
+                    if close is not None:
+                        close()
                 if response.status_code == 401 and round_ == 0 and same_origin:
                     if self._auth.header(scope):
                         self._auth.forget(scope)
@@ -378,16 +331,8 @@ class RegistryClient:
         returned = response.headers.get("Docker-Content-Digest")
         if returned and returned.startswith(algorithm + ":") and returned != digest:
             raise IntegrityError(f"{what}: registry stored digest {returned}, we sent {digest}")
-        subject = parsed.get("subject") if isinstance(parsed, dict) else None
-        if isinstance(subject, dict) and not response.headers.get("OCI-Subject"):
-            descriptor = {"mediaType": media_type, "digest": digest, "size": len(body)}
-            if parsed.get("artifactType"):
-                descriptor["artifactType"] = parsed["artifactType"]
-            elif isinstance(parsed.get("config"), dict):
-                descriptor["artifactType"] = parsed["config"].get("mediaType")
-            if parsed.get("annotations"):
-                descriptor["annotations"] = parsed["annotations"]
-            self._add_to_referrers_tag(repository, subject.get("digest", ""), descriptor)
+        if not response.headers.get("OCI-Subject"):  # the registry did not index it
+            _referrers.index_subject(self, repository, parsed, media_type, digest, len(body))
         return digest
 
     def delete_manifest(self, repository: str, digest: str) -> None:
@@ -419,7 +364,7 @@ class RegistryClient:
         self.download_blob(repository, digest, buffer)
         return buffer.getvalue()
 
-    def download_blob(self, repository: str, digest: str, dest_file: BinaryIO) -> None:
+    def download_blob(self, repository: str, digest: str, dest_file: BlobSink) -> None:
         """Stream a blob into ``dest_file``; IntegrityError (after writing) when it lies.
 
         The caller owns ``dest_file`` and must discard it on error: the layout's
@@ -454,180 +399,9 @@ class RegistryClient:
                 f"{what}: registry returned content with digest {algorithm}:{hasher.hexdigest()}"
             )
 
-    def push_blob(
-        self,
-        repository: str,
-        data: bytes | Path | str,
-        digest: str | None = None,
-        *,
-        mount_from: str | None = None,
-        chunk_size: int | None = None,
-    ) -> str:
-        """Upload a blob unless the repository has it; returns its digest.
-
-        ``data`` is bytes or a file path (streamed, never read whole). With
-        ``mount_from`` the registry is first asked to link the blob from that
-        repository (no bytes sent). Big blobs, or any with ``chunk_size``, go
-        up in PATCH chunks; the rest in one PUT.
-        """
-        path = Path(data) if isinstance(data, (str, os.PathLike)) else None
-        hashers: list[Any] = []
-        if path is not None and digest:
-            # Hash while uploading (one read of the file); the registry checks it too.
-            actual, size = digest, path.stat().st_size
-            hashers.append(None)
-        elif path is not None:
-            actual, size = _hash_file(path, "sha256")
-        else:
-            assert isinstance(data, (bytes, bytearray, memoryview))
-            data = bytes(data)
-            algorithm = parse_digest(digest)[0] if digest else "sha256"
-            actual, size = digest_of(data, algorithm), len(data)
-        if digest and digest != actual:
-            raise IntegrityError(f"blob content has digest {actual}, expected {digest}")
-        digest = actual
-        if self.blob_exists(repository, digest):
-            return digest
-        what = f"upload blob {repository}@{digest}"
-        scope = self._scope(repository, "pull,push")
-        if mount_from and mount_from != repository:
-            location = self._start_upload(repository, digest, mount_from, scope, what)
-            if location is None:
-                return digest  # mounted
-        if chunk_size is None and size >= CHUNKED_THRESHOLD:
-            chunk_size = DEFAULT_CHUNK
-
-        def upload() -> str | None:
-            location = self._start_upload(repository, digest, None, scope, what, 0)
-            assert location is not None
-            hasher = hashlib.new(parse_digest(digest)[0]) if hashers else None
-            if chunk_size:
-                result = self._upload_chunked(
-                    location, path, data, size, digest, chunk_size, scope, what, hasher
-                )
-            else:
-                result = self._upload_monolithic(
-                    location, path, data, size, digest, scope, what, hasher
-                )
-            if hasher is not None and f"{hasher.name}:{hasher.hexdigest()}" != digest:
-                raise IntegrityError(f"{path}: content does not match {digest} (changed on disk?)")
-            return result
-
-        # A failed upload session cannot be resumed reliably: restart it from POST.
-        returned = with_retries(
-            lambda: _unwrap_unreachable(upload),
-            retries=self.retries,
-            what=what,
-            base_delay=self.backoff,
-        )
-        if returned and returned != digest:
-            raise IntegrityError(f"{what}: registry stored digest {returned}")
-        return digest
-
-    def _start_upload(
-        self,
-        repository: str,
-        digest: str,
-        mount_from: str | None,
-        scope: str,
-        what: str,
-        inner_retries: int | None = None,
-    ) -> str | None:
-        url = f"/v2/{repository}/blobs/uploads/"
-        if mount_from:
-            url += "?" + urlencode({"mount": digest, "from": mount_from})
-            scope = f"{scope} {self._scope(mount_from)}"
-        response = self._request(
-            "POST",
-            url,
-            scope=scope,
-            ok=(201, 202),
-            what=what,
-            headers={"Content-Length": "0"},
-            retries=inner_retries,
-        )
-        if response.status_code == 201:
-            return None
-        location = response.headers.get("Location")
-        if not location:
-            raise InputError(f"{what}: registry gave no upload location")
-        return urljoin(self.base_url + "/", location)
-
-    def _upload_monolithic(
-        self,
-        location: str,
-        path: Path | None,
-        data: Any,
-        size: int,
-        digest: str,
-        scope: str,
-        what: str,
-        hasher: Any = None,
-    ) -> str | None:
-        def body() -> Any:
-            return _Window(path, 0, size, hasher, self.on_bytes) if path is not None else data
-
-        response = self._request(
-            "PUT",
-            _with_query(location, digest=digest),
-            scope=scope,
-            body=body,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            ok=(201, 204),
-            what=what,
-            retries=0,
-        )
-        return response.headers.get("Docker-Content-Digest")
-
-    def _upload_chunked(
-        self,
-        location: str,
-        path: Path | None,
-        data: Any,
-        size: int,
-        digest: str,
-        chunk: int,
-        scope: str,
-        what: str,
-        hasher: Any = None,
-    ) -> str | None:
-        offset = 0
-        while offset < size:
-            length = min(chunk, size - offset)
-            start = offset
-
-            def body(start: int = start, length: int = length) -> Any:
-                if path is not None:
-                    return _Window(path, start, length, hasher, self.on_bytes)
-                return data[start : start + length]
-
-            response = self._request(
-                "PATCH",
-                location,
-                scope=scope,
-                body=body,
-                ok=(202, 204),
-                what=what,
-                retries=0,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(length),
-                    "Content-Range": f"{start}-{start + length - 1}",
-                },
-            )
-            location = urljoin(self.base_url + "/", response.headers.get("Location", location))
-            offset += length
-        response = self._request(
-            "PUT",
-            _with_query(location, digest=digest),
-            scope=scope,
-            body=b"",
-            headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
-            ok=(201, 204),
-            what=what,
-            retries=0,
-        )
-        return response.headers.get("Docker-Content-Digest")
+    #: Upload a blob unless the repository has it (one PUT, PATCH chunks, or a mount);
+    #: returns its digest. See :func:`pipeline.oci._upload.push_blob`.
+    push_blob = _upload.push_blob
 
     # -- listings ------------------------------------------------------------------------
     def _paged(self, url: str, key: str, scope: str, what: str) -> Iterator[str]:
@@ -657,67 +431,9 @@ class RegistryClient:
         return list(self._paged("/v2/_catalog", "repositories", "registry:catalog:*", "catalog"))
 
     # -- referrers -----------------------------------------------------------------------
-    def referrers(
-        self, repository: str, digest: str, artifact_type: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Descriptors of manifests whose ``subject`` is ``digest`` (OCI 1.1).
-
-        Uses ``GET /v2/<repo>/referrers/<digest>``; when the registry has no such
-        API (404), reads the fallback tag ``<alg>-<hex>`` instead.
-        """
-        algorithm, encoded = parse_digest(digest)
-        what = f"referrers of {repository}@{digest}"
-        url = f"/v2/{repository}/referrers/{digest}"
-        if artifact_type:
-            url += "?" + urlencode({"artifactType": artifact_type})
-        response = self._request(
-            "GET",
-            url,
-            scope=self._scope(repository),
-            missing_ok=True,
-            what=what,
-            headers={"Accept": mt.OCI_INDEX},
-        )
-        manifests: list[dict[str, Any]] = []
-        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        if response.status_code == 200 and content_type == mt.OCI_INDEX:
-            try:
-                manifests = list(response.json().get("manifests") or [])
-            except (ValueError, AttributeError):
-                raise InputError(f"{what}: referrers answer is not an image index") from None
-        else:
-            manifests = self._referrers_tag_index(repository, f"{algorithm}-{encoded}")
-        if artifact_type:
-            manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
-        return manifests
-
-    def _referrers_tag_index(self, repository: str, tag: str) -> list[dict[str, Any]]:
-        try:
-            body, media_type, _ = self.get_manifest(repository, tag, accept=(mt.OCI_INDEX,))
-        except NotFoundError:
-            return []
-        if media_type != mt.OCI_INDEX:
-            raise InputError(f"referrers tag {repository}:{tag} is not an OCI image index")
-        manifests = json.loads(body).get("manifests") or []
-        if not isinstance(manifests, list):
-            raise InputError(f"referrers tag {repository}:{tag} has no manifest list")
-        return [m for m in manifests if isinstance(m, dict)]
-
-    def _add_to_referrers_tag(
-        self, repository: str, subject_digest: str, descriptor: dict[str, Any]
-    ) -> None:
-        algorithm, encoded = parse_digest(subject_digest)
-        tag = f"{algorithm}-{encoded}"
-        existing = self._referrers_tag_index(repository, tag)
-        if any(m.get("digest") == descriptor["digest"] for m in existing):
-            return
-        index = {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_INDEX,
-            "manifests": [*existing, descriptor],
-        }
-        body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
-        self.put_manifest(repository, tag, body, mt.OCI_INDEX)
+    #: Descriptors of the manifests whose ``subject`` is a digest (OCI 1.1 referrers API,
+    #: else the ``<alg>-<hex>`` fallback tag). See :func:`pipeline.oci._referrers.referrers`.
+    referrers = _referrers.referrers
 
     # -- helpers -------------------------------------------------------------------------
     @staticmethod
@@ -753,23 +469,6 @@ class RegistryClient:
             )
 
 
-class _UploadFailed(requests.ConnectionError):
-    """One upload attempt failed in a way a fresh upload session may fix."""
-
-
-def _unwrap_unreachable(upload: Callable[[], str | None]) -> str | None:
-    """Run one upload; turn an inner 'gave up' into a retryable error for the outer loop."""
-    from pipeline.errors import UnreachableError
-
-    try:
-        return upload()
-    except UnreachableError as exc:
-        raise _UploadFailed(str(exc)) from None
-    except NotFoundError as exc:
-        # distribution forgets an upload session after a failed PATCH: start again
-        if "BLOB_UPLOAD_UNKNOWN" in str(exc):
-            raise _UploadFailed(str(exc)) from None
-        raise
 
 
 def _short(exc: BaseException) -> str:

@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError, IntegrityError
 
 #: hex length per supported algorithm (OCI image spec, "Registered algorithms").
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
+_IO_BLOCK = 1 << 20
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> tuple[str, int]:
+    """``(digest, size)`` of a file, read in 1 MiB blocks (never whole into memory)."""
+    hasher, size = hashlib.new(algorithm), 0
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(_IO_BLOCK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return f"{algorithm}:{hasher.hexdigest()}", size
 
 
 def sha256_digest(data: bytes) -> str:

@@ -19,12 +19,11 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
-from pipeline._fileio import write_atomic
+from pipeline._fileio import AtomicFile, write_atomic
 from pipeline.errors import InputError, IntegrityError, NotFoundError
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import is_digest, parse_digest
@@ -50,35 +49,27 @@ class BlobWriter:
         self.size = 0
         directory = layout.path / "blobs" / self._algorithm
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=directory)
-        self._tmp = Path(tmp)
-        self._file: IO[bytes] = os.fdopen(fd, "wb")
+        self._pending = AtomicFile(directory, ".upload-")
         self.digest: str | None = None
 
     def write(self, data: bytes) -> int:
         self._hash.update(data)
         self.size += len(data)
-        return self._file.write(data)
+        return self._pending.file.write(data)
 
     def commit(self) -> str:
         """Verify and rename into place; returns the digest."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
         digest = f"{self._algorithm}:{self._hash.hexdigest()}"
         if self._expected and digest != self._expected:
             self.abort()
             raise IntegrityError(f"blob digest mismatch: expected {self._expected}, got {digest}")
-        os.replace(self._tmp, self._layout.blob_path(digest))
+        self._pending.commit(self._layout.blob_path(digest))
         self.digest = digest
         return digest
 
     def abort(self) -> None:
         """Drop the temporary file (nothing reaches ``blobs/``)."""
-        if not self._file.closed:
-            self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
+        self._pending.abort()
 
 
 class OCILayout:
@@ -271,7 +262,7 @@ class OCILayout:
             index.setdefault("schemaVersion", 2)
             index.setdefault("mediaType", mt.OCI_INDEX)
             write_atomic(self.path / INDEX_FILE, _dumps(index))
-        return descriptor["digest"]
+        return str(descriptor["digest"])
 
     def resolve(self, tag_or_digest: str | None = None) -> dict[str, Any]:
         """The descriptor for a tag or digest; with none, the layout's only manifest."""

@@ -20,7 +20,9 @@ from pipeline.oci.reference import Reference
 _MAX_DEPTH = 4
 
 
-def _children(body: bytes, media_type: str | None, what: str) -> tuple[list, list, Manifest]:
+def _children(
+    body: bytes, media_type: str | None, what: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Manifest]:
     """(blob descriptors, child manifest descriptors, parsed) of a manifest; InputError if bad."""
     manifest = parse_manifest(body, media_type, where=what)
     return list(manifest.blobs), list(manifest.manifests), manifest
@@ -108,7 +110,7 @@ def _pull_content(
         if blob.get("urls") or layout.has_blob(blob["digest"]):
             continue
         with layout.blob_writer(blob["digest"]) as writer:
-            client.download_blob(ref.repository, blob["digest"], writer)  # type: ignore[arg-type]
+            client.download_blob(ref.repository, blob["digest"], writer)
         if writer.size != blob.get("size", writer.size):
             layout.blob_path(blob["digest"]).unlink()
             raise IntegrityError(f"{what}: blob {blob['digest']} size differs from its descriptor")

@@ -9,11 +9,12 @@ raise before anything is evaluated (InputError exit 4, ConfigError exit 3).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.oci.registry import RegistryOptions
 from pipeline.policy.evaluate import Finding, evaluate
 from pipeline.policy.manifests import Manifest
 from pipeline.policy.vap import PolicySet, load_policies, resource_of
@@ -104,7 +105,7 @@ def check_objects(manifests: Iterable[Manifest], policies: PolicySet) -> CheckRe
 
 def verify_images(
     manifests: Sequence[Manifest], image_policy_path: str | Path, result: CheckResult,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
 ) -> None:
     """Add an image-policy violation for every image the policy refuses (needs a registry).
 
@@ -115,7 +116,7 @@ def verify_images(
     once; every object using a refused image gets its own violation, so the report points
     at each place to fix.
     """
-    from pipeline.signing.policy import ImagePolicy
+    from pipeline.policy.image_policy import ImagePolicy
 
     policy = ImagePolicy.load(image_policy_path)
     verdicts: dict[str, Any] = {}
@@ -136,7 +137,7 @@ def verify_images(
                 refuse(manifest, f"{slot.label} has no image")
                 continue
             if image not in verdicts:
-                verdicts[image] = policy.evaluate(image, dict(client_options or {}))
+                verdicts[image] = policy.evaluate(image, registry_options)
                 result.images_checked += 1
             verdict = verdicts[image]
             if not verdict.allowed:
@@ -150,12 +151,12 @@ def check(
     *,
     image_policy: str | Path | None = None,
     verify: bool = False,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
 ) -> CheckResult:
     """Load the policies (ConfigError if bad), evaluate, and optionally verify images."""
     policies = load_policies(policy_paths)
     result = check_objects(manifests, policies)
     if verify:
         verify_images(manifests, image_policy or DEFAULT_POLICY_DIR / "image-policy.yaml",
-                      result, client_options)
+                      result, registry_options)
     return result

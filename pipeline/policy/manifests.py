@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import math
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -187,9 +187,3 @@ def load_manifests(paths: Sequence[str | Path], stdin: IO[str] | None = None) ->
         for path in _files(Path(raw)):
             out.extend(parse_manifests(_read(path), str(path)))
     return out
-
-
-def iter_objects(manifests: Iterable[Manifest]) -> Iterator[dict[str, Any]]:
-    """The bare objects (for callers that do not need the source)."""
-    for manifest in manifests:
-        yield manifest.obj

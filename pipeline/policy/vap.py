@@ -12,7 +12,7 @@ namespace's labels are unknown in a PR, so it is treated as matching: fail close
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -419,7 +419,3 @@ def load_policies(paths: Path | str | Sequence[Path | str]) -> PolicySet:
             raise ConfigError(f"binding {binding.name!r} ({binding.source}): no policy named "
                               f"{binding.policy_name!r}")
     return result
-
-
-def policy_names(policies: Iterable[Policy]) -> list[str]:
-    return [p.name for p in policies]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -191,10 +191,6 @@ def analyse(prom: Prometheus, job: str, t: Thresholds,
         if not m.ok:
             return AnalysisResult(False, tuple(taken))
     return AnalysisResult(True, tuple(taken))
-
-
-def thresholds_summary(t: Thresholds) -> Mapping[str, Any]:
-    return {f.name: getattr(t, f.name) for f in fields(t)}
 
 
 __all__ = ["AnalysisResult", "Measurement", "Prometheus", "Thresholds", "analyse", "judge",

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from pipeline._fileio import write_atomic
 from pipeline.errors import ConfigError, InputError, NotFoundError
 from pipeline.oci.reference import Reference
 
@@ -199,7 +200,7 @@ class GitOpsRepo:
         rel = self.relpath(state.environment)
         target = self.path / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(state.to_yaml(), encoding="utf-8")
+        write_atomic(target, state.to_yaml(), mode=0o644)
         self._git("add", "--", rel)
         self._git("commit", "-q", "--allow-empty", "-m", message, "--", rel)
         return self._git("rev-parse", "HEAD").strip()

@@ -24,6 +24,7 @@ from typing import Any
 
 import requests
 
+from pipeline._fileio import write_atomic
 from pipeline._process import stop_process
 from pipeline.errors import ConfigError, UnreachableError
 from pipeline.oci.local_registry import free_port
@@ -65,7 +66,7 @@ class PrometheusServer:
 
     def start(self, timeout: float = 30.0) -> PrometheusServer:
         config = self.dir / "prometheus.yml"
-        config.write_text(prometheus_config(self.targets))
+        write_atomic(config, prometheus_config(self.targets), mode=0o644)
         with open(self.dir / "prometheus.log", "wb") as log:
             self.process = subprocess.Popen(
                 [self.binary, f"--config.file={config}",

@@ -10,12 +10,13 @@ the order of events and what gets written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError, NotFoundError, PolicyError, UnreachableError
+from pipeline.oci.registry import RegistryOptions
 from pipeline.release.analysis import AnalysisResult
 from pipeline.release.gitops import GitOpsRepo, Release, ReleaseState, pinned, short
 
@@ -38,11 +39,11 @@ def parse_stages(text: str | Sequence[int]) -> tuple[int, ...]:
 
 
 def check_image_policy(image: str, policy_path: Path,
-                       client_options: Mapping[str, Any] | None = None) -> list[str]:
-    """The image policy's verdict (pipeline.signing.policy); PolicyError when denied."""
-    from pipeline.signing.policy import ImagePolicy
+                       registry_options: RegistryOptions | None = None) -> list[str]:
+    """The image policy's verdict (pipeline.policy.image_policy); PolicyError when denied."""
+    from pipeline.policy.image_policy import ImagePolicy
 
-    result = ImagePolicy.load(policy_path).evaluate(image, client_options)
+    result = ImagePolicy.load(policy_path).evaluate(image, registry_options)
     if not result.allowed:
         raise PolicyError(f"image policy denies {image}: " + "; ".join(result.reasons))
     return list(result.reasons)

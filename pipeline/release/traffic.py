@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from pipeline._fileio import write_atomic
 from pipeline._process import stop_process
 from pipeline.errors import ConfigError, InputError, UnreachableError
 
@@ -109,8 +110,10 @@ class Nginx:
                 "-e", str(self.prefix / "error.log"), *extra]
 
     def _write(self) -> None:
-        (self.prefix / "nginx.conf").write_text(render_config(
-            self.prefix, self.port, self.stable, self.canary, self.weight, self.generation))
+        # nginx re-reads this on reload: it must never see half a file.
+        write_atomic(self.prefix / "nginx.conf", render_config(
+            self.prefix, self.port, self.stable, self.canary, self.weight, self.generation),
+            mode=0o644)
 
     def _wait_generation(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

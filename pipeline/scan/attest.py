@@ -12,6 +12,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.oci.digest import is_digest
 from pipeline.oci.reference import Reference
+from pipeline.oci.registry import RegistryOptions
 from pipeline.scan.findings import ScanResult
 from pipeline.scan.gate import GateDecision
 
@@ -45,16 +46,6 @@ def _sbom_subject(sbom: dict[str, Any] | None) -> str | None:
     return version if isinstance(version, str) and is_digest(version) else None
 
 
-def _attest_fn():
-    try:
-        from pipeline.signing.attestation import attest  # noqa: PLC0415
-    except ImportError:
-        raise ConfigError(
-            "attestations need pipeline.signing.attestation (not installed)"
-        ) from None
-    return attest
-
-
 def attach(
     ref: str,
     key: Any,
@@ -62,12 +53,12 @@ def attach(
     sbom: dict[str, Any] | None = None,
     result: ScanResult | None = None,
     decision: GateDecision | None = None,
-    client_options: dict[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
 ) -> list[Any]:
     """Sign and attach the SBOM and/or scan result to ``ref``; returns what attest returned.
 
-    ``client_options`` (``insecure``, ``ca_file``, credentials) or an open ``client``
+    ``registry_options`` (:class:`pipeline.oci.RegistryOptions`) or an open ``client``
     reach the registry the same way ``pipeline push`` does; without them the registry's
     defaults apply (TLS, docker config credentials).
     """
@@ -76,15 +67,17 @@ def attach(
     described = {d for d in (_sbom_subject(sbom), result.digest if result else None) if d}
     if len(described) > 1:
         raise ConfigError(f"the SBOM and the scan result describe different images: {described}")
-    attest = _attest_fn()
+    from pipeline.signing.attestation import attest
+
     if described:
         # Pin the reference to the digest that was scanned: a tag that moved since must
         # not receive statements about another image (NotFoundError if it is not there).
         ref = str(Reference.parse(str(ref)).with_digest(described.pop()))
-    options = {"client_options": client_options, "client": client}
     out = []
     if sbom is not None:
-        out.append(attest(ref, SBOM_PREDICATE, sbom, key, **options))
+        out.append(attest(ref, SBOM_PREDICATE, sbom, key, registry_options=registry_options,
+                          client=client))
     if result is not None:
-        out.append(attest(ref, VULN_PREDICATE, vuln_predicate(result, decision), key, **options))
+        out.append(attest(ref, VULN_PREDICATE, vuln_predicate(result, decision), key,
+                          registry_options=registry_options, client=client))
     return out

@@ -28,14 +28,15 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from pipeline import __version__
-from pipeline.build.debian import PURL_DISTRO
 from pipeline.errors import IntegrityError
-from pipeline.scan._image import LocalImage, iter_files, open_image
+from pipeline.oci.local_image import LocalImage, iter_files, open_image
 
 PREDICATE_TYPE = "https://cyclonedx.org/bom"
 #: Python distribution metadata, as pip (dist-info) or setuptools (egg-info) install it.
 _PYTHON_METADATA = re.compile(r"(^|/)[^/]+(\.dist-info/METADATA|\.egg-info/PKG-INFO|\.egg-info)$")
 _STATUS = re.compile(r"^var/lib/dpkg/status\.d/[^/]+$")
+#: os-release(5): /etc/os-release first, /usr/lib/os-release where /etc has only a link.
+_OS_RELEASE = ("etc/os-release", "usr/lib/os-release")
 
 
 def _deb_fields(text: str) -> dict[str, str]:
@@ -47,6 +48,17 @@ def _deb_fields(text: str) -> dict[str, str]:
         key, _, value = line.partition(":")
         fields[key] = value.strip()
     return fields
+
+
+def _distro(text: str) -> str | None:
+    """The purl ``distro`` qualifier (``debian-12``) from an os-release file, as syft sets it."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip().strip("\"'")
+    name, version = fields.get("ID"), fields.get("VERSION_ID")
+    return f"{name}-{version}" if name and version else None
 
 
 def _component(purl: PackageURL, name: str, version: str, description: str | None,
@@ -72,21 +84,16 @@ def _components(image: LocalImage) -> list[Component]:
     path of the metadata file, as syft reports it.
     """
     found: dict[str, tuple[tuple[str, str, str, str], Component]] = {}
-    want = lambda p: bool(_STATUS.match(p) or _PYTHON_METADATA.search(p))  # noqa: E731
+    debs: dict[str, dict[str, str]] = {}
+    os_release: dict[str, str] = {}
+    want = lambda p: bool(  # noqa: E731
+        _STATUS.match(p) or _PYTHON_METADATA.search(p) or p in _OS_RELEASE)
     for path, data in iter_files(image, want):  # later layers replace earlier ones
         text = data.decode("utf-8", "replace")
-        location = "/" + path
-        if _STATUS.match(path):
-            fields = _deb_fields(text)
-            name, version = fields.get("Package"), fields.get("Version")
-            if not name or not version:
-                continue
-            arch = fields.get("Architecture", "amd64")
-            purl = PackageURL("deb", "debian", name, version,
-                              {"arch": arch, "distro": PURL_DISTRO})
-            found[path] = (("deb", name, version, location),
-                           _component(purl, name, version, fields.get("Description"),
-                                      location))
+        if path in _OS_RELEASE:
+            os_release[path] = text
+        elif _STATUS.match(path):
+            debs[path] = _deb_fields(text)
         else:
             meta = email.parser.Parser().parsestr(text, headersonly=True)
             name, version = meta.get("Name"), meta.get("Version")
@@ -94,8 +101,24 @@ def _components(image: LocalImage) -> list[Component]:
                 continue
             key = re.sub(r"[-_.]+", "-", name).lower()
             purl = PackageURL("pypi", None, key, version)
+            location = "/" + path
             found[path] = (("pypi", key, version, location),
                            _component(purl, name, version, meta.get("Summary"), location))
+    # The distribution the packages belong to is what the image says it is (its
+    # os-release, shipped by base-files), not what the builder assumes.
+    distro = next((d for p in _OS_RELEASE if p in os_release
+                   for d in [_distro(os_release[p])] if d), None)
+    for path, fields in debs.items():
+        name, version = fields.get("Package"), fields.get("Version")
+        if not name or not version:
+            continue
+        qualifiers = {"arch": fields.get("Architecture", "amd64")}
+        if distro:
+            qualifiers["distro"] = distro
+        purl = PackageURL("deb", "debian", name, version, qualifiers)
+        location = "/" + path
+        found[path] = (("deb", name, version, location),
+                       _component(purl, name, version, fields.get("Description"), location))
     return [component for _, component in sorted(found.values(), key=lambda item: item[0])]
 
 

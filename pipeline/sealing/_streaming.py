@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -420,7 +420,13 @@ def _write_all(dst: BinaryIO, view: memoryview) -> None:
         done += written
 
 
-def _read_exact(src: BinaryIO, view: memoryview, name: str) -> None:
+class _Readable(Protocol):
+    """A binary file that can read into a caller's buffer (no copy)."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+def _read_exact(src: _Readable, view: memoryview, name: str) -> None:
     done = 0
     while done < len(view):
         with view[done:] as rest:
@@ -506,7 +512,10 @@ def encrypt_file(
                     on_bytes(p1 - p0)
                 hashed = hash_pool.submit(hash_plain, pt[:])
 
-                def work(s: int, e: int, pt=pt, ct=ct, p0=p0, c0=c0) -> bool:
+                def work(
+                    s: int, e: int, pt: memoryview = pt, ct: memoryview = ct, p0: int = p0,
+                    c0: int = c0,
+                ) -> bool:
                     _encrypt_segments(aead, header.nonce_prefix, layout, pt, p0, ct, c0, s, e)
                     return True
 

@@ -23,12 +23,17 @@ from typing import Any
 
 from pipeline._json import loads_strict
 from pipeline.errors import InputError
+from pipeline.signing.model import SIGNATURE_NAME
 
 MANIFEST_NAME = "seal.json"
 FORMAT = "secure-model-pipeline/sealed-model"
 FORMAT_VERSION = 1
 AEAD_SCHEME = "tink-streaming-aead/AES256_GCM_HKDF"
 SEALED_SUFFIX = ".sealed"
+#: Extensions that are always weights: sealed whatever pipeline.yaml says, never pushed plain.
+WEIGHT_SUFFIXES = frozenset(
+    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".npz", ".h5", ".msgpack"}
+)
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ALLOWED_SEGMENT_SIZES = (4096, 1 << 20)
@@ -78,10 +83,6 @@ class FileEntry:
     def stored_sha256(self) -> str:
         return self.sealed_sha256 or self.sha256
 
-    @property
-    def stored_size(self) -> int:
-        return self.sealed_size if self.sealed_size is not None else self.size
-
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": self.path, "size": self.size, "sha256": self.sha256}
         if self.is_sealed:
@@ -101,7 +102,7 @@ class SealManifest:
     segment_size: int
     key: KeyInfo
     files: tuple[FileEntry, ...]
-    signature: str = "model.sig"
+    signature: str = SIGNATURE_NAME
     created_by: str = field(default="", compare=False)
 
     def file(self, path: str) -> FileEntry:
@@ -163,14 +164,14 @@ def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where
 
 
 def _digest(obj: dict[str, Any], key: str, where: str) -> str:
-    value = _require(obj, key, str, where)
+    value: str = _require(obj, key, str, where)
     if not _HEX64.match(value):
         raise InputError(f"{MANIFEST_NAME}: '{key}' in {where} is not a sha256 hex digest")
     return value
 
 
 def _size(obj: dict[str, Any], key: str, where: str) -> int:
-    value = _require(obj, key, int, where)
+    value: int = _require(obj, key, int, where)
     if value < 0:
         raise InputError(f"{MANIFEST_NAME}: '{key}' in {where} is negative")
     return value
@@ -242,9 +243,9 @@ def parse_manifest(data: bytes) -> SealManifest:
         files
     ):
         raise InputError(f"{MANIFEST_NAME}: duplicate file names")
-    signature = raw.get("signature", {}).get("path", "model.sig") if isinstance(
+    signature = raw.get("signature", {}).get("path", SIGNATURE_NAME) if isinstance(
         raw.get("signature"), dict
-    ) else "model.sig"
+    ) else SIGNATURE_NAME
     check_relative_path(signature, "signature path")
     if MANIFEST_NAME in stored or signature in stored:
         raise InputError(f"{MANIFEST_NAME}: a file entry uses a reserved name")

@@ -45,7 +45,7 @@ from pipeline.sealing.manifest import (
     associated_data,
     parse_manifest,
 )
-from pipeline.sealing.seal import SIGNATURE_NAME
+from pipeline.signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from pipeline.signing.model import Trust
@@ -73,16 +73,8 @@ def resolve_trust(trust: Trust | None, settings: Settings) -> Trust | None:
 
     if trust is not None:
         return trust
-    configured: list[str] = []
-    env = os.environ.get("PIPELINE_TRUST")
-    if env:
-        configured = [p for p in env.split(os.pathsep) if p]
-    else:
-        keys = settings.section("trust").get("public_keys") or []
-        configured = [str(k) for k in keys] if isinstance(keys, list) else []
-    if configured:
-        return Trust(public_keys=tuple(Path(p).expanduser() for p in configured))
-    return None
+    configured = settings.keys().trust
+    return Trust(public_keys=configured) if configured else None
 
 
 def _read_manifest(path: Path) -> tuple[bytes, SealManifest]:

@@ -14,33 +14,30 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import __version__
+from pipeline._fileio import atomic_directory
 from pipeline.config import Settings, load_settings, read_yaml_mapping
 from pipeline.errors import InputError
 from pipeline.sealing import _streaming
+from pipeline.sealing.keys import KeyProvider
 from pipeline.sealing.manifest import (
     ALLOWED_SEGMENT_SIZES,
     MANIFEST_NAME,
     SEALED_SUFFIX,
+    WEIGHT_SUFFIXES,
     FileEntry,
     KeyInfo,
     SealManifest,
     associated_data,
 )
 from pipeline.sealing.safetensors_buffer import check_file
+from pipeline.signing.model import SIGNATURE_NAME, sign_model
 
-#: Extensions that are always weights, sealed whatever pipeline.yaml says.
-WEIGHT_SUFFIXES = frozenset(
-    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".npz", ".h5", ".msgpack"}
-)
 _SKIP_DIRS = frozenset({"__pycache__", ".git"})
-SIGNATURE_NAME = "model.sig"
 
 
 @dataclass(frozen=True)
@@ -117,19 +114,6 @@ def _copy_plain(src: Path, dst: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _install(tmp: Path, out_dir: Path, force: bool) -> None:
-    """Move the finished directory into place; an existing one is replaced only with force."""
-    if out_dir.exists():
-        if not force:
-            raise InputError(f"{out_dir} already exists (use --force to replace it)")
-        old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
-        out_dir.rename(old)
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out_dir)
-
-
 def seal_model(
     model_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -173,68 +157,12 @@ def seal_model(
     key_provider = get_provider(provider, settings)
     key_id = resolve_key_id(key_provider, key)
     data_key = bytearray(secrets.token_bytes(_streaming.KEY_SIZE))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        wrapped = key_provider.wrap(key_id, data_key)
-        entries: list[FileEntry] = []
-        for rel in files:
-            src = source / rel
-            if rel in (MANIFEST_NAME, SIGNATURE_NAME):
-                raise InputError(f"{src}: '{rel}' is a reserved name in a sealed model")
-            if rel in weights:
-                sealed_rel = rel + SEALED_SUFFIX
-                dst = tmp / sealed_rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                with dst.open("wb") as out:
-                    result = _streaming.encrypt_file(
-                        data_key, src, out, associated_data(rel), segment_size=segment_size,
-                        on_bytes=on_bytes,
-                    )
-                entries.append(
-                    FileEntry(
-                        path=rel,
-                        size=result.plaintext_size,
-                        sha256=result.plaintext_sha256,
-                        sealed_path=sealed_rel,
-                        sealed_size=result.ciphertext_size,
-                        sealed_sha256=result.ciphertext_sha256,
-                    )
-                )
-            else:
-                dst = tmp / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                size, digest = _copy_plain(src, dst)
-                entries.append(FileEntry(path=rel, size=size, sha256=digest))
-            if progress:
-                progress(rel, entries[-1].size)
-        manifest = SealManifest(
-            name=model_name(source),
-            segment_size=segment_size,
-            key=KeyInfo(
-                provider=key_provider.name,
-                key_id=key_id,
-                wrap_algorithm=key_provider.wrap_algorithm,
-                wrapped_key=wrapped,
-            ),
-            files=tuple(entries),
-            signature=SIGNATURE_NAME,
-            created_by=f"secure-model-pipeline {__version__}",
-        )
-        manifest_bytes = manifest.to_bytes()
-        (tmp / MANIFEST_NAME).write_bytes(manifest_bytes)
-        if sign_key is not None:
-            from pipeline.signing.model import sign_model
-
-            written = {e.stored_path: e.stored_sha256 for e in entries}
-            written[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
-            sign_model(tmp, private_key=Path(sign_key), signature_name=SIGNATURE_NAME,
-                       known_digests=written)
-        os.chmod(tmp, 0o755)
-        _install(tmp, target, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_directory(target, mode=0o755, replace=force, on_exists=_exists) as tmp:
+            manifest, manifest_bytes = _seal_into(
+                tmp, source, files, weights, data_key, key_provider, key_id, segment_size,
+                sign_key, progress, on_bytes,
+            )
     finally:
         data_key[:] = bytes(len(data_key))
     return SealResult(
@@ -243,3 +171,76 @@ def seal_model(
         manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
         signed=sign_key is not None,
     )
+
+
+def _exists(path: Path) -> InputError:
+    return InputError(f"{path} already exists (use --force to replace it)")
+
+
+def _seal_into(
+    tmp: Path,
+    source: Path,
+    files: list[str],
+    weights: set[str],
+    data_key: bytearray,
+    key_provider: KeyProvider,
+    key_id: str,
+    segment_size: int,
+    sign_key: str | os.PathLike[str] | None,
+    progress: Callable[[str, int], None] | None,
+    on_bytes: Callable[[int], None] | None,
+) -> tuple[SealManifest, bytes]:
+    """Encrypt the weights and copy the rest into ``tmp``; write (and sign) seal.json."""
+    wrapped = key_provider.wrap(key_id, data_key)
+    entries: list[FileEntry] = []
+    for rel in files:
+        src = source / rel
+        if rel in (MANIFEST_NAME, SIGNATURE_NAME):
+            raise InputError(f"{src}: '{rel}' is a reserved name in a sealed model")
+        if rel in weights:
+            sealed_rel = rel + SEALED_SUFFIX
+            dst = tmp / sealed_rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with dst.open("wb") as out:
+                result = _streaming.encrypt_file(
+                    data_key, src, out, associated_data(rel), segment_size=segment_size,
+                    on_bytes=on_bytes,
+                )
+            entries.append(
+                FileEntry(
+                    path=rel,
+                    size=result.plaintext_size,
+                    sha256=result.plaintext_sha256,
+                    sealed_path=sealed_rel,
+                    sealed_size=result.ciphertext_size,
+                    sealed_sha256=result.ciphertext_sha256,
+                )
+            )
+        else:
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            size, digest = _copy_plain(src, dst)
+            entries.append(FileEntry(path=rel, size=size, sha256=digest))
+        if progress:
+            progress(rel, entries[-1].size)
+    manifest = SealManifest(
+        name=model_name(source),
+        segment_size=segment_size,
+        key=KeyInfo(
+            provider=key_provider.name,
+            key_id=key_id,
+            wrap_algorithm=key_provider.wrap_algorithm,
+            wrapped_key=wrapped,
+        ),
+        files=tuple(entries),
+        signature=SIGNATURE_NAME,
+        created_by=f"secure-model-pipeline {__version__}",
+    )
+    manifest_bytes = manifest.to_bytes()
+    (tmp / MANIFEST_NAME).write_bytes(manifest_bytes)
+    if sign_key is not None:
+        written = {e.stored_path: e.stored_sha256 for e in entries}
+        written[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
+        sign_model(tmp, private_key=Path(sign_key), signature_name=SIGNATURE_NAME,
+                   known_digests=written)
+    return manifest, manifest_bytes

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline._fileio import atomic_directory
 from pipeline.config import Settings, load_settings
 from pipeline.errors import InputError, IntegrityError
 from pipeline.sealing.open import decrypt_file_into, open_sealed, unwrap_data_key, zero
 from pipeline.sealing.safetensors_buffer import parse_header
-from pipeline.sealing.seal import SIGNATURE_NAME
+from pipeline.signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from pipeline.signing.model import Trust
@@ -87,31 +86,28 @@ def unseal_to(
     opened = open_sealed(
         path, trust=trust, allow_unsigned=allow_unsigned, full_verify=True, settings=settings
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     data_key = unwrap_data_key(opened, settings)
     try:
-        for name, content in opened.files.items():
-            dest = tmp / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(content)
-        for entry in opened.manifest.sealed_files:
-            buffer = bytearray(entry.size)
-            try:
-                decrypt_file_into(opened, entry, data_key, memoryview(buffer))
-                if hashlib.sha256(buffer).hexdigest() != entry.sha256:
-                    raise IntegrityError(f"{entry.path}: plaintext digest differs from seal.json")
-                dest = tmp / entry.path
+        with atomic_directory(target) as tmp:
+            for name, content in opened.files.items():
+                dest = tmp / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(buffer)
-            finally:
-                zero(buffer)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                dest.write_bytes(content)
+            for entry in opened.manifest.sealed_files:
+                buffer = bytearray(entry.size)
+                try:
+                    decrypt_file_into(opened, entry, data_key, memoryview(buffer))
+                    if hashlib.sha256(buffer).hexdigest() != entry.sha256:
+                        raise IntegrityError(
+                            f"{entry.path}: plaintext digest differs from seal.json"
+                        )
+                    dest = tmp / entry.path
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(buffer)
+                finally:
+                    zero(buffer)
     finally:
         zero(data_key)
     return {"unsealed": str(target), "files": sorted(f.path for f in opened.manifest.files)}

@@ -7,24 +7,22 @@ annotations. Adding one is a read-modify-write of that manifest: the registry
 API has no compare-and-swap, so two signers racing on the same image can lose
 one signature (the loser re-runs; documented in docs/image-signatures.md).
 
-Also here: resolving a reference to the digest actually signed, a client for a
-reference honouring caller options, and the small LRU that makes repeated
-verification of the same content cheap.
+Also here: the small LRU that makes repeated verification of the same content cheap.
+(Which digest a reference names now, and a client for it, are pipeline.oci.registry's.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline._lru import LRUCache
 from pipeline.errors import InputError, IntegrityError, NotFoundError, VerificationError
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import parse_digest, sha256_digest
+from pipeline.oci.manifest import parse_descriptor
 from pipeline.oci.reference import Reference
 
 #: Layers bigger than this are not signatures (payloads are bytes, envelopes KiBs).
@@ -37,46 +35,6 @@ _CREATED = "0001-01-01T00:00:00Z"  # what cosign writes: no time, reproducible
 def as_reference(ref: str | Reference) -> Reference:
     """Accept a string or a parsed reference (public functions take both)."""
     return ref if isinstance(ref, Reference) else Reference.parse(ref)
-
-
-@contextlib.contextmanager
-def client_for(
-    ref: Reference, client: Any | None, client_options: Mapping[str, Any] | None
-) -> Iterator[Any]:
-    """The caller's client, or a new one for ``ref``'s registry (closed afterwards)."""
-    if client is not None:
-        yield client
-        return
-    from pipeline.oci.client import RegistryClient
-
-    options = {k: v for k, v in (client_options or {}).items() if v is not None}
-    own = RegistryClient.for_reference(ref, **options)
-    try:
-        yield own
-    finally:
-        own.close()
-
-
-def resolve_descriptor(client: Any, ref: Reference) -> dict[str, Any]:
-    """The descriptor (mediaType, digest, size) of what ``ref`` names right now.
-
-    A tag is resolved at this moment: the signature then binds that digest, and a
-    tag moved later no longer matches it.
-    """
-    descriptor = client.head_manifest(ref.repository, ref.identifier)
-    if descriptor is None:
-        raise NotFoundError(f"{ref}: no such manifest in the registry")
-    if ref.digest and descriptor.get("digest") != ref.digest:
-        raise IntegrityError(f"{ref}: registry answered with digest {descriptor.get('digest')}")
-    return descriptor
-
-
-def resolve_digest(client: Any, ref: Reference) -> str:
-    """The digest to verify: the pinned one (no request), else the tag's current one."""
-    if ref.digest:
-        parse_digest(ref.digest)
-        return ref.digest
-    return str(resolve_descriptor(client, ref)["digest"])
 
 
 def attached_tag(digest: str, suffix: str) -> str:
@@ -98,23 +56,10 @@ class AttachedManifest:
 
 
 def _check_descriptor(layer: Any, where: str) -> dict[str, Any]:
-    if not isinstance(layer, dict):
-        raise VerificationError(f"malformed {where}: a layer is not an object")
-    if not isinstance(layer.get("mediaType"), str):
-        raise VerificationError(f"malformed {where}: layer without mediaType")
     try:
-        parse_digest(layer.get("digest"))
-    except InputError as exc:
-        raise VerificationError(f"malformed {where}: {exc}") from None
-    size = layer.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise VerificationError(f"malformed {where}: layer size is not a non-negative integer")
-    annotations = layer.get("annotations", {})
-    if not isinstance(annotations, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()
-    ):
-        raise VerificationError(f"malformed {where}: annotations are not a string map")
-    return layer
+        return parse_descriptor(layer, where)
+    except InputError as exc:  # a manifest we cannot read is an unverifiable signature
+        raise VerificationError(f"malformed {exc}") from None
 
 
 def parse_attached(body: bytes, digest: str, where: str) -> AttachedManifest:
@@ -164,7 +109,7 @@ def fetch_layer(client: Any, repository: str, layer: Mapping[str, Any]) -> bytes
     if layer["size"] > MAX_LAYER_BYTES:
         raise VerificationError(f"layer {layer['digest']} is larger than {MAX_LAYER_BYTES} bytes")
     try:
-        data = client.get_blob(repository, layer["digest"])
+        data: bytes = client.get_blob(repository, layer["digest"])
     except (InputError, IntegrityError, NotFoundError) as exc:
         raise VerificationError(f"layer {layer['digest']}: {exc}") from None
     if len(data) != layer["size"]:
@@ -235,7 +180,7 @@ def append_layer(
     return digest, len(layers), True
 
 
-class VerificationCache:
+class VerificationCache(LRUCache[tuple[Any, ...], Any]):
     """A small thread-safe LRU of verification results keyed by content digests.
 
     Keys contain only digests and key fingerprints (immutable facts), so a hit
@@ -243,27 +188,7 @@ class VerificationCache:
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
-        self._data: OrderedDict[tuple, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.maxsize = maxsize
-
-    def get(self, key: tuple) -> Any | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: tuple, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
+        super().__init__(maxsize)
 
 
 __all__ = [
@@ -272,11 +197,8 @@ __all__ = [
     "append_layer",
     "as_reference",
     "attached_tag",
-    "client_for",
     "fetch_attached",
     "fetch_layer",
     "head_attached",
     "parse_attached",
-    "resolve_descriptor",
-    "resolve_digest",
 ]

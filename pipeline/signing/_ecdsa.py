@@ -20,7 +20,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -90,6 +90,14 @@ def key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def pem_hint(key: Any) -> str:
+    """sha256 hex of the PEM SubjectPublicKeyInfo: the key hint model-signing bundles carry."""
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(pem).hexdigest()
+
+
 def _check_curve(curve: ec.EllipticCurve, source: str) -> None:
     if not isinstance(curve, ec.SECP256R1):
         raise KeyProviderError(
@@ -112,8 +120,11 @@ def load_signer(path: str | os.PathLike[str], password: bytes | None = None) -> 
     """Load a PEM ECDSA P-256 private key (PKCS#8 or SEC1, optionally encrypted)."""
     path = Path(path)
     data = _read_key_file(path)
-    if password is None and os.environ.get(PASSWORD_ENV):
-        password = os.environ[PASSWORD_ENV].encode()
+    if password is None:
+        from pipeline.config import load_settings
+
+        configured = load_settings().keys().signing_key_password
+        password = configured.encode() if configured else None
     try:
         key = serialization.load_pem_private_key(data, password=password)
     except TypeError:
@@ -138,8 +149,8 @@ def open_signer(key: str | os.PathLike[str] | Signer) -> Iterator[Signer]:
 
     A context manager because a token key is only usable while its session is open.
     """
-    if hasattr(key, "sign"):
-        yield key  # type: ignore[misc]
+    if not isinstance(key, str | os.PathLike):
+        yield key  # already a Signer
         return
     from pipeline.signing._pkcs11_signer import is_pkcs11_uri, open_token_signer
 
@@ -147,7 +158,7 @@ def open_signer(key: str | os.PathLike[str] | Signer) -> Iterator[Signer]:
         with open_token_signer(str(key)) as signer:
             yield signer
         return
-    yield load_signer(key)  # type: ignore[arg-type]
+    yield load_signer(key)
 
 
 def load_verify_key(source: str | os.PathLike[str]) -> VerifyKey:
@@ -194,4 +205,5 @@ __all__ = [
     "load_verify_key",
     "load_verify_keys",
     "open_signer",
+    "pem_hint",
 ]

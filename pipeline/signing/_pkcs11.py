@@ -1,15 +1,15 @@
-"""PKCS#11 tokens for signing keys: RFC 7512 URIs, sessions, key pairs on the token.
+"""PKCS#11 tokens for signing keys: RFC 7512 URIs and EC key pairs on the token.
 
-Shared by the model signer (pipeline.signing._model_internal) and the image signer
-(pipeline.signing._pkcs11_signer), with python-pkcs11, the project's one PKCS#11
-library. PINs come from the URI's pin-source, the environment or pipeline.yaml, are read
-by the key provider's strict PIN-file reader, and never appear in a message.
+Shared by the model signer (pipeline.signing._model_signers) and the image signer
+(pipeline.signing._pkcs11_signer). Sessions are opened by :mod:`pipeline._pkcs11`, the
+same code the sealing key provider uses; PINs come from the URI's pin-source, the
+environment or pipeline.yaml (:meth:`pipeline.config.Settings.pkcs11`), are read by the
+one strict PIN-file reader, and never appear in a message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline._pkcs11 import describe, open_session, read_pin_file
+from pipeline.config import load_settings
 from pipeline.errors import (
-    AuthError,
     ConfigError,
     InputError,
     KeyProviderError,
@@ -46,17 +47,14 @@ def resolve_pkcs11_uri(pkcs11_uri: str) -> Pkcs11KeyRef:
     _TOKEN / _PIN / _PIN_FILE, or keys.pkcs11 in pipeline.yaml). A ``pin-source`` file
     is read with its trailing newline stripped; the PIN never leaves this process.
     """
-    from pipeline.sealing.keys.pkcs11 import read_pin_file
-
     path_attrs, query = parse_pkcs11_uri(pkcs11_uri)
     label = _text(path_attrs.get("object"))
     key_id = path_attrs.get("id")
     if label is None and key_id is None:
         raise InputError("the PKCS#11 URI must name the key: object=<label> or id=<id>")
-    conf = _pkcs11_settings()
+    conf = load_settings().pkcs11()
 
-    module = _text(query.get("module-path")) or os.environ.get("PIPELINE_PKCS11_MODULE")
-    module = module or conf.get("module")
+    module = _text(query.get("module-path")) or conf.module
     if "module-name" in query and "module-path" not in query:
         raise InputError("use module-path=<absolute path> (module-name is not supported)")
     if not module:
@@ -76,7 +74,7 @@ def resolve_pkcs11_uri(pkcs11_uri: str) -> Pkcs11KeyRef:
             raise InputError("PKCS#11 URI: slot-id must be a number") from None
     token = _text(path_attrs.get("token"))
     if token is None and slot_id is None:
-        token = os.environ.get("PIPELINE_PKCS11_TOKEN") or conf.get("token_label")
+        token = conf.token_label
         if not token:
             raise ConfigError(
                 "no PKCS#11 token: add token=... to the URI, set PIPELINE_PKCS11_TOKEN "
@@ -90,12 +88,10 @@ def resolve_pkcs11_uri(pkcs11_uri: str) -> Pkcs11KeyRef:
         if not source_path.is_absolute():
             raise InputError("PKCS#11 URI: pin-source must be an absolute file path")
         pin = read_pin_file(source_path)
-    if pin is None and os.environ.get("PIPELINE_PKCS11_PIN"):
-        pin = os.environ["PIPELINE_PKCS11_PIN"]
-    if pin is None:
-        pin_file = os.environ.get("PIPELINE_PKCS11_PIN_FILE") or conf.get("pin_file")
-        if pin_file:
-            pin = read_pin_file(Path(str(pin_file)).expanduser())
+    if pin is None and conf.pin:
+        pin = conf.pin
+    if pin is None and conf.pin_file:
+        pin = read_pin_file(conf.pin_file)
     if pin is None:
         raise KeyProviderError(
             "no PIN for the PKCS#11 token: use pin-source=<file> in the URI, "
@@ -146,57 +142,11 @@ def _text(value: bytes | None) -> str | None:
 
 @contextlib.contextmanager
 def open_token_session(ref: Pkcs11KeyRef) -> Iterator[tuple[Any, Any]]:
-    """A logged-in ``(token, session)`` on the token ``ref`` names, closed after the block.
-
-    Built on python-pkcs11, the one PKCS#11 library of the project: model-signing's own
-    PKCS#11 signer uses PyKCS11, and two libraries in one process fight over
-    C_Initialize/C_Finalize (one finalizing the module ends the other's sessions).
-    """
-    import pkcs11
-    from pkcs11 import exceptions as p11
-
-    try:
-        library = pkcs11.lib(ref.module)
-    except (OSError, p11.PKCS11Error, RuntimeError) as exc:
-        raise KeyProviderUnreachableError(
-            f"cannot load PKCS#11 module {ref.module}: {_short(exc)}"
-        ) from None
-    try:
-        if ref.slot_id is not None:
-            slots = [s for s in library.get_slots(token_present=True) if s.slot_id == ref.slot_id]
-            if not slots:
-                raise KeyProviderUnreachableError(f"no token in PKCS#11 slot {ref.slot_id}")
-            token = slots[0].get_token()
-            if ref.token_label is not None and token.label != ref.token_label:
-                raise KeyProviderError(
-                    f"the token in slot {ref.slot_id} is not {ref.token_label!r}"
-                )
-        else:
-            token = library.get_token(token_label=ref.token_label)
-    except p11.NoSuchToken:
-        raise KeyProviderUnreachableError(
-            f"PKCS#11 token {ref.token_label!r} not found in {ref.module}"
-        ) from None
-    except p11.PKCS11Error as exc:
-        raise KeyProviderUnreachableError(f"PKCS#11 token unavailable: {_p11(exc)}") from None
-
-    try:
-        session = token.open(user_pin=ref.pin, rw=True)
-    except p11.UserAlreadyLoggedIn:
-        # Login state belongs to the process, not the session: the sealing key provider
-        # is already logged in to this token, so this session is too.
-        session = token.open(rw=True)
-    except (p11.PinIncorrect, p11.PinLenRange, p11.PinLocked) as exc:
-        raise AuthError(
-            f"PKCS#11 token {token.label!r} refused the PIN ({type(exc).__name__})"
-        ) from None
-    except p11.PKCS11Error as exc:
-        raise KeyProviderError(f"cannot log in to PKCS#11 token: {_p11(exc)}") from None
-    try:
-        yield token, session
-    finally:
-        with contextlib.suppress(Exception):
-            session.close()
+    """A logged-in ``(token, session)`` on the token ``ref`` names, closed after the block."""
+    with open_session(
+        ref.module, pin=ref.pin, token_label=ref.token_label, slot_id=ref.slot_id, rw=True
+    ) as opened:
+        yield opened
 
 
 def find_token_keypair(ref: Pkcs11KeyRef, token: Any, session: Any) -> tuple[Any, Any]:
@@ -274,27 +224,11 @@ def create_token_keypair(pkcs11_uri: str) -> bytes:
 
 
 def _p11(exc: BaseException) -> str:
-    return _short(exc) if str(exc) else type(exc).__name__
-
-
-def _pkcs11_settings() -> dict[str, Any]:
-    from pipeline.config import load_settings
-
-    try:
-        return dict(load_settings().pkcs11)
-    except ConfigError:
-        raise
-    except Exception:  # pragma: no cover - settings are optional here
-        return {}
-
-
-def _redact_pin(message: str) -> str:
-    return re.sub(r"pin-value=[^&;\s]*", "pin-value=<redacted>", message)
+    return describe(exc)
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, capped, with any pin-value redacted."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return _redact_pin(text if len(text) <= limit else text[: limit - 3] + "...")
-
-
-# -------------------------------------------------------------------- verification
+    text = re.sub(r"pin-value=[^&;\s]*", "pin-value=<redacted>", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -26,26 +26,21 @@ from pipeline.errors import InputError, IntegrityError, VerificationError
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import sha256_digest
 from pipeline.oci.reference import Reference
-from pipeline.signing import dsse, intoto
-from pipeline.signing import simple_signing as ss
-from pipeline.signing._cosign_store import (
-    VerificationCache,
-    append_layer,
-    as_reference,
-    attached_tag,
-    client_for,
-    fetch_attached,
-    fetch_layer,
-    head_attached,
+from pipeline.oci.registry import (
+    RegistryOptions,
+    open_client,
     resolve_descriptor,
     resolve_digest,
 )
+from pipeline.signing import _cosign_store as store
+from pipeline.signing import dsse, intoto
+from pipeline.signing import simple_signing as ss
 from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 
 ATTESTATION_SUFFIX = "att"
 PREDICATE_TYPE_ANNOTATION = "predicateType"
 
-_cache = VerificationCache()
+_cache = store.VerificationCache()
 
 
 def attest(
@@ -54,7 +49,7 @@ def attest(
     predicate: Mapping[str, Any],
     key: Path | str | Signer,
     *,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
     referrer: bool = True,
 ) -> dict[str, Any]:
@@ -64,11 +59,11 @@ def attest(
     ``key``: a PEM private key path, a ``pkcs11:`` URI naming a token key, or a Signer.
     Attesting the same statement again with the same key adds nothing.
     """
-    reference = as_reference(ref)
+    reference = store.as_reference(ref)
     type_uri = intoto.resolve_predicate_type(predicate_type)
     if not isinstance(predicate, Mapping):
         raise InputError("the predicate must be a JSON object")
-    with open_signer(key) as signer, client_for(reference, client, client_options) as registry:
+    with open_signer(key) as signer, open_client(reference, client, registry_options) as registry:
         public = VerifyKey(signer.public_key, "signer")
         subject = resolve_descriptor(registry, reference)
         digest = str(subject["digest"])
@@ -85,9 +80,9 @@ def attest(
                 return False
             return old.payload == payload
 
-        tag = attached_tag(digest, ATTESTATION_SUFFIX)
+        tag = store.attached_tag(digest, ATTESTATION_SUFFIX)
         annotations = {PREDICATE_TYPE_ANNOTATION: type_uri, ss.SIGNATURE_ANNOTATION: ""}
-        att_digest, count, added = append_layer(
+        att_digest, count, added = store.append_layer(
             registry, reference.repository, tag, blob, dsse.MEDIA_TYPE, annotations,
             is_duplicate=same_statement,
         )
@@ -211,7 +206,8 @@ def _verify_layers(
             # vouch for anything: a mislabelled layer is skipped (fail closed).
             continue
         try:
-            envelope = dsse.Envelope.from_json(fetch_layer(registry, reference.repository, layer))
+            blob = store.fetch_layer(registry, reference.repository, layer)
+            envelope = dsse.Envelope.from_json(blob)
             signed_by = dsse.verify(envelope, trusted)
             statement = intoto.parse_statement(envelope.payload)
         except VerificationError as exc:
@@ -257,7 +253,7 @@ def verify_attestations(
     *,
     threshold: int = 1,
     conditions: Sequence[Mapping[str, Any]] = (),
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
     use_cache: bool = True,
 ) -> list[dict[str, Any]]:
@@ -268,13 +264,13 @@ def verify_attestations(
     """
     if threshold < 1:
         raise InputError("threshold must be at least 1")
-    reference = as_reference(ref)
+    reference = store.as_reference(ref)
     type_uri = intoto.resolve_predicate_type(predicate_type)
     trusted = load_verify_keys(keys)
-    with client_for(reference, client, client_options) as registry:
+    with open_client(reference, client, registry_options) as registry:
         digest = resolve_digest(registry, reference)
-        tag = attached_tag(digest, ATTESTATION_SUFFIX)
-        att_digest = head_attached(registry, reference.repository, tag)
+        tag = store.attached_tag(digest, ATTESTATION_SUFFIX)
+        att_digest = store.head_attached(registry, reference.repository, tag)
         cache_key = (reference.name, digest, att_digest, type_uri,
                      tuple(sorted(k.keyid for k in trusted)), threshold)
         cached = _cache.get(cache_key) if use_cache and att_digest else None
@@ -283,7 +279,7 @@ def verify_attestations(
         else:
             verified, reasons = [], []
             if att_digest is not None:
-                attached = fetch_attached(registry, reference.repository, att_digest)
+                attached = store.fetch_attached(registry, reference.repository, att_digest)
                 if attached is not None:
                     verified, reasons = _verify_layers(
                         registry, reference, attached.layers, digest, type_uri, trusted,
@@ -333,7 +329,7 @@ def _from_referrers(
         if not isinstance(manifest_digest, str):
             continue
         try:
-            attached = fetch_attached(registry, reference.repository, manifest_digest)
+            attached = store.fetch_attached(registry, reference.repository, manifest_digest)
         except VerificationError as exc:
             reasons.append(f"referrer {manifest_digest}: {exc}")
             continue

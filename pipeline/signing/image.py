@@ -12,7 +12,8 @@ signature copied from another image fails) and, unless told otherwise, the
 same repository. Every rejected layer leaves a reason in the error.
 
 Anything stored as a manifest can be signed, so the sealed-model artifact
-(pipeline.oci.model_artifact) is signed and verified with these same functions.
+(pipeline.sealing.artifact, pipeline.distribution) is signed and verified with these same
+functions.
 """
 
 from __future__ import annotations
@@ -25,20 +26,15 @@ from typing import Any
 
 from pipeline.errors import InputError, VerificationError
 from pipeline.oci.reference import Reference
-from pipeline.signing import keyless
-from pipeline.signing import simple_signing as ss
-from pipeline.signing._cosign_store import (
-    VerificationCache,
-    append_layer,
-    as_reference,
-    attached_tag,
-    client_for,
-    fetch_attached,
-    fetch_layer,
-    head_attached,
+from pipeline.oci.registry import (
+    RegistryOptions,
+    open_client,
     resolve_descriptor,
     resolve_digest,
 )
+from pipeline.signing import _cosign_store as store
+from pipeline.signing import keyless
+from pipeline.signing import simple_signing as ss
 from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 from pipeline.signing.keyless import Identity, TrustRoot, certificate_annotations
 
@@ -46,7 +42,7 @@ SIGNATURE_SUFFIX = "sig"
 #: ``identity`` value that turns the docker-reference check off (cosign's default).
 ANY_IDENTITY = "*"
 
-_cache = VerificationCache()
+_cache = store.VerificationCache()
 
 
 def sign_image(
@@ -54,7 +50,7 @@ def sign_image(
     key: Path | str | Signer,
     *,
     annotations: Mapping[str, str] | None = None,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
     certificate: Path | str | None = None,
     certificate_chain: Path | str | None = None,
@@ -70,11 +66,11 @@ def sign_image(
     Signing the same digest again with the same key is a no-op; another key adds a
     layer, so several signers can meet a verification threshold.
     """
-    reference = as_reference(ref)
+    reference = store.as_reference(ref)
     layer_annotations: dict[str, str] = {}
     if certificate is not None:
         layer_annotations = certificate_annotations(certificate, certificate_chain)
-    with open_signer(key) as signer, client_for(reference, client, client_options) as registry:
+    with open_signer(key) as signer, open_client(reference, client, registry_options) as registry:
         descriptor = resolve_descriptor(registry, reference)
         digest = str(descriptor["digest"])
         payload = ss.build_payload(reference.name, digest, annotations)
@@ -89,8 +85,8 @@ def sign_image(
                 return False
             return blob == payload and public.verify(existing, blob)
 
-        tag = attached_tag(digest, SIGNATURE_SUFFIX)
-        manifest_digest, count, added = append_layer(
+        tag = store.attached_tag(digest, SIGNATURE_SUFFIX)
+        manifest_digest, count, added = store.append_layer(
             registry,
             reference.repository,
             tag,
@@ -128,7 +124,7 @@ def verify_image(
     *,
     threshold: int = 1,
     identity: str | None = None,
-    client_options: Mapping[str, Any] | None = None,
+    registry_options: RegistryOptions | None = None,
     client: Any | None = None,
     use_cache: bool = True,
     keyless: Sequence[Identity] = (),
@@ -146,7 +142,7 @@ def verify_image(
     """
     if threshold < 1:
         raise InputError("threshold must be at least 1")
-    reference = as_reference(ref)
+    reference = store.as_reference(ref)
     if keyless and trust_root is None:
         raise VerificationError("keyless identities need a trust root (Fulcio CA, Rekor key)")
     trusted = load_verify_keys(keys) if keys or not keyless else []
@@ -157,10 +153,10 @@ def verify_image(
             f"and {len(identities)} keyless identity(ies)"
         )
     expected_identity = identity or reference.name
-    with client_for(reference, client, client_options) as registry:
+    with open_client(reference, client, registry_options) as registry:
         digest = resolve_digest(registry, reference)
-        tag = attached_tag(digest, SIGNATURE_SUFFIX)
-        sig_digest = head_attached(registry, reference.repository, tag)
+        tag = store.attached_tag(digest, SIGNATURE_SUFFIX)
+        sig_digest = store.head_attached(registry, reference.repository, tag)
         if sig_digest is None:
             raise VerificationError(f"{reference}: no signatures found ({digest} is unsigned)")
         key = (
@@ -176,7 +172,7 @@ def verify_image(
         cached = _cache.get(key) if use_cache else None
         if cached is not None:
             return {**cached, "reference": str(reference), "cached": True}
-        attached = fetch_attached(registry, reference.repository, sig_digest)
+        attached = store.fetch_attached(registry, reference.repository, sig_digest)
         if attached is None:
             raise VerificationError(f"{reference}: signature manifest vanished while verifying")
         keyless_trust = (trust_root, identities) if identities and trust_root else None
@@ -230,7 +226,7 @@ def _check_layers(
             reasons.append(f"{label}: signature annotation is not valid base64")
             continue
         try:
-            payload = fetch_layer(registry, reference.repository, layer)
+            payload = store.fetch_layer(registry, reference.repository, layer)
         except VerificationError as exc:
             reasons.append(f"{label}: {exc}")
             continue

@@ -10,16 +10,15 @@ is set the private key is encrypted with it (the same variable the signers read)
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pipeline._fileio import write_atomic
+from pipeline.config import load_settings
 from pipeline.errors import InputError
-
-PASSWORD_ENV = "PIPELINE_SIGNING_KEY_PASSWORD"
+from pipeline.signing._ecdsa import PASSWORD_ENV
 
 __all__ = ["PASSWORD_ENV", "create_signing_keypair"]
 
@@ -41,7 +40,7 @@ def create_signing_keypair(private_path: Path, public_path: Path) -> None:
             raise InputError(f"directory does not exist: {path.parent}")
 
     key = ec.generate_private_key(ec.SECP256R1())
-    password = os.environ.get(PASSWORD_ENV)
+    password = load_settings().keys().signing_key_password
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(password.encode("utf-8"))
         if password
@@ -65,29 +64,7 @@ def create_signing_keypair(private_path: Path, public_path: Path) -> None:
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` atomically; fail if ``path`` exists (link, not rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
-        try:
-            os.fchmod(fd, mode)  # the umask must not loosen or tighten what we ask for
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # atomic and, unlike rename, never replaces a file
-        except FileExistsError:
-            raise InputError(f"refusing to overwrite existing key file: {path}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        write_atomic(path, data, mode=mode, no_clobber=True)
+    except FileExistsError:
+        raise InputError(f"refusing to overwrite existing key file: {path}") from None

@@ -26,11 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import InputError, IntegrityError
-from pipeline.signing import _model_internal as _impl
+from pipeline.signing import _model_bundle, _model_hashing, _model_signers, _model_verify
 
+#: The file a model's signature is stored in: the one definition of this name.
 SIGNATURE_NAME = "model.sig"
+#: Media type of the signature file (a Sigstore bundle v0.3 with a DSSE envelope).
+BUNDLE_MEDIA_TYPE = _model_bundle.BUNDLE_MEDIA_TYPE
 
 __all__ = [
+    "BUNDLE_MEDIA_TYPE",
     "SIGNATURE_NAME",
     "Trust",
     "sign_model",
@@ -83,8 +87,8 @@ def sign_model(
         raise InputError(
             "sign with exactly one of: a private key, a PKCS#11 URI, an identity token"
         )
-    _impl.check_signature_name(signature_name)
-    model_dir = _impl.check_model_dir(Path(model_dir))
+    _model_hashing.check_signature_name(signature_name)
+    model_dir = _model_hashing.check_model_dir(Path(model_dir))
     if not _has_files(model_dir, signature_name):
         raise InputError(f"nothing to sign: {model_dir} has no files")
 
@@ -92,20 +96,20 @@ def sign_model(
 
     signature_path = model_dir / signature_name
     if pkcs11_uri is not None:
-        with _impl.open_pkcs11_signer(pkcs11_uri) as token_signer:
-            write = _impl.signer_writer(token_signer, signature_name, known_digests)
-            _impl.sign_to_file(write, model_dir, signature_path)
+        with _model_signers.open_pkcs11_signer(pkcs11_uri) as token_signer:
+            write = _model_signers.signer_writer(token_signer, signature_name, known_digests)
+            _model_signers.sign_to_file(write, model_dir, signature_path)
         return signature_path
 
     config = signing.Config().set_hashing_config(
-        _impl.hashing_config_with_digests(signature_name, model_dir, known_digests)
+        _model_hashing.hashing_config_with_digests(signature_name, model_dir, known_digests)
     )
     if private_key is not None:
-        config = _impl.load_key_signer(config, Path(private_key))
+        config = _model_signers.load_key_signer(config, Path(private_key))
     else:
         assert identity_token is not None
-        config = _impl.load_sigstore_signer(config, identity_token)
-    _impl.sign_to_file(config.sign, model_dir, signature_path)
+        config = _model_signers.load_sigstore_signer(config, identity_token)
+    _model_signers.sign_to_file(config.sign, model_dir, signature_path)
     return signature_path
 
 
@@ -118,9 +122,9 @@ def verify_model_signature(
     signature, an untrusted signer, or a manifest that is not per-file sha256.
     The caller must still compare every file it uses with the returned digests.
     """
-    _impl.check_signature_name(signature_name)
-    model_dir = _impl.check_model_dir(Path(model_dir))
-    return _impl.verify_bundle(model_dir / signature_name, trust)
+    _model_hashing.check_signature_name(signature_name)
+    model_dir = _model_hashing.check_model_dir(Path(model_dir))
+    return _model_verify.verify_bundle(model_dir / signature_name, trust)
 
 
 def verify_model(
@@ -133,15 +137,16 @@ def verify_model(
     missing) or changed; the message names the files.
     """
     expected = verify_model_signature(model_dir, trust, signature_name=signature_name)
-    actual = _impl.hash_model(Path(model_dir), signature_name, IntegrityError)
-    _impl.compare(Path(model_dir), expected, actual)
+    actual = _model_hashing.hash_model(Path(model_dir), signature_name, IntegrityError)
+    _model_hashing.compare(Path(model_dir), expected, actual)
     return expected
 
 
 def _has_files(model_dir: Path, signature_name: str) -> bool:
     for path in model_dir.rglob("*"):
         relative = path.relative_to(model_dir)
-        if relative.parts[0] in _impl.ALWAYS_IGNORED or relative.as_posix() == signature_name:
+        ignored = relative.parts[0] in _model_hashing.ALWAYS_IGNORED
+        if ignored or relative.as_posix() == signature_name:
             continue
         if path.is_file() or path.is_symlink():
             return True

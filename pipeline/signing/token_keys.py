@@ -8,10 +8,10 @@ Signing with it is ``pipeline sign-model --pkcs11-uri pkcs11:object=<label>``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import quote
 
+from pipeline._fileio import write_atomic
 from pipeline.errors import InputError
 from pipeline.signing import _pkcs11 as _impl
 
@@ -36,12 +36,8 @@ def create_token_signing_key(label: str, public_path: Path) -> str:
         raise InputError(f"directory does not exist: {public_path.parent}")
     uri = token_key_uri(label)
     pem = _impl.create_token_keypair(uri)
-    temp = public_path.with_name(f".{public_path.name}.{os.getpid()}.tmp")
     try:
-        temp.write_bytes(pem)
-        os.link(temp, public_path)
+        write_atomic(public_path, pem, mode=0o644, no_clobber=True)
     except FileExistsError:
         raise InputError(f"refusing to overwrite existing key file: {public_path}") from None
-    finally:
-        temp.unlink(missing_ok=True)
     return uri

@@ -1,7 +1,7 @@
 """Read an Argo Workflow(Template) object into an ordered plan of DAG tasks.
 
 Why from the rendered object: the local runner must execute exactly what a cluster would
-run, so it reads the dict Hera builds (the same data ``python -m workflows render``
+run, so it reads the dict Hera builds (the same data ``pipeline workflow render``
 writes), never a second, parallel definition of the steps.
 """
 

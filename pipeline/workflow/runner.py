@@ -296,7 +296,7 @@ def load_plan(name: str) -> Plan:
     from pipeline.workflow.plan import plan_from_dict
 
     try:
-        from workflows.catalog import build, to_dict
+        from pipeline.workflows.catalog import build, to_dict
     except ImportError as exc:  # hera missing: an installation problem, not a bug
         raise ConfigError(f"the workflow definitions need 'hera' ({exc})") from None
     try:

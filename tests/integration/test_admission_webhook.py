@@ -31,14 +31,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.admission.cache import VerdictCache
 from pipeline.admission.decide import Decider
 from pipeline.admission.server import bind, build_server, create_app
+from pipeline.oci import RegistryOptions
 from pipeline.oci.reference import Reference
 from pipeline.oci.transfer import push_layout
 from pipeline.policy.check import DEFAULT_POLICY_DIR
+from pipeline.policy.image_policy import ImagePolicy
 from pipeline.policy.vap import load_policies
 from pipeline.policy.workloads import workload_kind
 from pipeline.signing.image import sign_image
 from pipeline.signing.keypair import create_signing_keypair
-from pipeline.signing.policy import ImagePolicy
 from tests.fixtures_registry import RegistryServer, _write_certificates, write_image
 from tests.slow_clients import disconnect_mid_body, wait_until
 
@@ -100,7 +101,7 @@ def webhook(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
             digests[repo] = push_layout(layout, ref, client, tag="v1")
         if key is not None:
             sign_image(f"{registry.host}/{repo}@{digests[repo]}", key,
-                       client_options={"insecure": True})
+                       registry_options=RegistryOptions(insecure=True))
     dead = _dead_registry()
     policy = work / "image-policy.yaml"
     policy.write_text(
@@ -109,7 +110,7 @@ def webhook(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
         "    authorities:\n      - key: release.pub\n")
     cache = VerdictCache(ttl=300)
     decider = Decider(load_policies(DEFAULT_POLICY_DIR), ImagePolicy.load(policy),
-                      {"insecure": True, "retries": 1, "timeout": 5, "backoff": 0.01}, cache)
+                      RegistryOptions(insecure=True, retries=1, timeout=5, backoff=0.01), cache)
     ca, cert, key = _write_certificates(work)
     server = build_server(create_app(decider, max_request_bytes=256 * 1024), cert, key)
     sock = bind("127.0.0.1", 0)

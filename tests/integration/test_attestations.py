@@ -13,18 +13,19 @@ import yaml
 
 from pipeline.cli import run
 from pipeline.errors import EXIT_VERIFICATION, VerificationError
+from pipeline.oci import RegistryOptions
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import sha256_digest
 from pipeline.oci.reference import Reference
 from pipeline.oci.transfer import push_layout
+from pipeline.policy.image_policy import ImagePolicy
 from pipeline.signing import attestation, dsse
 from pipeline.signing.attestation import attest, verify_attestations
 from pipeline.signing.image import clear_cache, sign_image
-from pipeline.signing.policy import ImagePolicy
 from tests.fixtures_registry import RegistryServer, write_image
 
 pytestmark = pytest.mark.integration
-OPTS = {"insecure": True}
+OPTS = RegistryOptions(insecure=True)
 DSSE = "application/vnd.dsse.envelope.v1+json"
 
 PREDICATES = {
@@ -75,9 +76,9 @@ def _att_tag(digest: str) -> str:
 def test_attestation_round_trip(kind: str, push, keys, registry: RegistryServer) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    result = attest(ref, kind, PREDICATES[kind], private, client_options=OPTS)
+    result = attest(ref, kind, PREDICATES[kind], private, registry_options=OPTS)
     assert result["predicate_type"] == URIS[kind] and result["added"]
-    (statement,) = verify_attestations(ref, kind, [public], client_options=OPTS)
+    (statement,) = verify_attestations(ref, kind, [public], registry_options=OPTS)
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == URIS[kind]
     assert statement["subject"] == [{"name": ref.name, "digest": {"sha256": digest[7:]}}]
@@ -97,17 +98,17 @@ def test_three_attestations_on_one_image_each_verify_by_type(push, keys) -> None
     ref, _ = push()
     private, public = keys("alice")
     for kind in PREDICATES:
-        attest(ref, kind, PREDICATES[kind], private, client_options=OPTS)
-    assert attest(ref, "vuln", PREDICATES["vuln"], private, client_options=OPTS)["added"] is False
+        attest(ref, kind, PREDICATES[kind], private, registry_options=OPTS)
+    assert attest(ref, "vuln", PREDICATES["vuln"], private, registry_options=OPTS)["added"] is False
     for kind in PREDICATES:
-        (statement,) = verify_attestations(ref, kind, [public], client_options=OPTS)
+        (statement,) = verify_attestations(ref, kind, [public], registry_options=OPTS)
         assert statement["predicate"] == PREDICATES[kind]
 
 
 def test_referrers_fallback_index_lists_the_attestation(push, keys, registry) -> None:
     ref, digest = push()
     private, _ = keys("alice")
-    result = attest(ref, "cyclonedx", PREDICATES["cyclonedx"], private, client_options=OPTS)
+    result = attest(ref, "cyclonedx", PREDICATES["cyclonedx"], private, registry_options=OPTS)
     with registry.client() as client:
         # distribution 2.8 has no referrers API: the sha256-<hex> tag holds the index.
         body, media_type, _ = client.get_manifest(ref.repository, digest.replace(":", "-"),
@@ -127,11 +128,11 @@ def test_referrers_are_used_when_the_att_tag_is_gone(push, keys, registry) -> No
     ref, digest = push()
     private, public = keys("alice")
     result = attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], private,
-                    client_options=OPTS)
+                    registry_options=OPTS)
     with registry.client() as client:
         client.delete_manifest(ref.repository, result["attestation_manifest"])
         assert client.head_manifest(ref.repository, _att_tag(digest)) is None
-    (statement,) = verify_attestations(ref, "slsaprovenance", [public], client_options=OPTS)
+    (statement,) = verify_attestations(ref, "slsaprovenance", [public], registry_options=OPTS)
     assert statement["predicate"] == PREDICATES["slsaprovenance"]
 
 
@@ -140,11 +141,11 @@ def test_wrong_key_and_missing_type_fail(push, keys) -> None:
     ref, _ = push()
     private, public = keys("alice")
     _, other = keys("mallory")
-    attest(ref, "cyclonedx", PREDICATES["cyclonedx"], private, client_options=OPTS)
+    attest(ref, "cyclonedx", PREDICATES["cyclonedx"], private, registry_options=OPTS)
     with pytest.raises(VerificationError, match="0 of the 1 trusted keys"):
-        verify_attestations(ref, "cyclonedx", [other], client_options=OPTS)
+        verify_attestations(ref, "cyclonedx", [other], registry_options=OPTS)
     with pytest.raises(VerificationError, match="no verified https://slsa.dev/provenance/v1"):
-        verify_attestations(ref, "slsaprovenance", [public], client_options=OPTS)
+        verify_attestations(ref, "slsaprovenance", [public], registry_options=OPTS)
 
 
 def _replace_att_layer(registry: RegistryServer, ref: Reference, digest: str,
@@ -163,7 +164,7 @@ def _replace_att_layer(registry: RegistryServer, ref: Reference, digest: str,
 def test_tampered_envelope_fails(push, keys, registry) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    attest(ref, "vuln", PREDICATES["vuln"], private, client_options=OPTS)
+    attest(ref, "vuln", PREDICATES["vuln"], private, registry_options=OPTS)
 
     def tamper(envelope: dict) -> dict:
         statement = json.loads(base64.b64decode(envelope["payload"]))
@@ -177,35 +178,35 @@ def test_tampered_envelope_fails(push, keys, registry) -> None:
         index = client.head_manifest(ref.repository, digest.replace(":", "-"))
         client.delete_manifest(ref.repository, index["digest"])
     with pytest.raises(VerificationError, match="trusted keys signed"):
-        verify_attestations(ref, "vuln", [public], client_options=OPTS)
+        verify_attestations(ref, "vuln", [public], registry_options=OPTS)
 
 
 def test_bad_base64_in_envelope_fails(push, keys, registry) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    attest(ref, "vuln", PREDICATES["vuln"], private, client_options=OPTS, referrer=False)
+    attest(ref, "vuln", PREDICATES["vuln"], private, registry_options=OPTS, referrer=False)
     _replace_att_layer(registry, ref, digest, lambda e: {**e, "payload": "@@not-b64@@"})
     with pytest.raises(VerificationError, match="payload is not base64"):
-        verify_attestations(ref, "vuln", [public], client_options=OPTS)
+        verify_attestations(ref, "vuln", [public], registry_options=OPTS)
 
 
 def test_attestation_copied_from_another_image_fails(push, keys, registry) -> None:
     good, good_digest = push(tag="good")
     evil, evil_digest = push(tag="evil")
     private, public = keys("alice")
-    attest(good, "slsaprovenance", PREDICATES["slsaprovenance"], private, client_options=OPTS,
+    attest(good, "slsaprovenance", PREDICATES["slsaprovenance"], private, registry_options=OPTS,
            referrer=False)
     with registry.client() as client:
         body, media_type, _ = client.get_manifest(good.repository, _att_tag(good_digest))
         client.put_manifest(evil.repository, _att_tag(evil_digest), body, media_type)
     with pytest.raises(VerificationError, match="about another artifact"):
-        verify_attestations(evil, "slsaprovenance", [public], client_options=OPTS)
+        verify_attestations(evil, "slsaprovenance", [public], registry_options=OPTS)
 
 
 def test_signed_statement_type_wins_over_the_annotation(push, keys, registry) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    attest(ref, "cyclonedx", PREDICATES["cyclonedx"], private, client_options=OPTS,
+    attest(ref, "cyclonedx", PREDICATES["cyclonedx"], private, registry_options=OPTS,
            referrer=False)
     with registry.client() as client:  # relabel the layer as provenance (unsigned field)
         manifest = json.loads(client.get_manifest(ref.repository, _att_tag(digest))[0])
@@ -213,33 +214,33 @@ def test_signed_statement_type_wins_over_the_annotation(push, keys, registry) ->
         client.put_manifest(ref.repository, _att_tag(digest), json.dumps(manifest).encode(),
                             mt.OCI_MANIFEST)
     with pytest.raises(VerificationError, match="annotation says"):
-        verify_attestations(ref, "slsaprovenance", [public], client_options=OPTS)
+        verify_attestations(ref, "slsaprovenance", [public], registry_options=OPTS)
 
 
 def test_conditions_filter_statements(push, keys) -> None:
     ref, _ = push()
     private, public = keys("alice")
-    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], private, client_options=OPTS)
+    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], private, registry_options=OPTS)
     build_type = "predicate.buildDefinition.buildType"
     ok = [{"path": build_type, "equals": "https://secure-model-pipeline.dev/build/v1"}]
     assert verify_attestations(ref, "slsaprovenance", [public], conditions=ok,
-                               client_options=OPTS)
+                               registry_options=OPTS)
     bad = [{"path": build_type, "matches": "https://evil.example/.*"}]
     with pytest.raises(VerificationError, match="does not meet the conditions"):
         verify_attestations(ref, "slsaprovenance", [public], conditions=bad,
-                            client_options=OPTS)
+                            registry_options=OPTS)
 
 
 def test_attestation_threshold_counts_distinct_signers(push, keys) -> None:
     ref, _ = push()
     alice, alice_pub = keys("alice")
     bob, bob_pub = keys("bob")
-    attest(ref, "vuln", PREDICATES["vuln"], alice, client_options=OPTS)
+    attest(ref, "vuln", PREDICATES["vuln"], alice, registry_options=OPTS)
     with pytest.raises(VerificationError, match="2 required"):
-        verify_attestations(ref, "vuln", [alice_pub, bob_pub], threshold=2, client_options=OPTS)
-    attest(ref, "vuln", PREDICATES["vuln"], bob, client_options=OPTS)
+        verify_attestations(ref, "vuln", [alice_pub, bob_pub], threshold=2, registry_options=OPTS)
+    attest(ref, "vuln", PREDICATES["vuln"], bob, registry_options=OPTS)
     statements = verify_attestations(ref, "vuln", [alice_pub, bob_pub], threshold=2,
-                                     client_options=OPTS)
+                                     registry_options=OPTS)
     assert len(statements) == 1  # the same statement, signed twice
 
 
@@ -249,19 +250,19 @@ def test_threshold_counts_only_signers_of_statements_meeting_the_conditions(push
     ref, _ = push()
     alice, alice_pub = keys("alice")
     bob, bob_pub = keys("bob")
-    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], alice, client_options=OPTS)
+    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], alice, registry_options=OPTS)
     other = json.loads(json.dumps(PREDICATES["slsaprovenance"]))
     other["runDetails"]["builder"]["id"] = "https://evil.example/builder"
-    attest(ref, "slsaprovenance", other, bob, client_options=OPTS)
+    attest(ref, "slsaprovenance", other, bob, registry_options=OPTS)
     builder = [{"path": "predicate.runDetails.builder.id",
                 "equals": "https://secure-model-pipeline.dev/local-runner"}]
     with pytest.raises(VerificationError, match="2 required"):
         verify_attestations(ref, "slsaprovenance", [alice_pub, bob_pub], threshold=2,
-                            conditions=builder, client_options=OPTS)
+                            conditions=builder, registry_options=OPTS)
     # once bob attests the passing statement too, two keys vouch for it
-    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], bob, client_options=OPTS)
+    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], bob, registry_options=OPTS)
     (statement,) = verify_attestations(ref, "slsaprovenance", [alice_pub, bob_pub], threshold=2,
-                                       conditions=builder, client_options=OPTS)
+                                       conditions=builder, registry_options=OPTS)
     assert statement["predicate"]["runDetails"]["builder"]["id"].endswith("/local-runner")
 
 
@@ -303,8 +304,8 @@ def _policy(tmp_path: Path, registry: RegistryServer, keys_: list[Path], thresho
 def test_policy_allows_a_signed_and_attested_image(push, keys, tmp_path, registry) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    sign_image(ref, private, client_options=OPTS)
-    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], private, client_options=OPTS)
+    sign_image(ref, private, registry_options=OPTS)
+    attest(ref, "slsaprovenance", PREDICATES["slsaprovenance"], private, registry_options=OPTS)
     policy = _policy(tmp_path, registry, [public], attestations=[{
         "type": "slsaprovenance",
         "conditions": [{"path": "predicate.buildDefinition.buildType",
@@ -320,7 +321,7 @@ def test_policy_denies_missing_attestation_and_unsigned(push, keys, tmp_path, re
     policy = _policy(tmp_path, registry, [public], attestations=[{"type": "cyclonedx"}])
     unsigned = policy.evaluate(f"{ref.name}@{digest}", OPTS)
     assert not unsigned.allowed and any("no signatures found" in r for r in unsigned.reasons)
-    sign_image(ref, private, client_options=OPTS)
+    sign_image(ref, private, registry_options=OPTS)
     no_sbom = policy.evaluate(f"{ref.name}@{digest}", OPTS)
     assert not no_sbom.allowed
     assert any("no verified https://cyclonedx.org/bom" in r for r in no_sbom.reasons)
@@ -331,9 +332,9 @@ def test_policy_threshold(push, keys, tmp_path, registry) -> None:
     alice, alice_pub = keys("alice")
     bob, bob_pub = keys("bob")
     policy = _policy(tmp_path, registry, [alice_pub, bob_pub], threshold=2)
-    sign_image(ref, alice, client_options=OPTS)
+    sign_image(ref, alice, registry_options=OPTS)
     assert not policy.evaluate(f"{ref.name}@{digest}", OPTS).allowed
-    sign_image(ref, bob, client_options=OPTS)
+    sign_image(ref, bob, registry_options=OPTS)
     assert policy.evaluate(f"{ref.name}@{digest}", OPTS).allowed
 
 
@@ -341,7 +342,7 @@ def test_policy_tags_need_resolve_and_no_match_is_denied(push, keys, tmp_path,
                                                          registry) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    sign_image(ref, private, client_options=OPTS)
+    sign_image(ref, private, registry_options=OPTS)
     policy = _policy(tmp_path, registry, [public])
     refused = policy.evaluate(str(ref), OPTS)
     assert not refused.allowed and "pin the image by digest" in refused.reasons[0]
@@ -357,7 +358,7 @@ def test_policy_denies_when_the_registry_is_unreachable(keys, tmp_path, registry
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(document))
     policy = ImagePolicy.load(tmp_path / "p.yaml")
     result = policy.evaluate("127.0.0.1:1/team/app@sha256:" + "ab" * 32,
-                             {"insecure": True, "retries": 0})
+                             RegistryOptions(insecure=True, retries=0))
     assert not result.allowed and result.reasons
 
 

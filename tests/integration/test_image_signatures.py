@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pipeline.cli import run
 from pipeline.errors import EXIT_NOT_FOUND, EXIT_VERIFICATION, NotFoundError, VerificationError
+from pipeline.oci import RegistryOptions
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import sha256_digest
 from pipeline.oci.reference import Reference
@@ -46,7 +47,7 @@ def _fresh_cache() -> None:
     clear_cache()
 
 
-OPTS = {"insecure": True}
+OPTS = RegistryOptions(insecure=True)
 
 
 def _sig_tag(digest: str) -> str:
@@ -80,18 +81,18 @@ def _read_sig(registry: RegistryServer, ref: Reference, digest: str) -> dict:
 def test_sign_then_verify_by_tag_and_by_digest(push, keys, registry: RegistryServer) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    signed = sign_image(ref, private, client_options=OPTS)
+    signed = sign_image(ref, private, registry_options=OPTS)
     assert signed["digest"] == digest and signed["added"] and signed["signatures"] == 1
-    by_tag = verify_image(ref, [public], client_options=OPTS)
+    by_tag = verify_image(ref, [public], registry_options=OPTS)
     assert by_tag["verified"] and by_tag["digest"] == digest and len(by_tag["signers"]) == 1
-    by_digest = verify_image(f"{ref.name}@{digest}", [public], client_options=OPTS)
+    by_digest = verify_image(f"{ref.name}@{digest}", [public], registry_options=OPTS)
     assert by_digest["digest"] == digest
 
 
 def test_storage_is_cosigns_format(push, keys, registry: RegistryServer) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    sign_image(ref, private, client_options=OPTS, annotations={"commit": "abc123"})
+    sign_image(ref, private, registry_options=OPTS, annotations={"commit": "abc123"})
     manifest = _read_sig(registry, ref, digest)
     assert manifest["mediaType"] == mt.OCI_MANIFEST
     assert manifest["config"]["mediaType"] == mt.OCI_CONFIG
@@ -117,8 +118,8 @@ def test_storage_is_cosigns_format(push, keys, registry: RegistryServer) -> None
 def test_signing_twice_with_the_same_key_adds_nothing(push, keys) -> None:
     ref, _ = push()
     private, _ = keys("alice")
-    first = sign_image(ref, private, client_options=OPTS)
-    again = sign_image(ref, private, client_options=OPTS)
+    first = sign_image(ref, private, registry_options=OPTS)
+    again = sign_image(ref, private, registry_options=OPTS)
     assert not again["added"] and again["signature_manifest"] == first["signature_manifest"]
 
 
@@ -126,13 +127,13 @@ def test_unsigned_image_fails(push, keys) -> None:
     ref, digest = push()
     _, public = keys("alice")
     with pytest.raises(VerificationError, match="no signatures found"):
-        verify_image(ref, [public], client_options=OPTS)
+        verify_image(ref, [public], registry_options=OPTS)
 
 
 def test_missing_image(keys, registry: RegistryServer) -> None:
     private, _ = keys("alice")
     with pytest.raises(NotFoundError):
-        sign_image(f"{registry.host}/team/absent:v1", private, client_options=OPTS)
+        sign_image(f"{registry.host}/team/absent:v1", private, registry_options=OPTS)
 
 
 # -- attacks ------------------------------------------------------------------------------
@@ -140,41 +141,41 @@ def test_wrong_key_fails(push, keys) -> None:
     ref, _ = push()
     private, _ = keys("alice")
     _, mallory_public = keys("mallory")
-    sign_image(ref, private, client_options=OPTS)
+    sign_image(ref, private, registry_options=OPTS)
     with pytest.raises(VerificationError, match="not signed by a trusted key"):
-        verify_image(ref, [mallory_public], client_options=OPTS)
+        verify_image(ref, [mallory_public], registry_options=OPTS)
 
 
 def test_signature_copied_from_another_image_fails(push, keys, registry) -> None:
     signed_ref, signed_digest = push(tag="good")
     other_ref, other_digest = push(tag="evil")
     private, public = keys("alice")
-    sign_image(signed_ref, private, client_options=OPTS)
+    sign_image(signed_ref, private, registry_options=OPTS)
     # Copy the valid .sig manifest to the other image's signature tag.
     with registry.client() as client:
         body, media_type, _ = client.get_manifest(signed_ref.repository, _sig_tag(signed_digest))
         client.put_manifest(other_ref.repository, _sig_tag(other_digest), body, media_type)
     with pytest.raises(VerificationError, match=f"signs {signed_digest}, not {other_digest}"):
-        verify_image(other_ref, [public], client_options=OPTS)
+        verify_image(other_ref, [public], registry_options=OPTS)
 
 
 def test_tag_moved_after_signing_fails(push, keys) -> None:
     ref, first = push(tag="release")
     private, public = keys("alice")
-    sign_image(ref, private, client_options=OPTS)
-    assert verify_image(ref, [public], client_options=OPTS)["digest"] == first
+    sign_image(ref, private, registry_options=OPTS)
+    assert verify_image(ref, [public], registry_options=OPTS)["digest"] == first
     _, second = push(tag="release")  # same tag, new image
     assert second != first
     with pytest.raises(VerificationError, match=f"{second} is unsigned"):
-        verify_image(ref, [public], client_options=OPTS)
+        verify_image(ref, [public], registry_options=OPTS)
     # The old digest is still signed: pinning by digest is what admission should do.
-    assert verify_image(f"{ref.name}@{first}", [public], client_options=OPTS)["verified"]
+    assert verify_image(f"{ref.name}@{first}", [public], registry_options=OPTS)["verified"]
 
 
 def test_tampered_payload_fails(push, keys, registry) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    sign_image(ref, private, client_options=OPTS)
+    sign_image(ref, private, registry_options=OPTS)
     (layer,) = _read_sig(registry, ref, digest)["layers"]
     with registry.client() as client:
         payload = client.get_blob(ref.repository, layer["digest"])
@@ -183,7 +184,7 @@ def test_tampered_payload_fails(push, keys, registry) -> None:
     _put_sig_manifest(registry, ref.repository, _sig_tag(digest),
                       [(tampered, layer["annotations"], ss.MEDIA_TYPE)])
     with pytest.raises(VerificationError, match="payload altered"):
-        verify_image(ref, [public], client_options=OPTS)
+        verify_image(ref, [public], registry_options=OPTS)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +203,7 @@ def test_bad_layers_are_rejected_with_reasons(push, keys, registry, annotations,
     _put_sig_manifest(registry, ref.repository, _sig_tag(digest),
                       [(payload, annotations, media_type)])
     with pytest.raises(VerificationError, match=reason):
-        verify_image(ref, [public], client_options=OPTS)
+        verify_image(ref, [public], registry_options=OPTS)
 
 
 def test_malformed_payload_signed_by_trusted_key_is_rejected(push, keys, registry) -> None:
@@ -216,7 +217,7 @@ def test_malformed_payload_signed_by_trusted_key_is_rejected(push, keys, registr
         (garbage, {ss.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
          ss.MEDIA_TYPE)])
     with pytest.raises(VerificationError, match="malformed simple signing payload"):
-        verify_image(ref, [public], client_options=OPTS)
+        verify_image(ref, [public], registry_options=OPTS)
 
 
 def test_index_at_the_signature_tag_is_malformed(push, keys, registry) -> None:
@@ -226,14 +227,14 @@ def test_index_at_the_signature_tag_is_malformed(push, keys, registry) -> None:
     with registry.client() as client:
         client.put_manifest(ref.repository, _sig_tag(digest), index, mt.OCI_INDEX)
     with pytest.raises(VerificationError, match="malformed"):
-        verify_image(ref, [public], client_options=OPTS)
+        verify_image(ref, [public], registry_options=OPTS)
 
 
 def test_signature_for_another_repository_needs_an_explicit_identity(push, keys,
                                                                      registry) -> None:
     source, digest = push(repository="staging/app", content=b"same image")
     private, public = keys("alice")
-    sign_image(source, private, client_options=OPTS)
+    sign_image(source, private, registry_options=OPTS)
     # Promote: same image and signature copied into the production repository.
     target, same = push(repository="prod/app", content=b"same image")
     assert same == digest
@@ -245,9 +246,9 @@ def test_signature_for_another_repository_needs_an_explicit_identity(push, keys,
                              client.get_blob(source.repository, blob["digest"]))
         client.put_manifest(target.repository, _sig_tag(digest), body, media_type)
     with pytest.raises(VerificationError, match="signed for"):
-        verify_image(target, [public], client_options=OPTS)
-    assert verify_image(target, [public], identity=source.name, client_options=OPTS)["verified"]
-    assert verify_image(target, [public], identity="*", client_options=OPTS)["verified"]
+        verify_image(target, [public], registry_options=OPTS)
+    assert verify_image(target, [public], identity=source.name, registry_options=OPTS)["verified"]
+    assert verify_image(target, [public], identity="*", registry_options=OPTS)["verified"]
 
 
 # -- several signers ----------------------------------------------------------------------
@@ -256,14 +257,14 @@ def test_multiple_signatures_and_threshold(push, keys) -> None:
     alice, alice_pub = keys("alice")
     bob, bob_pub = keys("bob")
     _, carol_pub = keys("carol")
-    sign_image(ref, alice, client_options=OPTS)
-    assert sign_image(ref, bob, client_options=OPTS)["signatures"] == 2
-    both = verify_image(ref, [alice_pub, bob_pub, carol_pub], threshold=2, client_options=OPTS)
+    sign_image(ref, alice, registry_options=OPTS)
+    assert sign_image(ref, bob, registry_options=OPTS)["signatures"] == 2
+    both = verify_image(ref, [alice_pub, bob_pub, carol_pub], threshold=2, registry_options=OPTS)
     assert len(both["signers"]) == 2
     with pytest.raises(VerificationError, match="1 of 2 required"):
-        verify_image(ref, [alice_pub, carol_pub], threshold=2, client_options=OPTS)
+        verify_image(ref, [alice_pub, carol_pub], threshold=2, registry_options=OPTS)
     with pytest.raises(VerificationError, match="cannot be met"):
-        verify_image(ref, [alice_pub, alice_pub], threshold=2, client_options=OPTS)
+        verify_image(ref, [alice_pub, alice_pub], threshold=2, registry_options=OPTS)
 
 
 def test_warm_verification_is_cached_by_digest_and_invalidated_by_new_signatures(
@@ -272,11 +273,11 @@ def test_warm_verification_is_cached_by_digest_and_invalidated_by_new_signatures
     ref, _ = push()
     alice, alice_pub = keys("alice")
     bob, bob_pub = keys("bob")
-    sign_image(ref, alice, client_options=OPTS)
-    assert verify_image(ref, [alice_pub, bob_pub], client_options=OPTS)["cached"] is False
-    assert verify_image(ref, [alice_pub, bob_pub], client_options=OPTS)["cached"] is True
-    sign_image(ref, bob, client_options=OPTS)  # new .sig manifest digest: cache miss
-    result = verify_image(ref, [alice_pub, bob_pub], client_options=OPTS)
+    sign_image(ref, alice, registry_options=OPTS)
+    assert verify_image(ref, [alice_pub, bob_pub], registry_options=OPTS)["cached"] is False
+    assert verify_image(ref, [alice_pub, bob_pub], registry_options=OPTS)["cached"] is True
+    sign_image(ref, bob, registry_options=OPTS)  # new .sig manifest digest: cache miss
+    result = verify_image(ref, [alice_pub, bob_pub], registry_options=OPTS)
     assert result["cached"] is False and len(result["signers"]) == 2
 
 
@@ -298,8 +299,8 @@ def test_model_artifact_manifest_is_signed_the_same_way(keys, registry) -> None:
         digest = client.put_manifest(repository, "v1", manifest, mt.OCI_MANIFEST)
     private, public = keys("alice")
     ref = f"{registry.host}/{repository}@{digest}"
-    sign_image(ref, private, client_options=OPTS)
-    assert verify_image(ref, [public], client_options=OPTS)["digest"] == digest
+    sign_image(ref, private, registry_options=OPTS)
+    assert verify_image(ref, [public], registry_options=OPTS)["digest"] == digest
 
 
 # -- CLI and TLS --------------------------------------------------------------------------
@@ -330,8 +331,8 @@ def test_tls_registry_with_auth(tls_registry: RegistryServer, keys, tmp_path: Pa
     monkeypatch.setenv("PIPELINE_REGISTRY_USERNAME", tls_registry.username or "")
     monkeypatch.setenv("PIPELINE_REGISTRY_PASSWORD", tls_registry.password or "")
     private, public = keys("alice")
-    options = {"ca_file": str(tls_registry.ca_file)}
-    sign_image(ref, private, client_options=options)
-    assert verify_image(ref, [public], client_options=options)["digest"] == digest
+    options = RegistryOptions(ca_file=tls_registry.ca_file)
+    sign_image(ref, private, registry_options=options)
+    assert verify_image(ref, [public], registry_options=options)["digest"] == digest
     assert run(["verify", str(ref), "--key", str(public), "--ca-file",
                 str(tls_registry.ca_file)]) == 0

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pipeline.cli import run
 from pipeline.errors import EXIT_AUTH, EXIT_KEY, EXIT_OK, EXIT_VERIFICATION, AuthError
+from pipeline.oci import RegistryOptions
 from pipeline.oci.reference import Reference
 from pipeline.oci.transfer import push_layout
 from pipeline.signing import attestation, image
@@ -65,13 +66,14 @@ def test_token_key_signs_images_and_attestations(
 ) -> None:
     uri, public = token_key
     ref, digest = pushed
-    result = image.sign_image(ref, uri, client_options={"insecure": True})
+    result = image.sign_image(ref, uri, registry_options=RegistryOptions(insecure=True))
     assert result["added"] and result["digest"] == digest
-    assert image.verify_image(ref, [public], client_options={"insecure": True})["verified"]
+    verified = image.verify_image(ref, [public], registry_options=RegistryOptions(insecure=True))
+    assert verified["verified"]
     attestation.attest(ref, "vuln", {"scanner": {"uri": "x"}}, uri,
-                       client_options={"insecure": True})
+                       registry_options=RegistryOptions(insecure=True))
     statements = attestation.verify_attestations(ref, "vuln", [public],
-                                                 client_options={"insecure": True})
+                                                 registry_options=RegistryOptions(insecure=True))
     assert statements[0]["subject"][0]["digest"]["sha256"] == digest.split(":")[1]
 
 
@@ -100,8 +102,8 @@ def test_wrong_pin_is_an_auth_error(
     wrong.write_text("not-the-pin\n")
     wrong.chmod(0o600)
     monkeypatch.setenv("PIPELINE_PKCS11_PIN_FILE", str(wrong))
-    with pytest.raises(AuthError, match="refused the PIN"):
-        image.sign_image(ref, uri, client_options={"insecure": True})
+    with pytest.raises(AuthError, match="rejected the PIN"):
+        image.sign_image(ref, uri, registry_options=RegistryOptions(insecure=True))
     assert run(["sign", str(ref), "--key", uri, "--insecure"]) == EXIT_AUTH
     err = capsys.readouterr().err
     assert "Traceback" not in err and "not-the-pin" not in err

@@ -25,19 +25,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pipeline.cli import run
 from pipeline.errors import KeyProviderError, VerificationError
+from pipeline.oci import RegistryOptions
 from pipeline.oci import media_types as mt
 from pipeline.oci.reference import Reference
 from pipeline.oci.transfer import push_layout
+from pipeline.policy.image_policy import ImagePolicy
 from pipeline.signing import image, keyless
 from pipeline.signing.keyless import Identity, TrustRoot
-from pipeline.signing.policy import ImagePolicy
 from tests.fixtures_registry import RegistryServer, write_image
 
 pytestmark = pytest.mark.integration
 ISSUER = "https://token.actions.githubusercontent.com"
 SUBJECT = "https://github.com/org/repo/.github/workflows/release.yml@refs/heads/main"
 NOW = datetime.datetime.now(datetime.UTC)
-OPTS = {"insecure": True}
+OPTS = RegistryOptions(insecure=True)
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -151,7 +152,7 @@ def signed(registry: RegistryServer, sigstore: Sigstore, tmp_path: Path):
     cert = _leaf(sigstore.intermediate, key)
     cert_file = tmp_path / "leaf.pem"
     cert_file.write_bytes(_pem(cert))
-    image.sign_image(ref, key_file, client_options=OPTS, certificate=cert_file,
+    image.sign_image(ref, key_file, registry_options=OPTS, certificate=cert_file,
                      certificate_chain=sigstore.chain_file)
     return ref, digest, cert, registry
 
@@ -188,7 +189,7 @@ DEFAULT_IDENTITY = Identity(ISSUER, SUBJECT)
 
 def _verify(signed, root: TrustRoot, identity: Identity = DEFAULT_IDENTITY) -> dict:
     ref = signed[0]
-    return image.verify_image(ref, [], keyless=[identity], trust_root=root, client_options=OPTS)
+    return image.verify_image(ref, [], keyless=[identity], trust_root=root, registry_options=OPTS)
 
 
 def test_certificate_and_chain_are_stored_as_cosign_does(signed, sigstore) -> None:
@@ -263,13 +264,13 @@ def test_certificate_must_be_for_code_signing(registry, sigstore, tmp_path: Path
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     (tmp_path / "c.pem").write_bytes(_pem(_leaf(sigstore.intermediate, key, code_signing=False)))
-    image.sign_image(ref, tmp_path / "k.pem", client_options=OPTS, certificate=tmp_path / "c.pem",
+    image.sign_image(ref, tmp_path / "k.pem", registry_options=OPTS, certificate=tmp_path / "c.pem",
                      certificate_chain=sigstore.chain_file)
     image.clear_cache()
     with pytest.raises(VerificationError, match="not for code signing"):
         image.verify_image(ref, [], keyless=[Identity(ISSUER, SUBJECT)],
                            trust_root=sigstore.trust_root(require_tlog=False),
-                           client_options=OPTS)
+                           registry_options=OPTS)
 
 
 def test_policy_keyless_authority_with_a_trust_root(signed, sigstore, tmp_path: Path) -> None:

@@ -171,16 +171,17 @@ def test_get_provider_reads_settings_and_env(
         "token_label": softhsm_token.label,
         "pin_file": str(softhsm_token.pin_file),
     }
-    provider = get_provider("pkcs11", Settings(pkcs11=conf))
+    provider = get_provider("pkcs11", Settings(raw={"keys": {"pkcs11": conf}}))
     assert isinstance(provider, KeyProvider)
     assert provider.wrap_algorithm == "CKM_AES_GCM"
     assert isinstance(provider.list_keys(), list)
     monkeypatch.setenv("PIPELINE_PKCS11_TOKEN", "from-env")
-    assert get_provider("pkcs11", Settings(pkcs11=conf)).token_label == "from-env"  # type: ignore[attr-defined]
+    from_env = get_provider("pkcs11", Settings(raw={"keys": {"pkcs11": conf}}))
+    assert from_env.token_label == "from-env"  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="no PKCS#11 module"):
-        get_provider("pkcs11", Settings(pkcs11={"token_label": "x"}))
+        get_provider("pkcs11", Settings(raw={"keys": {"pkcs11": {"token_label": "x"}}}))
     with pytest.raises(ConfigError, match="PIN never goes in pipeline.yaml"):
-        get_provider("pkcs11", Settings(pkcs11={**conf, "pin": "1234"}))
+        get_provider("pkcs11", Settings(raw={"keys": {"pkcs11": {**conf, "pin": "1234"}}}))
 
 
 def test_cli_create_list_and_wrong_pin(

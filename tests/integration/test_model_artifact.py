@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import run
+from pipeline.distribution import build_manifest, pull_model, push_model
 from pipeline.errors import InputError, IntegrityError
+from pipeline.oci import RegistryOptions
 from pipeline.oci import media_types as mt
 from pipeline.oci.digest import sha256_digest
-from pipeline.oci.model_artifact import build_manifest, pull_model, push_model
 from pipeline.oci.reference import Reference
 from tests.fixtures_registry import FlakyProxy, RegistryServer
+
+INSECURE = RegistryOptions(insecure=True)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +66,7 @@ def test_manifest_format_and_determinism(tmp_path: Path) -> None:
 def test_push_pull_round_trip(registry: RegistryServer, tmp_path: Path) -> None:
     sealed = _sealed_dir(tmp_path)
     ref = registry.ref("models/tiny", "v1")
-    digest = push_model(sealed, ref, insecure=True)
+    digest = push_model(sealed, ref, registry_options=INSECURE)
     assert digest == Reference.parse(ref).with_digest(digest).digest
     client = registry.client()
     assert client.get_manifest("models/tiny", "v1")[2] == digest
@@ -78,11 +81,11 @@ def test_refuses_plaintext_weights_and_non_sealed_dirs(
     sealed = _sealed_dir(tmp_path)
     (sealed / "model.safetensors").write_bytes(b"plaintext!")
     with pytest.raises(InputError, match="plaintext"):
-        push_model(sealed, registry.ref("models/leak"), insecure=True)
+        push_model(sealed, registry.ref("models/leak"), registry_options=INSECURE)
     (sealed / "model.safetensors").unlink()
     (sealed / "seal.json").unlink()
     with pytest.raises(InputError, match="seal.json"):
-        push_model(sealed, registry.ref("models/leak"), insecure=True)
+        push_model(sealed, registry.ref("models/leak"), registry_options=INSECURE)
     assert registry.client().head_manifest("models/leak", "latest") is None
 
 
@@ -223,7 +226,7 @@ def test_model_signature_attached_as_referrer_is_verified_on_pull(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from pipeline.oci.model_artifact import SIGNATURE_ARTIFACT_TYPE, attached_model_signatures
+    from pipeline.distribution import SIGNATURE_ARTIFACT_TYPE, attached_model_signatures
 
     monkeypatch.setenv("PIPELINE_KEYRING", str(tmp_path / "keys" / "keyring.json"))
     monkeypatch.delenv("PIPELINE_SIGNING_KEY_PASSWORD", raising=False)
@@ -266,7 +269,7 @@ def test_model_signature_attached_as_referrer_is_verified_on_pull(
 def test_attached_signature_must_name_the_model_as_subject(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
-    from pipeline.oci.model_artifact import attach_model_signature, attached_model_signatures
+    from pipeline.distribution import attach_model_signature, attached_model_signatures
 
     client = registry.client()
     repository = f"models/subject-{os.urandom(3).hex()}"

@@ -18,7 +18,8 @@ from pipeline.build.image import build_image
 from pipeline.build.provenance import BUILD_TYPE, PREDICATE_TYPE, image_provenance
 from pipeline.cli import run
 from pipeline.errors import EXIT_INPUT
-from pipeline.signing.policy import ImagePolicy
+from pipeline.oci import RegistryOptions
+from pipeline.policy.image_policy import ImagePolicy
 from tests.fixtures_registry import write_image
 from tests.integration._build_support import Built, copy_project
 
@@ -77,15 +78,16 @@ def test_policy_requires_our_build_type(
             }],
         })
 
-    before = policy(BUILD_TYPE).evaluate(pinned, {"insecure": True})
+    before = policy(BUILD_TYPE).evaluate(pinned, RegistryOptions(insecure=True))
     assert not before.allowed  # signed, but no provenance yet
     assert run(["attest", pinned, "--type", "slsaprovenance", "--predicate", str(predicate),
                 "--key", str(key), "--insecure"]) == 0
     assert run(["verify-attestation", pinned, "--type", "slsaprovenance", "--key", str(pub),
                 "--insecure"]) == 0
-    allowed = policy(BUILD_TYPE).evaluate(pinned, {"insecure": True})
+    allowed = policy(BUILD_TYPE).evaluate(pinned, RegistryOptions(insecure=True))
     assert allowed.allowed, allowed.reasons
-    other = policy("https://example.com/another-builder").evaluate(pinned, {"insecure": True})
+    other = policy("https://example.com/another-builder").evaluate(
+        pinned, RegistryOptions(insecure=True))
     assert not other.allowed
     verified = json.loads(_attestations_json(pinned, pub, capsys))
     (statement,) = verified["statements"]

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.build.debian import PURL_DISTRO
 from pipeline.build.image import build_image
 from pipeline.cli import run
 from pipeline.errors import EXIT_CONFIG, EXIT_POLICY
+from pipeline.oci import RegistryOptions
 from pipeline.scan.sbom import validate_sbom
 from tests.integration._build_support import Built, copy_project
 
@@ -28,6 +30,9 @@ def test_sbom_lists_debian_and_python_packages(built: Built, tmp_path: Path, cap
     assert any(p.startswith("pkg:deb/debian/libc6@") for p in purls)
     assert any(p.startswith("pkg:deb/debian/python3.11-minimal@") for p in purls)
     assert "pkg:pypi/idna@3.20" in purls
+    # the distro comes from the image's os-release and agrees with the provenance's purls
+    debs = [p for p in purls if p.startswith("pkg:deb/")]
+    assert debs and all(f"distro={PURL_DISTRO}" in p for p in debs), debs
     assert document["metadata"]["component"]["version"] == built.digest
     capsys.readouterr()
     assert run(["sbom", f"{built.layout}:latest"]) == 0
@@ -112,13 +117,13 @@ def test_signed_sbom_and_scan_attestations_verify(
     sbom = image_sbom(str(built.layout))
     result = scan_image(str(built.layout))
     decision = evaluate(result, parse_policy({}, environment="dev"))
-    options = {"insecure": True}
+    options = RegistryOptions(insecure=True)
     attached = attach(ref, private, sbom=sbom, result=result, decision=decision,
-                      client_options=options)
+                      registry_options=options)
     assert [a["digest"] for a in attached] == [built.digest, built.digest]
-    boms = verify_attestations(ref, SBOM_PREDICATE, public, client_options=options)
+    boms = verify_attestations(ref, SBOM_PREDICATE, public, registry_options=options)
     assert boms[0]["predicate"]["metadata"]["component"]["version"] == built.digest
-    vulns = verify_attestations(ref, VULN_PREDICATE, public, client_options=options)
+    vulns = verify_attestations(ref, VULN_PREDICATE, public, registry_options=options)
     scanned = vulns[0]["predicate"]["scanner"]["result"]
     assert scanned["vulnerabilities"].startswith("not scanned")
     assert scanned["gate"]["passed"] is True
@@ -129,5 +134,5 @@ def test_signed_sbom_and_scan_attestations_verify(
     from pipeline.errors import VerificationError
 
     with pytest.raises(VerificationError):
-        verify_attestations(ref, SBOM_PREDICATE, stranger, client_options=options,
+        verify_attestations(ref, SBOM_PREDICATE, stranger, registry_options=options,
                             use_cache=False)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 from hera.workflows.models import WorkflowTemplate as WorkflowTemplateModel
+from pipeline.workflows import WORKFLOWS, build
+from pipeline.workflows.catalog import to_dict
 
 from tests.helm_support import (
     find,
@@ -21,8 +23,6 @@ from tests.helm_support import (
     render_chart,
     validate_manifests,
 )
-from workflows import WORKFLOWS, build
-from workflows.catalog import to_dict
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "pipeline"
 _META = {"type": "object", "required": ["name"]}
@@ -80,7 +80,7 @@ def test_chart_workflow_templates_equal_a_fresh_render() -> None:
     for name in WORKFLOWS:
         assert find(objs, "WorkflowTemplate", name) == to_dict(build(name)), (
             f"helm/pipeline/files/{name}.yaml is stale: "
-            "run 'python -m workflows render --out helm/pipeline/files'")
+            "run 'pipeline workflow render --out helm/pipeline/files'")
 
 
 def test_sensor_triggers_release_on_push_and_pr_check_on_pull_requests() -> None:

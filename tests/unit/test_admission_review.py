@@ -22,9 +22,9 @@ from pipeline.admission.server import create_app
 from pipeline.cli import run
 from pipeline.errors import EXIT_CONFIG
 from pipeline.policy.check import DEFAULT_POLICY_DIR
+from pipeline.policy.image_policy import ImagePolicy, PolicyResult
 from pipeline.policy.vap import load_policies
 from pipeline.policy.workloads import KINDS
-from pipeline.signing.policy import ImagePolicy, PolicyResult
 
 DECIDER = Decider(load_policies(DEFAULT_POLICY_DIR),
                   ImagePolicy.from_mapping({"version": 1, "default": "deny", "rules": []}))

@@ -28,7 +28,7 @@ from pipeline.errors import (
     UnreachableError,
     VerificationError,
 )
-from pipeline.signing import _model_internal, _pkcs11
+from pipeline.signing import _model_verify, _pkcs11
 from pipeline.signing.keypair import PASSWORD_ENV, create_signing_keypair
 from pipeline.signing.model import (
     SIGNATURE_NAME,
@@ -514,7 +514,7 @@ def test_a_wrong_known_digest_is_caught_by_full_verification(model, keys) -> Non
 
 # ------------------------------------------- key bundles verified without model-signing
 #
-# Plain key bundles are verified by _model_internal's native path (cryptography only,
+# Plain key bundles are verified by the native path (_model_native: cryptography only,
 # no model-signing import; it dominates the runtime's cold start otherwise). These
 # tests hold it to model-signing's decisions: every bundle below is verified once by
 # the native path and once by model-signing (native path switched off), and both
@@ -571,7 +571,7 @@ def _root(statement: dict) -> dict:
 def _outcome(model_dir: Path, trust: Trust, *, native: bool) -> object:
     """The decision of the native path, or of model-signing (``native=False``)."""
     try:
-        return ("accepted", _model_internal.verify_bundle(
+        return ("accepted", _model_verify.verify_bundle(
             model_dir / SIGNATURE_NAME, trust, native_keys=native))
     except (VerificationError, InputError) as exc:
         return ("refused", type(exc).__name__)

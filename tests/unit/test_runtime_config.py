@@ -163,8 +163,8 @@ def test_runtime_imports_stay_small() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, secure_runtime.__main__, secure_runtime.server, "
-            "secure_runtime.grpc_service, secure_runtime.loader; "
+    code = ("import sys, secure_runtime.__main__, secure_runtime.startup, "
+            "secure_runtime.rest, secure_runtime.grpc_service, secure_runtime.loader; "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('pipeline'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pipeline.errors import ConfigError
+from secure_runtime.dataplane import DataPlane
 from secure_runtime.grpc_service import (
     CONTENTS_FIELD,
     build_model_infer_response,
@@ -25,7 +26,6 @@ from secure_runtime.protocol import (
     output_tensor,
     tensor_from_values,
 )
-from secure_runtime.server import RuntimeState
 
 
 def _request(datatype: str, shape: list[int], values: list | None = None,
@@ -111,7 +111,7 @@ def test_response_forms() -> None:
 
 
 def test_a_busy_port_is_a_config_error() -> None:
-    state = RuntimeState()
+    state = DataPlane()
     first = start_grpc_server(state, "127.0.0.1", 0, max_message_bytes=1024)
     try:
         port = first.add_insecure_port("127.0.0.1:0")  # another free port, to learn its number

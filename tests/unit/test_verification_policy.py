@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.errors import ConfigError
-from pipeline.signing.policy import ImagePolicy, glob_to_regex
+from pipeline.oci import RegistryOptions
+from pipeline.policy.image_policy import ImagePolicy, glob_to_regex
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "ab" * 32
@@ -173,7 +174,7 @@ def test_keyless_only_rule_is_never_satisfied_offline(tmp_path: Path) -> None:
         "authorities": [{"keyless": {"issuer": "https://issuer.example", "subject": "^me$"}}],
     }]})
     result = ImagePolicy.load(path).evaluate("reg.example/app@" + DIGEST,
-                                             {"insecure": False})
+                                             RegistryOptions(insecure=False))
     assert not result.allowed
     assert any("keyless" in r for r in result.reasons)
 

@@ -16,10 +16,10 @@ import pydantic
 import pytest
 import yaml
 from hera.workflows.models import WorkflowTemplate as WorkflowTemplateModel
+from pipeline.workflows import WORKFLOWS, build, render_all, to_yaml
+from pipeline.workflows.catalog import to_dict
 
 from pipeline.cli import run
-from workflows import WORKFLOWS, build, render_all, to_yaml
-from workflows.catalog import to_dict
 
 
 def _models(annotation: object) -> list[type[pydantic.BaseModel]]:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from hera.workflows import DAG, Parameter, WorkflowTemplate
+from pipeline.workflows.common import WORKSPACE, signing_volume, step, workspace_claim
 
 from pipeline.errors import ConfigError
 from pipeline.workflow.plan import Task, plan_from_dict, topological_order
 from pipeline.workflow.runner import Runner, load_plan
 from pipeline.workflow.substitute import substitute
-from workflows.common import WORKSPACE, signing_volume, step, workspace_claim
 
 
 def _plan(fail: str | None = None, slow: float = 0.0):

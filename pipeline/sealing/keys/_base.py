@@ -68,6 +68,24 @@ def check_data_key(data_key: bytes | bytearray) -> None:
         raise KeyProviderError(f"a data key must be {DATA_KEY_SIZE} bytes")
 
 
+#: Every provider's wrapped key: version byte, 96-bit nonce, AES-256-GCM(data key) + tag.
+WRAP_VERSION = b"\x01"
+NONCE_SIZE = 12
+WRAPPED_SIZE = 1 + NONCE_SIZE + DATA_KEY_SIZE + 16
+
+
+def check_wrapped(wrapped: bytes) -> None:
+    """Refuse anything that is not a version-1 wrapped data key, before any crypto."""
+    if (
+        not isinstance(wrapped, bytes | bytearray)
+        or len(wrapped) != WRAPPED_SIZE
+        or wrapped[:1] != WRAP_VERSION
+    ):
+        raise KeyProviderError(
+            f"wrapped data key is malformed (expected {WRAPPED_SIZE} bytes, version 1)"
+        )
+
+
 def wrap_aad(key_id: str) -> bytes:
     """Associated data of a wrap: purpose and key id, so a wrap cannot be replayed."""
     return WRAP_PURPOSE + b"\x00" + key_id.encode("utf-8")

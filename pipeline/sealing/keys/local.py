@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,21 +24,21 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline._fileio import write_atomic
 from pipeline.errors import InsecureKeyStoreError, KeyProviderError
 from pipeline.sealing.keys._base import (
     DATA_KEY_SIZE,
+    NONCE_SIZE,
+    WRAP_VERSION,
     check_data_key,
     check_key_name,
+    check_wrapped,
     utc_now,
     wrap_aad,
 )
 
 KEYRING_FORMAT = "secure-model-pipeline/keyring"
 KEYRING_VERSION = 1
-_WRAP_VERSION = b"\x01"
-_NONCE_SIZE = 12
-_TAG_SIZE = 16
-_WRAPPED_SIZE = 1 + _NONCE_SIZE + DATA_KEY_SIZE + _TAG_SIZE
 _MAX_KEYRING_BYTES = 16 * 1024 * 1024
 _FINGERPRINT_DOMAIN = b"secure-model-pipeline/kek-fingerprint/v1\x00"
 
@@ -130,26 +129,19 @@ class LocalKeyProvider:
         check_data_key(data_key)
         material = self._material(key_id)
         try:
-            nonce = secrets.token_bytes(_NONCE_SIZE)
+            nonce = secrets.token_bytes(NONCE_SIZE)
             sealed = AESGCM(bytes(material)).encrypt(nonce, bytes(data_key), wrap_aad(key_id))
         finally:
             _wipe(material)
-        return _WRAP_VERSION + nonce + sealed
+        return WRAP_VERSION + nonce + sealed
 
     def unwrap(self, key_id: str, wrapped: bytes) -> bytearray:
         """Recover the data key; KeyProviderError when the wrap does not authenticate."""
-        if (
-            not isinstance(wrapped, bytes | bytearray)
-            or len(wrapped) != _WRAPPED_SIZE
-            or wrapped[:1] != _WRAP_VERSION
-        ):
-            raise KeyProviderError(
-                f"wrapped data key is malformed (expected {_WRAPPED_SIZE} bytes, version 1)"
-            )
+        check_wrapped(wrapped)
         material = self._material(key_id)
         try:
-            nonce = bytes(wrapped[1 : 1 + _NONCE_SIZE])
-            sealed = bytes(wrapped[1 + _NONCE_SIZE :])
+            nonce = bytes(wrapped[1 : 1 + NONCE_SIZE])
+            sealed = bytes(wrapped[1 + NONCE_SIZE :])
             data_key = AESGCM(bytes(material)).decrypt(nonce, sealed, wrap_aad(key_id))
         except InvalidTag:
             raise KeyProviderError(
@@ -180,7 +172,8 @@ class LocalKeyProvider:
             )
         for entry in document["keys"]:
             if entry["key_id"] == key_id:
-                return entry["material_bytes"]
+                material: bytearray = entry["material_bytes"]
+                return material
         raise KeyProviderError(f"unknown key id {key_id!r} in keyring {self.keyring}")
 
     def _ensure_directory(self) -> None:
@@ -236,25 +229,7 @@ class LocalKeyProvider:
 
     def _write(self, document: dict[str, Any]) -> None:
         """Temp file (0600) in the same directory, fsync, rename, fsync the directory."""
-        payload = _serialise(document)
-        directory = self.keyring.parent
-        fd, temp_name = tempfile.mkstemp(prefix=".keyring-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), 0o600)
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, self.keyring)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp_name)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(self.keyring, _serialise(document), mode=0o600)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -17,35 +17,28 @@ import contextlib
 import os
 import re
 import secrets
-import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import (
-    AuthError,
-    ConfigError,
-    InsecureKeyStoreError,
-    KeyProviderError,
-    KeyProviderUnreachableError,
-)
+from pipeline._pkcs11 import describe, open_session, read_pin_file
+from pipeline.errors import AuthError, ConfigError, KeyProviderError
 from pipeline.sealing.keys._base import (
     DATA_KEY_SIZE,
+    NONCE_SIZE,
+    WRAP_VERSION,
     check_data_key,
     check_key_name,
+    check_wrapped,
     wrap_aad,
 )
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
 
-_WRAP_VERSION = b"\x01"
-_NONCE_SIZE = 12
-_WRAPPED_SIZE = 1 + _NONCE_SIZE + DATA_KEY_SIZE + 16
 _KEY_ID_RE = re.compile(r"^pkcs11:([A-Za-z0-9][A-Za-z0-9._-]{0,63}):([0-9a-f]{32})$")
-_MAX_PIN_FILE_BYTES = 4096
 
 
 def _new_object_id() -> bytes:
@@ -58,34 +51,6 @@ def _created(object_id: bytes) -> str:
     micros = int.from_bytes(object_id[:8], "big")
     moment = datetime.fromtimestamp(micros / 1_000_000, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def read_pin_file(path: Path) -> str:
-    """A token PIN from a file that only its owner can read (0600, ours, not a symlink).
-
-    The one PIN reader of the project: the sealing key provider and the token signers
-    (model and image signatures) all take PINs from files through here.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise AuthError(f"cannot read PIN file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if info.st_mode & 0o077 or info.st_uid != os.getuid():
-            raise InsecureKeyStoreError(
-                f"PIN file {path} must be owned by you and not accessible by "
-                f"group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                f"run: chmod 600 {path}"
-            )
-        raw = handle.read(_MAX_PIN_FILE_BYTES)
-    try:
-        pin = raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise AuthError(f"PIN file {path} is not UTF-8") from None
-    if not pin:
-        raise AuthError(f"PIN file {path} is empty")
-    return pin
 
 
 class Pkcs11KeyProvider:
@@ -113,27 +78,18 @@ class Pkcs11KeyProvider:
     @classmethod
     def from_settings(cls, settings: Settings) -> Pkcs11KeyProvider:
         """Module and token from env over pipeline.yaml; the PIN is read when needed."""
-        conf = settings.pkcs11
-        module = os.environ.get("PIPELINE_PKCS11_MODULE") or conf.get("module")
-        token = os.environ.get("PIPELINE_PKCS11_TOKEN") or conf.get("token_label")
-        if not module:
+        conf = settings.pkcs11()
+        if not conf.module:
             raise ConfigError(
                 "no PKCS#11 module configured: set keys.pkcs11.module in pipeline.yaml "
                 "or PIPELINE_PKCS11_MODULE"
             )
-        if not token:
+        if not conf.token_label:
             raise ConfigError(
                 "no PKCS#11 token configured: set keys.pkcs11.token_label in pipeline.yaml "
                 "or PIPELINE_PKCS11_TOKEN"
             )
-        if "pin" in conf:
-            raise ConfigError(
-                "keys.pkcs11.pin is not allowed: a PIN never goes in pipeline.yaml; "
-                "use keys.pkcs11.pin_file, PIPELINE_PKCS11_PIN_FILE or PIPELINE_PKCS11_PIN"
-            )
-        pin = os.environ.get("PIPELINE_PKCS11_PIN")
-        pin_file = os.environ.get("PIPELINE_PKCS11_PIN_FILE") or conf.get("pin_file")
-        return cls(str(module), str(token), pin=pin, pin_file=pin_file)
+        return cls(conf.module, conf.token_label, pin=conf.pin, pin_file=conf.pin_file)
 
     # -- public API -----------------------------------------------------------------
 
@@ -177,7 +133,7 @@ class Pkcs11KeyProvider:
             except pkcs11.PKCS11Error as exc:
                 raise KeyProviderError(
                     f"token {self.token_label!r} refused to generate key {key_name!r}: "
-                    f"{_describe(exc)}"
+                    f"{describe(exc)}"
                 ) from None
         return f"pkcs11:{key_name}:{object_id.hex()}"
 
@@ -187,7 +143,7 @@ class Pkcs11KeyProvider:
         from pkcs11 import GCMParams, Mechanism
 
         check_data_key(data_key)
-        nonce = secrets.token_bytes(_NONCE_SIZE)
+        nonce = secrets.token_bytes(NONCE_SIZE)
         with self._session() as session:
             key = self._find(session, key_id)
             try:
@@ -198,29 +154,22 @@ class Pkcs11KeyProvider:
                 )
             except pkcs11.PKCS11Error as exc:
                 raise KeyProviderError(
-                    f"token {self.token_label!r} could not wrap with {key_id!r}: {_describe(exc)}"
+                    f"token {self.token_label!r} could not wrap with {key_id!r}: {describe(exc)}"
                 ) from None
-        return _WRAP_VERSION + nonce + bytes(sealed)
+        return WRAP_VERSION + nonce + bytes(sealed)
 
     def unwrap(self, key_id: str, wrapped: bytes) -> bytearray:
         """Decrypt the data key on the token; any failure is a KeyProviderError."""
         import pkcs11
         from pkcs11 import GCMParams, Mechanism
 
-        if (
-            not isinstance(wrapped, bytes | bytearray)
-            or len(wrapped) != _WRAPPED_SIZE
-            or wrapped[:1] != _WRAP_VERSION
-        ):
-            raise KeyProviderError(
-                f"wrapped data key is malformed (expected {_WRAPPED_SIZE} bytes, version 1)"
-            )
-        nonce = bytes(wrapped[1 : 1 + _NONCE_SIZE])
+        check_wrapped(wrapped)
+        nonce = bytes(wrapped[1 : 1 + NONCE_SIZE])
         with self._session() as session:
             key = self._find(session, key_id)
             try:
                 data_key = key.decrypt(
-                    bytes(wrapped[1 + _NONCE_SIZE :]),
+                    bytes(wrapped[1 + NONCE_SIZE :]),
                     mechanism=Mechanism.AES_GCM,
                     mechanism_param=GCMParams(nonce, wrap_aad(key_id)),
                 )
@@ -281,86 +230,11 @@ class Pkcs11KeyProvider:
             )
         return read_pin_file(Path(self._pin_file))
 
-    def _token(self) -> Any:
-        import pkcs11
-
-        if not Path(self.module).is_file():
-            raise ConfigError(f"PKCS#11 module not found: {self.module}")
-        try:
-            library = pkcs11.lib(self.module)
-        except pkcs11.PKCS11Error as exc:
-            raise KeyProviderUnreachableError(
-                f"cannot load PKCS#11 module {self.module}: {_describe(exc)}"
-            ) from None
-        try:
-            return library.get_token(token_label=self.token_label)
-        except pkcs11.NoSuchToken:
-            pass
-        except pkcs11.PKCS11Error as exc:
-            raise KeyProviderUnreachableError(
-                f"cannot reach PKCS#11 token {self.token_label!r}: {_describe(exc)}"
-            ) from None
-        # Tokens initialised after this process first loaded the module are invisible
-        # until the library is re-initialised (SoftHSM scans its token dir at start).
-        try:
-            library.reinitialize()
-            return library.get_token(token_label=self.token_label)
-        except pkcs11.NoSuchToken:
-            labels = _token_labels(library)
-            raise KeyProviderUnreachableError(
-                f"PKCS#11 token {self.token_label!r} not found in {self.module} "
-                f"(tokens present: {', '.join(repr(label) for label in labels) or 'none'})"
-            ) from None
-        except pkcs11.PKCS11Error as exc:
-            raise KeyProviderUnreachableError(
-                f"cannot reach PKCS#11 token {self.token_label!r}: {_describe(exc)}"
-            ) from None
-
     @contextlib.contextmanager
     def _session(self, rw: bool = False) -> Iterator[Any]:
-        import pkcs11
-
-        token = self._token()
-        pin = self._read_pin()
-        try:
-            session = token.open(rw=rw, user_pin=pin)
-        except (pkcs11.PinIncorrect, pkcs11.PinInvalid, pkcs11.PinLenRange):
-            raise AuthError(
-                f"PKCS#11 token {self.token_label!r} rejected the PIN (incorrect PIN)"
-            ) from None
-        except (pkcs11.PinLocked, pkcs11.PinExpired, pkcs11.UserPinNotInitialized) as exc:
-            raise AuthError(
-                f"PKCS#11 token {self.token_label!r} refused login: {_describe(exc)}"
-            ) from None
-        except (pkcs11.DeviceRemoved, pkcs11.TokenNotPresent, pkcs11.DeviceError) as exc:
-            raise KeyProviderUnreachableError(
-                f"PKCS#11 token {self.token_label!r} is unavailable: {_describe(exc)}"
-            ) from None
-        except pkcs11.PKCS11Error as exc:
-            raise KeyProviderError(
-                f"cannot open a session on PKCS#11 token {self.token_label!r}: {_describe(exc)}"
-            ) from None
-        finally:
-            del pin
-        try:
+        if not Path(self.module).is_file():
+            raise ConfigError(f"PKCS#11 module not found: {self.module}")
+        with open_session(
+            self.module, pin=self._read_pin, token_label=self.token_label, rw=rw
+        ) as (_, session):
             yield session
-        finally:
-            with contextlib.suppress(Exception):
-                session.close()
-
-
-def _describe(exc: Exception) -> str:
-    # python-pkcs11 exceptions often carry no message: the class name is the CKR_ code.
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _token_labels(library: Any) -> list[str]:
-    labels: list[str] = []
-    with contextlib.suppress(Exception):
-        for slot in library.get_slots(token_present=True):
-            with contextlib.suppress(Exception):
-                label = slot.get_token().label
-                if label:
-                    labels.append(label)
-    return labels

@@ -1,7 +1,7 @@
-"""Open a scan target: an OCI layout directory (``DIR`` or ``DIR:tag``, ``oci:`` optional).
+"""Open an image in a local OCI layout: ``DIR`` or ``DIR:tag`` (``oci:`` optional).
 
-Scanners and the SBOM read images only through here, so every reader gets the same
-digest for the same target and the same errors for bad ones.
+Scanners, the SBOM and build provenance read images only through here, so every reader
+gets the same digest for the same target and the same errors for bad ones.
 """
 
 from __future__ import annotations
@@ -66,3 +66,6 @@ def iter_files(image: LocalImage, want: Callable[[str], bool]) -> Iterator[tuple
                 if info.isreg() and want(name):
                     handle = tar.extractfile(info)
                     yield name, handle.read() if handle else b""
+
+
+__all__ = ["LocalImage", "iter_files", "open_image", "split_target"]

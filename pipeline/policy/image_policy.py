@@ -54,9 +54,8 @@ from typing import Any
 from pipeline.config import read_yaml_mapping
 from pipeline.errors import ConfigError, InputError, PipelineError
 from pipeline.oci.reference import Reference
-from pipeline.signing import intoto
-from pipeline.signing._ecdsa import VerifyKey, load_verify_key
-from pipeline.signing.keyless import Identity, TrustRoot
+from pipeline.oci.registry import RegistryOptions, open_client, resolve_digest
+from pipeline.signing import Identity, TrustRoot, VerifyKey, intoto, load_verify_key
 
 _TOP_KEYS = {"version", "default", "requireDigest", "rules", "apiVersion", "kind", "trustRoot"}
 _TRUST_ROOT_KEYS = {"fulcio", "rekor", "requireTlog"}
@@ -363,14 +362,12 @@ class ImagePolicy:
     def evaluate(
         self,
         image_ref: str | Reference,
-        client_options: Mapping[str, Any] | None = None,
+        registry_options: RegistryOptions | None = None,
         *,
         resolve: bool = False,
         client: Any | None = None,
     ) -> PolicyResult:
         """Decide whether ``image_ref`` may run; never raises for a deniable problem."""
-        from pipeline.signing._cosign_store import client_for, resolve_digest
-
         text = str(image_ref)
         try:
             ref = image_ref if isinstance(image_ref, Reference) else Reference.parse(image_ref)
@@ -392,7 +389,7 @@ class ImagePolicy:
         allowed = True
         digest = ref.digest
         try:
-            with client_for(ref, client, client_options) as registry:
+            with open_client(ref, client, registry_options) as registry:
                 if not digest:
                     digest = resolve_digest(registry, ref)
                     reasons.append(f"resolved {ref} to {digest}")

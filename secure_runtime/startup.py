@@ -1,0 +1,141 @@
+"""Start-up: configuration → listeners → background load → serve → drain on a signal.
+
+Start-up order is the security argument, so it lives in one place (:func:`serve`):
+
+1. hardening that must hold before any secret exists: not root, no core dumps;
+2. listeners start: ``/v2/health/live`` answers at once, ``/v2/health/ready`` says
+   503 until the model is usable (so Kubernetes neither kills a slow load nor
+   routes traffic to it);
+3. in the background: :func:`secure_runtime.repository.load_engine` (resolve the model,
+   verify -> unwrap -> decrypt -> device, scrub, mlock, build, warm up), then the data
+   plane serves it and readiness turns 200;
+4. a load failure logs one clear line and stops the process with the error's
+   exit code: a pod that cannot verify its model must crash-loop, never serve;
+5. SIGTERM: readiness drops to 503, in-flight REST and gRPC requests finish,
+   exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import EXIT_INTERNAL, ConfigError, PipelineError
+from secure_runtime.config import RuntimeConfig
+from secure_runtime.dataplane import DataPlane
+from secure_runtime.repository import check_model_reference, load_engine
+
+if TYPE_CHECKING:
+    import grpc
+    import uvicorn
+
+log = logging.getLogger("secure_runtime")
+
+
+def _uvicorn_server(config: uvicorn.Config, plane: DataPlane,
+                    grpc_server: grpc.Server | None) -> uvicorn.Server:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn with readiness drop on signal and gRPC drained alongside HTTP."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            plane.start_draining()
+            log.info("signal %d: draining in-flight requests, then exiting", sig)
+            super().handle_exit(sig, frame)
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            grpc_done = None
+            if grpc_server is not None:
+                grpc_done = grpc_server.stop(self.config.timeout_graceful_shutdown)
+            await super().shutdown(sockets=sockets)
+            if grpc_done is not None:
+                await asyncio.get_running_loop().run_in_executor(None, grpc_done.wait)
+
+    return _Server(config)
+
+
+def _background_load(config: RuntimeConfig, plane: DataPlane, server: uvicorn.Server) -> None:
+    try:
+        engine = load_engine(config, plane)
+    except BaseException as exc:  # noqa: BLE001 - every failure must stop the server
+        plane.record_failure(exc)
+        if isinstance(exc, PipelineError):
+            log.error("model load failed: %s", exc)
+        else:
+            log.exception("model load failed with an internal error")
+        server.should_exit = True
+        return
+    plane.register(engine)
+    log.info(
+        "ready: model %s on %s (load %.3f s, signature %s)",
+        engine.name,
+        engine.device,
+        plane.load_report["timings"]["total"],
+        "verified" if plane.load_report["signature_verified"] else "NOT verified",
+    )
+
+
+def serve(config: RuntimeConfig) -> int:
+    """Harden, listen, load in the background, serve until SIGTERM; return the exit code."""
+    import uvicorn
+
+    from secure_runtime.hardening import check_user, disable_core_dumps
+    from secure_runtime.rest import create_app
+
+    # env={}: SECURE_RUNTIME_ALLOW_ROOT was already folded into config (flag > env > file).
+    check_user(config.allow_root, env={})
+    disable_core_dumps()
+    check_model_reference(config)
+    plane = DataPlane()
+    plane.metrics.core_dumps_disabled.set(1)
+    app = create_app(plane, max_request_bytes=config.max_request_bytes)
+    grpc_server = None
+    if config.grpc_port is not None:
+        from secure_runtime.grpc_service import start_grpc_server
+
+        grpc_server = start_grpc_server(
+            plane, config.host, config.grpc_port, max_message_bytes=config.max_request_bytes
+        )
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        log_config=None,  # uvicorn's lines go through our one log format
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=max(1, int(config.drain_seconds)),
+        server_header=False,
+    )
+    server = _uvicorn_server(uv_config, plane, grpc_server)
+    signalled: list[int] = []
+    # uvicorn re-raises the signal after its graceful shutdown; this handler absorbs
+    # it so a drained SIGTERM ends in exit 0 (also as PID 1, where default
+    # dispositions are ignored by the kernel).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda s, _f: signalled.append(s))
+    threading.Thread(
+        target=_background_load, args=(config, plane, server), name="model-load", daemon=True
+    ).start()
+    try:
+        server.run()
+    except SystemExit:
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}") from None
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(0)
+    if plane.failure is not None:
+        failure = plane.failure
+        return failure.exit_code if isinstance(failure, PipelineError) else EXIT_INTERNAL
+    if not server.started and not signalled:
+        raise ConfigError(f"cannot listen on {config.host}:{config.port}")
+    log.info("stopped cleanly")
+    return 0
+
+
+__all__ = ["serve"]
