@@ -15,8 +15,9 @@ different readers, and it fails on hostile ones with exceptions no caller expect
   decoder, and a shallower document can still exhaust the recursive code that walks it
   later (CEL conversion, deep copies). Anything deeper than ``max_depth`` is refused.
 
-Every refusal is an :class:`~pipeline.errors.InputError` (or the subclass the caller
-names) whose message starts with what was being read.
+Every refusal is an :class:`~pipeline.errors.InputError` (or the error class the caller
+names: signatures are refused as :class:`~pipeline.errors.VerificationError`) whose
+message starts with what was being read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, PipelineError
 
 #: Longest integer literal accepted (2**64 has 20 digits; leave room for odd signed forms).
 MAX_INT_DIGITS = 32
@@ -96,7 +97,7 @@ def loads_strict(
     what: str,
     *,
     max_depth: int = MAX_DEPTH,
-    error: type[InputError] = InputError,
+    error: type[PipelineError] = InputError,
 ) -> Any:
     """Parse ``data`` (UTF-8 JSON) or raise ``error("<what>: <why>")``; never anything else."""
     try:

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from pipeline.errors import (
-    VerificationError,
-)
+from pipeline._json import loads_strict
+from pipeline.errors import VerificationError
 from pipeline.signing._pkcs11 import _short
 from pipeline.signing.dsse import INTOTO_PAYLOAD_TYPE
 
@@ -54,12 +53,10 @@ def read_bundle(signature_path: Path) -> tuple[bytes, dict[str, Any]]:
         raise VerificationError(
             f"malformed model signature {signature_path}: larger than {MAX_SIGNATURE_BYTES} bytes"
         )
-    try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise VerificationError(
-            f"malformed model signature {signature_path}: not a JSON bundle ({_short(exc)})"
-        ) from None
+    # Strict (pipeline._json): two parsers reading one document must agree on it, so a
+    # bundle with a duplicate key (first vs last wins), NaN or a huge integer is refused.
+    data = loads_strict(raw, f"malformed model signature {signature_path}",
+                        error=VerificationError)
     if not isinstance(data, dict):
         raise VerificationError(f"malformed model signature {signature_path}: not a JSON object")
     if data.get("mediaType") != BUNDLE_MEDIA_TYPE:
@@ -75,17 +72,6 @@ def read_bundle(signature_path: Path) -> tuple[bytes, dict[str, Any]]:
             "no verificationMaterial / dsseEnvelope (only DSSE bundles are model signatures)"
         )
     return raw, data
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two parsers reading one document must agree on it: duplicate keys would let them
-    # disagree (first vs last wins), so a bundle with any is rejected outright.
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
 
 
 @dataclass(frozen=True)
@@ -199,7 +185,9 @@ def _check_statement(signature_path: Path, data: dict[str, Any]) -> None:
     try:
         # Duplicate keys were rejected on read, so this is the payload the verifier saw.
         payload = base64.b64decode(data["dsseEnvelope"]["payload"], validate=True)
-        statement = json.loads(payload, object_pairs_hook=_no_duplicates)
+        statement = loads_strict(
+            payload, f"malformed model signature {signature_path}: statement",
+            error=VerificationError)
         predicate_type = statement["predicateType"]
         serialization = statement["predicate"]["serialization"]
         resources = statement["predicate"]["resources"]

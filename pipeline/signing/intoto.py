@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline._json import loads_strict
 from pipeline.errors import InputError, VerificationError
 from pipeline.oci.digest import parse_digest
-from pipeline.signing.simple_signing import loads_strict
 
 STATEMENT_TYPE_V1 = "https://in-toto.io/Statement/v1"
 #: cosign (before in-toto v1) writes v0.1 statements; accepted on read, never written.
@@ -83,10 +83,7 @@ def parse_statement(data: bytes) -> Statement:
     """Parse a statement strictly (shape, types, subject digests)."""
     if len(data) > MAX_STATEMENT_BYTES:
         raise VerificationError("malformed in-toto statement: larger than 16 MiB")
-    try:
-        document = loads_strict(data, "in-toto statement")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VerificationError(f"malformed in-toto statement: not JSON ({exc})") from None
+    document = loads_strict(data, "malformed in-toto statement", error=VerificationError)
     if not isinstance(document, dict):
         raise VerificationError("malformed in-toto statement: not a JSON object")
     kind = document.get("_type")

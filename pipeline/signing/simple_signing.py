@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline._json import loads_strict
 from pipeline.errors import InputError, VerificationError
 from pipeline.oci.digest import parse_digest
 
@@ -72,31 +73,6 @@ def build_payload(
     return text.encode()
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
-
-
-def loads_strict(data: bytes, what: str) -> Any:
-    """JSON with no key twice in an object: parsers disagree on which one wins.
-
-    A signed document that one verifier reads as digest A and another as digest B is
-    refused rather than interpreted (VerificationError naming ``what``).
-    """
-    try:
-        return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys)
-    except _DuplicateKey as exc:
-        raise VerificationError(f"malformed {what}: duplicate key {exc.args[0]!r}") from None
-
-
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise VerificationError(f"malformed simple signing payload: '{where}' is not an object")
@@ -113,10 +89,9 @@ def parse_payload(data: bytes) -> SimpleSigningPayload:
     """Parse payload bytes strictly; VerificationError names what is wrong."""
     if len(data) > MAX_PAYLOAD_BYTES:
         raise VerificationError("malformed simple signing payload: larger than 1 MiB")
-    try:
-        document = loads_strict(data, "simple signing payload")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VerificationError(f"malformed simple signing payload: not JSON ({exc})") from None
+    # Strict (pipeline._json): no key twice, since parsers disagree on which one wins; a
+    # signed document one verifier reads as digest A and another as B is refused.
+    document = loads_strict(data, "malformed simple signing payload", error=VerificationError)
     document = _mapping(document, "payload")
     critical = _mapping(document.get("critical"), "critical")
     kind = critical.get("type")

@@ -65,7 +65,7 @@ def _doc(**critical: object) -> bytes:
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (b"\xff\xfe", "not JSON"),
+        (b"\xff\xfe", "not valid JSON"),
         (b"[1]", "'payload' is not an object"),
         (b'{"optional":{}}', "'critical' is not an object"),
         (_doc(type="something else"), "type is"),
