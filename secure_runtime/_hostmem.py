@@ -4,15 +4,16 @@ A runtime pod loads its weights once, in a fresh process, on a node whose memory
 page cache has filled and fragmented. Two facts about that first load decide how the
 plaintext buffer is allocated:
 
-* **Huge pages are only cheap when they are already free.** With transparent huge
-  pages in ``madvise`` mode and ``defrag`` set to ``madvise`` (a common default, and
-  this machine's), a fault in a range advised ``MADV_HUGEPAGE`` makes the kernel
-  *reclaim and compact memory synchronously* when no free 2 MiB block is left: a 1 GiB
-  load was measured at 6.2 s instead of 0.4 s. So the buffer is advised only for as
-  many huge pages as the buddy allocator already holds free (``/proc/buddyinfo``),
-  minus a reserve for the rest of the node; the remainder uses 4 KiB pages, which
-  never wait for compaction. :func:`plan_huge_pages` is that decision, a pure function
-  of the kernel's settings and free lists.
+* **Huge pages are only cheap when they are already free, and not always then.** With
+  transparent huge pages in ``madvise`` mode and ``defrag`` set to ``madvise`` (a
+  common default, and this machine's), a fault in a range advised ``MADV_HUGEPAGE``
+  makes the kernel *reclaim and compact memory synchronously* when no free 2 MiB block
+  is left: a 1 GiB load was measured at 6.2 s instead of 0.4 s. Advising only as many
+  huge pages as the buddy allocator holds free (``/proc/buddyinfo``) avoids the stall,
+  but on the measured VM even free huge pages cost more to fault in than 4 KiB pages
+  (docs/performance.md). So by default the buffer gets no advice at all (4 KiB pages
+  never wait for compaction); :func:`plan_huge_pages` is that decision, a pure function
+  of the kernel's settings and free lists, with the free-pages-only policy beside it.
 * **Faulting in fresh memory is the dominant cost** (each 4 KiB fault is a trap and a
   zeroed page; ~1 s/GiB on this VM). The pages are faulted in by the threads that
   decrypt into them, each for the chunk it is about to write

@@ -90,11 +90,11 @@ def host_buffer(size: int, *, pin: bool = False) -> torch.Tensor:
     """An uninitialised uint8 buffer for plaintext weights; no page is faulted in yet.
 
     Pinned (page-locked) memory when the weights go to CUDA, so the host-to-device
-    copy is a DMA. Otherwise a private anonymous mapping, aligned to a huge page and
-    advised ``MADV_HUGEPAGE`` only for as many huge pages as the kernel has free
-    (:func:`secure_runtime._hostmem.plan_huge_pages`): an advised fault with none free
-    compacts memory synchronously, seconds on a fragmented node. Its pages are
-    faulted in later, by the threads that decrypt into them (:func:`buffer_prefaulter`).
+    copy is a DMA. Otherwise a private anonymous mapping, aligned to a huge page, with
+    the huge-page advice of :func:`secure_runtime._hostmem.plan_huge_pages`: by default
+    none, since an advised fault with no free huge page compacts memory synchronously
+    (seconds on a node whose page cache fills memory). Its pages are faulted in later,
+    by the threads that decrypt into them (:func:`buffer_prefaulter`).
     """
     if pin or size < MAPPED_BUFFER_MIN:
         return torch.empty(size, dtype=torch.uint8, pin_memory=pin)
