@@ -133,3 +133,34 @@ def test_tag_failure_mid_file_leaves_the_buffer_zeroed(
     # must all be gone again, as must anything faulted in past the failure.
     for buffer in made:
         assert int(torch.count_nonzero(buffer)) == 0
+
+
+def _mapping_of(address: int) -> str:
+    """The /proc/self/maps line of the mapping holding ``address``."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        if start <= address < end:
+            return line
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_plaintext_lives_only_in_anonymous_memory(
+    sealer: Callable[[Path, str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing under $TMPDIR or in the sealed directory, and no file behind the buffers."""
+    import tempfile
+
+    project = _odd_model(tmp_path)
+    sealed = sealer(project, "1MB")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    before = {p.name: p.stat().st_mtime_ns for p in sealed.iterdir()}
+    model = load_sealed_model(sealed, trust=sealer.trust)  # type: ignore[attr-defined]
+    assert list(scratch.iterdir()) == []
+    assert {p.name: p.stat().st_mtime_ns for p in sealed.iterdir()} == before
+    for buffer in model.host_buffers:
+        fields = _mapping_of(buffer.data_ptr()).split()
+        assert len(fields) == 5, f"plaintext buffer is backed by a file: {fields}"  # no path
+        assert fields[1].startswith("rw") and fields[1].endswith("p")  # private
