@@ -5,7 +5,7 @@ into one preallocated buffer (fresh anonymous memory, faulted in by the decrypti
 threads; pinned when the target is CUDA so the copy to the GPU is a DMA) ->
 safetensors tensors as views over that buffer -> to the device. Key material is
 zeroed as soon as decryption ends; host plaintext is zeroed once the tensors live
-on the GPU. How the buffer's pages are chosen (huge pages only when they are free,
+on the GPU. How the buffer's pages are chosen (no huge-page advice by default, so
 never a compaction stall) is ``_hostmem``'s job.
 
 The model's code (``model.py``) and configuration come from the same verified,
@@ -111,11 +111,12 @@ def host_buffer(size: int, *, pin: bool = False) -> torch.Tensor:
 def buffer_prefaulter(buffer: torch.Tensor) -> Callable[[int, int], None] | None:
     """What the decrypting threads call to fault in the part of ``buffer`` they write next.
 
-    None for pinned memory (the CUDA allocator has faulted and locked it already) and
-    for small buffers (not worth a system call per chunk).
+    For a buffer from :func:`host_buffer` without ``pin`` (pinned memory is faulted and
+    locked by the CUDA allocator already: the caller passes none for it). None for small
+    buffers (not worth a system call per chunk).
     """
     size = buffer.numel()
-    if buffer.is_pinned() or size < MAPPED_BUFFER_MIN:
+    if size < MAPPED_BUFFER_MIN:
         return None
     return _hostmem.prefaulter(buffer.data_ptr(), size)
 
@@ -132,8 +133,9 @@ def _decrypt_weights(
             buffer = host_buffer(entry.size, pin=pin)
             buffers.append(buffer)
             view = memoryview(buffer.numpy()) if entry.size else memoryview(bytearray())
+            prefault = None if pin else buffer_prefaulter(buffer)
             decrypt_file_into(opened, entry, data_key, view, threads=threads,
-                              prefault=buffer_prefaulter(buffer))
+                              prefault=prefault)
             header = parse_header(view)
             for name, tensor in tensors_from_buffer(buffer, header).items():
                 if name in tensors:
