@@ -45,11 +45,17 @@ def best(fn: Callable[[], object], repeat: int) -> float:
 
 
 def floor_decrypt(
-    key: bytes, ciphertext: bytes, out: memoryview, segment_size: int, threads: int
+    key: bytes,
+    ciphertext: bytes,
+    out: memoryview,
+    segment_size: int,
+    threads: int,
+    *,
+    associated_data: bytes = AD,
 ) -> Callable[[], None]:
     """Bare decrypt_into over precomputed (nonce, in, out) triples, split over threads."""
     header = sa.parse_header(ciphertext)
-    derived = HKDF(hashes.SHA256(), 32, header.salt, AD).derive(key)
+    derived = HKDF(hashes.SHA256(), 32, header.salt, associated_data).derive(key)
     aead = AESGCM(derived)
     layout = Layout.for_ciphertext(len(ciphertext), segment_size)
     view = memoryview(ciphertext)

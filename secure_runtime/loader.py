@@ -1,10 +1,12 @@
 """Load a sealed model into memory and onto its device; never touch disk with plaintext.
 
 verify (signature, manifest) -> unwrap the data key -> decrypt each weight file
-into one preallocated buffer (uninitialised ``torch.empty``; pinned when the
-target is CUDA so the copy to the GPU is a DMA) -> safetensors tensors as views
-over that buffer -> to the device. Key material is zeroed as soon as decryption
-ends; host plaintext is zeroed once the tensors live on the GPU.
+into one preallocated buffer (fresh anonymous memory, faulted in by the decrypting
+threads; pinned when the target is CUDA so the copy to the GPU is a DMA) ->
+safetensors tensors as views over that buffer -> to the device. Key material is
+zeroed as soon as decryption ends; host plaintext is zeroed once the tensors live
+on the GPU. How the buffer's pages are chosen (no huge-page advice by default, so
+never a compaction stall) is ``_hostmem``'s job.
 
 The model's code (``model.py``) and configuration come from the same verified,
 in-memory copy of the sealed directory: ``build_module`` executes those bytes, it
@@ -13,12 +15,12 @@ never re-reads the disk after verification.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import mmap
+import logging
 import os
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +38,13 @@ from pipeline.sealing.open import (
 )
 from pipeline.sealing.safetensors_buffer import parse_header, tensors_from_buffer
 from pipeline.signing.model import Trust
+from secure_runtime import _hostmem
 
-HUGE_BUFFER_MIN = 8 << 20
+#: Below this a weight file goes into an ordinary ``torch.empty`` buffer (malloc'd memory
+#: that may already be faulted in); above it, into its own anonymous mapping.
+MAPPED_BUFFER_MIN = 8 << 20
+
+log = logging.getLogger("secure_runtime.loader")
 
 
 @dataclass
@@ -80,20 +87,38 @@ def _project(opened: OpenedModel) -> dict[str, Any]:
 
 
 def host_buffer(size: int, *, pin: bool = False) -> torch.Tensor:
-    """An uninitialised uint8 buffer for plaintext weights, cheap to fault in.
+    """An uninitialised uint8 buffer for plaintext weights; no page is faulted in yet.
 
-    Page faults dominate filling fresh memory here (~0.5 ms per MiB with 4 KiB
-    pages); an anonymous mapping advised ``MADV_HUGEPAGE`` faults in 2 MiB pages,
-    4-5x faster. Pinned (page-locked) memory is used instead when the weights go to
-    CUDA, so the host-to-device copy is a DMA.
+    Pinned (page-locked) memory when the weights go to CUDA, so the host-to-device
+    copy is a DMA. Otherwise a private anonymous mapping, aligned to a huge page, with
+    the huge-page advice of :func:`secure_runtime._hostmem.plan_huge_pages`: by default
+    none, since an advised fault with no free huge page compacts memory synchronously
+    (seconds on a node whose page cache fills memory). Its pages are faulted in later,
+    by the threads that decrypt into them (:func:`buffer_prefaulter`).
     """
-    if pin or size < HUGE_BUFFER_MIN:
+    if pin or size < MAPPED_BUFFER_MIN:
         return torch.empty(size, dtype=torch.uint8, pin_memory=pin)
-    mapped = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    with contextlib.suppress(AttributeError, OSError):
-        mapped.madvise(mmap.MADV_HUGEPAGE)
+    state = _hostmem.read_thp_state()
+    plan = _hostmem.plan_huge_pages(size, state, _hostmem.MODE)
+    huge_page = state.huge_page_size if state is not None else 2 << 20
+    mapped = _hostmem.anonymous_buffer(size, plan, huge_page)
+    log.debug("host buffer of %d bytes: %d bytes advised huge pages (%s)",
+              size, min(plan.huge_bytes, size), plan.reason)
     # frombuffer keeps a reference to the mapping for as long as the tensor lives.
-    return torch.frombuffer(mapped, dtype=torch.uint8)
+    return torch.frombuffer(mapped.mapping, dtype=torch.uint8, count=size, offset=mapped.offset)
+
+
+def buffer_prefaulter(buffer: torch.Tensor) -> Callable[[int, int], None] | None:
+    """What the decrypting threads call to fault in the part of ``buffer`` they write next.
+
+    For a buffer from :func:`host_buffer` without ``pin`` (pinned memory is faulted and
+    locked by the CUDA allocator already: the caller passes none for it). None for small
+    buffers (not worth a system call per chunk).
+    """
+    size = buffer.numel()
+    if size < MAPPED_BUFFER_MIN:
+        return None
+    return _hostmem.prefaulter(buffer.data_ptr(), size)
 
 
 def _decrypt_weights(
@@ -108,7 +133,9 @@ def _decrypt_weights(
             buffer = host_buffer(entry.size, pin=pin)
             buffers.append(buffer)
             view = memoryview(buffer.numpy()) if entry.size else memoryview(bytearray())
-            decrypt_file_into(opened, entry, data_key, view, threads=threads)
+            prefault = None if pin else buffer_prefaulter(buffer)
+            decrypt_file_into(opened, entry, data_key, view, threads=threads,
+                              prefault=prefault)
             header = parse_header(view)
             for name, tensor in tensors_from_buffer(buffer, header).items():
                 if name in tensors:

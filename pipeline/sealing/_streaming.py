@@ -219,12 +219,19 @@ def decrypt_into(
     *,
     segment_size: int = SEGMENT_SIZE_1MB,
     threads: int | None = None,
+    prefault: Callable[[int, int], None] | None = None,
+    prefetch: Callable[[int, int], None] | None = None,
 ) -> None:
     """Authenticate and decrypt a whole stream into ``out`` (exactly the plaintext size).
 
     Segments are independent, so they are decrypted in parallel, each straight into its
     slice of ``out`` (``out`` can be a torch/numpy buffer that safetensors then parses;
     the AEAD reads a thread-private copy of the ciphertext, see ``_decrypt_worker``).
+    ``prefault(start, end)``, when given, is called by the thread that is about to
+    write plaintext bytes ``[start, end)``, before it writes them: a fresh ``out``
+    is then faulted in on every decrypting thread, chunk by chunk (the loader passes
+    ``MADV_POPULATE_WRITE``). It must not change what ``out`` holds. ``prefetch`` is the
+    same for the ciphertext bytes ``[start, end)`` a thread is about to read.
     Any failure raises IntegrityError naming the first bad segment, after ``out`` has
     been zeroed: GCM writes plaintext before it checks the tag, and unauthenticated
     plaintext must not survive.
@@ -243,7 +250,9 @@ def decrypt_into(
         header = parse_header(ct[:HEADER_SIZE])
         aead = _segment_aead(key, header.salt, associated_data)
         failed: list[int] = []
-        work = _decrypt_worker(aead, header.nonce_prefix, layout, ct, dst, failed)
+        work = _decrypt_worker(
+            aead, header.nonce_prefix, layout, ct, dst, failed, prefault, prefetch
+        )
         _for_chunks(layout.count, max(1, _CHUNK_BYTES // segment_size), workers, work)
         if failed:
             raise IntegrityError(
@@ -265,6 +274,8 @@ def _decrypt_worker(
     ct: memoryview,
     dst: memoryview,
     failed: list[int],
+    prefault: Callable[[int, int], None] | None = None,
+    prefetch: Callable[[int, int], None] | None = None,
 ) -> Callable[[int, int], bool]:
     """The per-segment loop, kept lean: with 4 KiB segments Python overhead is the cost.
 
@@ -308,6 +319,11 @@ def _decrypt_worker(
         return True
 
     def work(start: int, end: int) -> bool:
+        # Fault in this chunk's pages on this thread, one call each (see ``decrypt_into``).
+        if prefetch is not None:
+            prefetch(layout.ciphertext_bounds(start)[0], layout.ciphertext_bounds(end - 1)[1])
+        if prefault is not None:
+            prefault(layout.plaintext_bounds(start)[0], layout.plaintext_bounds(end - 1)[1])
         # Copy about 1 MiB at a time: the copy is still in cache when the AEAD reads it.
         for first in range(start, end, window):
             if not window_work(first, min(first + window, end)):
