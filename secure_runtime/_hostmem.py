@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.sealing import _pages
+from pipeline import _pages
 
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
 BUDDYINFO = Path("/proc/buddyinfo")
@@ -212,7 +212,7 @@ def prefaulter(address: int, size: int) -> Callable[[int, int], None]:
     """A function that faults in bytes ``[start, end)`` of the buffer at ``address``.
 
     Called by each decrypting thread for the chunk it is about to write, so pages are
-    faulted on all cores (``MADV_POPULATE_WRITE``, see ``pipeline.sealing._pages``).
+    faulted on all cores (``MADV_POPULATE_WRITE``, see ``pipeline._pages``).
     Never changes the contents of a page already present.
     """
     return _pages.populator(address, size, _pages.MADV_POPULATE_WRITE)

@@ -34,9 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline import _pages
 from pipeline.config import Settings, load_settings
 from pipeline.errors import IntegrityError, VerificationError
-from pipeline.sealing import _pages, _streaming
+from pipeline.sealing import _streaming
 from pipeline.sealing.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,

@@ -7,7 +7,7 @@ one), relative imports resolved against the file's package, and string literals 
 name a module of the project (``importlib.import_module("...")``, lazy-import tables).
 
     ground        pipeline (root), errors, config, _fileio, _process, _pkcs11, _facade, _lru,
-                  _json
+                  _json, _pages
     core          oci  ->  signing  ->  sealing      (each may import the ones left of it)
     capabilities  distribution, build, scan, policy, admission, release, workflow,
                   deploy, and the workflow definitions (workflows/ = pipeline.workflows)
@@ -32,7 +32,7 @@ PACKAGES = ("pipeline", "secure_runtime", "workflows")
 
 GROUND = frozenset({"pipeline", "pipeline.errors", "pipeline.config", "pipeline._fileio",
                     "pipeline._process", "pipeline._pkcs11", "pipeline._facade",
-                    "pipeline._lru", "pipeline._json"})
+                    "pipeline._lru", "pipeline._json", "pipeline._pages"})
 #: Core packages in order: each may import only the ones before it.
 CORE = ("oci", "signing", "sealing")
 #: Capabilities and the other capabilities each may use (a DAG; no entry, no edge).

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.sealing import _pages
+from pipeline import _pages
 from secure_runtime import _hostmem
 from secure_runtime._hostmem import (
     HugePagePlan,
