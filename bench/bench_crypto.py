@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pipeline.sealing import _streaming as sa
 from pipeline.sealing._segments import Layout
-from tests.tink_reference import tink_primitive
+from tests.support.tink_reference import tink_primitive
 
 AD = b"bench/model.safetensors"
 

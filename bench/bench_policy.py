@@ -28,7 +28,7 @@ from pipeline.policy.check import DEFAULT_POLICY_DIR, check_objects  # noqa: E40
 from pipeline.policy.evaluate import evaluate  # noqa: E402
 from pipeline.policy.manifests import Manifest  # noqa: E402
 from pipeline.policy.vap import load_policies, parse_binding, parse_policy  # noqa: E402
-from tests.unit._policy_objects import workload  # noqa: E402
+from tests.support.policy_objects import workload  # noqa: E402
 
 
 def _objects(n: int) -> list[Manifest]:

@@ -2,5 +2,5 @@
 from tests.fixtures_keys import keys  # noqa: F401
 from tests.fixtures_registry import *  # noqa
 from tests.fixtures_softhsm import softhsm_env, softhsm_token  # noqa: F401
-from tests.integration._build_support import build_env, built, built_tiny  # noqa: F401,E402
-from tests.integration._sealing_support import sealing_workspace  # noqa: F401,E402
+from tests.support.build import build_env, built, built_tiny  # noqa: F401,E402
+from tests.support.sealing import sealing_workspace  # noqa: F401,E402

@@ -28,7 +28,7 @@ WEIGHT_SUFFIXES = (
 #: The runtime's requirements when ``secure_runtime/requirements.in`` does not exist: what
 #: ``secure_runtime`` and the part of ``pipeline`` it carries import (gRPC endpoint, model
 #: signature verification, registry pulls, PKCS#11 key provider), with pyproject's floors.
-#: ``tests/unit/test_build_runtime_requirements.py`` checks every such import is covered.
+#: ``tests/unit/build/test_build_runtime_requirements.py`` checks every such import is covered.
 RUNTIME_REQUIREMENTS = (
     "cryptography>=45.0", "pyyaml>=6.0", "fastapi>=0.110", "uvicorn>=0.29",
     "safetensors>=0.4.5", "numpy>=1.26", "prometheus-client>=0.20", "grpcio>=1.85.1",
@@ -46,7 +46,7 @@ def _package_root(name: str) -> Path:
 
 #: What of ``pipeline`` the runtime image carries: the layers ``secure_runtime`` may import
 #: (docs/architecture.md), ground (every top-level module but the interface) and core.
-#: tests/unit/test_layers.py checks this covers the runtime's computed import closure.
+#: tests/unit/project/test_layers.py checks this covers the runtime's computed import closure.
 RUNTIME_PIPELINE_PARTS = (
     *sorted(p.name for p in _package_root("pipeline").glob("*.py")
             if p.name not in ("cli.py", "__main__.py")),

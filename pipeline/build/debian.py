@@ -25,7 +25,7 @@ from pipeline.errors import BuildError, ConfigError, InputError, IntegrityError,
 LOCK_HEADER = "# secure-model-pipeline debian lock v1"
 #: The purl ``distro`` qualifier of the locked packages in the provenance (the base is
 #: Debian 12, bookworm: its python3.11). The SBOM reads the same value from the image's
-#: os-release (tests/integration/test_scan.py checks that the two agree).
+#: os-release (tests/integration/scan/test_scan.py checks that the two agree).
 PURL_DISTRO = "debian-12"
 DEFAULT_LOCK = Path(__file__).resolve().parent / "locks" / "debian-base.lock"
 

@@ -5,7 +5,7 @@ every segment through Python file objects. Loading a model is the hot path, so h
 segments are decrypted on all cores, straight into one caller-owned buffer, with
 ``AESGCM.decrypt_into`` (which releases the GIL). The bytes on disk are exactly Tink's,
 so any Tink (Java, Go, C++, Python) opens what we seal and we open what Tink seals;
-tests/unit/test_streaming_aead.py proves both directions against the ``tink`` package.
+tests/unit/sealing/test_streaming_aead.py proves both directions against the ``tink`` package.
 
 Format (docs/sealed-weights.md, "Wire format"): header ``0x28 || salt(32) ||
 nonce_prefix(7)``; segment key ``HKDF-SHA256(ikm=key, salt, info=associated_data)``;

@@ -8,7 +8,7 @@ most of the runtime's cold-start overhead. So a bundle of exactly the shape key
 signing produces (:func:`pipeline.signing._model_bundle.plain_key_bundle`) is checked
 here, reproducing model-signing 1.1's ``sign_ec_key.Verifier`` and
 ``signing.Verifier.verify`` step by step (references in the comments); any other
-shape goes to model-signing exactly as before. tests/unit/test_model_signing.py
+shape goes to model-signing exactly as before. tests/unit/signing/test_model_signing.py
 checks that both paths decide alike on valid, tampered and mutated bundles.
 """
 

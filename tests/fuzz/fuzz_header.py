@@ -6,7 +6,7 @@ stream) or raise IntegrityError, which the CLI turns into exit code 5: never ano
 exception (a traceback, exit 1) and never a forged plaintext.
 
 Run by hand:  .venv/bin/python tests/fuzz/fuzz_header.py -runs=100000
-Run by tests: tests/unit/test_fuzz_header.py (bounded number of runs).
+Run by tests: tests/unit/sealing/test_fuzz_header.py (bounded number of runs).
 """
 
 from __future__ import annotations

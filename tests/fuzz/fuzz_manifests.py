@@ -6,7 +6,7 @@ object it returns must be evaluated by the default policies without an exception
 (violations are results, not errors).
 
 Run by hand:  .venv/bin/python tests/fuzz/fuzz_manifests.py -runs=100000
-Run by tests: tests/unit/test_fuzz_manifests.py (bounded number of runs).
+Run by tests: tests/unit/policy/test_fuzz_manifests.py (bounded number of runs).
 """
 
 from __future__ import annotations

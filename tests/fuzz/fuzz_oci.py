@@ -8,7 +8,7 @@ parsed reference prints to text that parses back to the same reference, and an
 accepted manifest's descriptors all carry valid digests and sizes.
 
 Run by hand:  .venv/bin/python tests/fuzz/fuzz_oci.py -runs=100000
-Run by tests: tests/unit/test_fuzz_oci.py (bounded number of runs).
+Run by tests: tests/unit/oci/test_fuzz_oci.py (bounded number of runs).
 """
 
 from __future__ import annotations

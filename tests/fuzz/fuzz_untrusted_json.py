@@ -6,7 +6,7 @@ the safetensors header (whatever decrypted). Any other exception is a crash: a b
 ValueError, a RecursionError, a KeyError in the image extraction.
 
 Run by hand:  .venv/bin/python tests/fuzz/fuzz_untrusted_json.py -runs=100000
-Run by tests: tests/unit/test_fuzz_untrusted_json.py (bounded number of runs).
+Run by tests: tests/unit/test_json_fuzz.py (bounded number of runs).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration._build_support import Built
+from tests.support.build import Built
 
 pytestmark = pytest.mark.integration
 

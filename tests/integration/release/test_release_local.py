@@ -1,0 +1,164 @@
+"""Canary promotion on the local target: real runtimes, real nginx, real Prometheus.
+
+Three ``python -m secure_runtime`` processes serve sealed models: the stable tiny
+model, a second copy of it as a healthy canary, and a canary whose forward raises on
+real inputs (warm-up with zeros passes, so it becomes ready and then fails requests).
+``pipeline promote --local`` puts nginx and Prometheus in front of them; the verdicts
+come from PromQL over what Prometheus scraped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import run
+from pipeline.release.gitops import GitOpsRepo
+from pipeline.release.local import TrafficLoop, free_port
+from pipeline.release.traffic import Nginx
+from tests.support.runtime import (
+    TINY,
+    Runtime,
+    make_workspace,
+    runtime_args,
+    seal,
+    start_runtime,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+OLD_IMAGE = f"registry.local/tiny@sha256:{'a' * 64}"
+NEW_IMAGE = f"registry.local/tiny@sha256:{'b' * 64}"
+OLD_MODEL = f"registry.local/tiny-model@sha256:{'1' * 64}"
+NEW_MODEL = f"registry.local/tiny-model@sha256:{'2' * 64}"
+INFER = "/v2/models/tiny/infer"
+BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
+                    "data": [0.1 * i for i in range(1, 17)]}]}
+FAST = ["--interval", "1", "--count", "2", "--window", "5s", "--min-requests", "5",
+        "--initial-delay", "2"]
+
+
+def _broken_project(directory: Path) -> Path:
+    """tiny, except that forward raises whenever the input is not all zeros."""
+    shutil.copytree(TINY, directory)
+    model = directory / "model.py"
+    model.write_text(model.read_text() + (
+        "\n\nclass Broken(TinyClassifier):\n"
+        "    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002\n"
+        "        if bool(input.abs().sum() > 0):\n"
+        "            raise RuntimeError('canary bug')\n"
+        "        return super().forward(input)\n\n\n"
+        "def build_broken(config: dict) -> nn.Module:\n"
+        "    return Broken(config['features'], config['hidden'], config['classes'])\n"
+    ))
+    spec = directory / "pipeline.yaml"
+    spec.write_text(spec.read_text().replace("factory: build_model", "factory: build_broken"))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def runtimes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Runtime]]:
+    root = tmp_path_factory.mktemp("release")
+    ws = make_workspace(root / "ws")
+    good = seal(ws, TINY, root / "tiny.sealed")
+    bad = seal(ws, _broken_project(root / "broken"), root / "broken.sealed")
+    started: dict[str, Runtime] = {}
+    try:
+        for name, model in (("stable", good), ("canary", good), ("broken", bad)):
+            port = free_port()
+            started[name] = start_runtime(runtime_args(ws, model, port, "--allow-root"),
+                                          root / f"{name}.log", port)
+        for rt in started.values():
+            rt.wait_ready()
+        yield started
+    finally:
+        for rt in started.values():
+            rt.close()
+
+
+def _split(nginx: Nginx, rts: dict[str, Runtime], requests_: int) -> dict[str, int]:
+    with TrafficLoop(nginx.url, INFER, BODY, max_requests=requests_, pause=0) as loop:
+        loop._thread.join(60)
+    assert dict(loop.by_status) == {200: requests_}
+    ports = {f"127.0.0.1:{rt.port}": name for name, rt in rts.items()}
+    return {ports[addr]: n for addr, n in loop.by_upstream.items()}
+
+
+def test_nginx_weights_split_real_traffic(runtimes: dict[str, Runtime]) -> None:
+    rts = {"stable": runtimes["stable"], "canary": runtimes["canary"]}
+    with Nginx(rts["stable"].url, rts["canary"].url, free_port(), weight=20) as nginx:
+        counts = _split(nginx, rts, 100)
+        assert abs(counts.get("canary", 0) - 20) <= 3, counts
+        nginx.set_weight(50)
+        counts = _split(nginx, rts, 100)
+        assert abs(counts.get("canary", 0) - 50) <= 3, counts
+        nginx.set_weight(0)
+        assert _split(nginx, rts, 20) == {"stable": 20}
+        nginx.set_weight(100)
+        assert _split(nginx, rts, 20) == {"canary": 20}
+
+
+def _promote(gitops: Path, canary: Runtime, stable: Runtime, body: Path, *extra: str) -> int:
+    return run(["--json", "promote", "--gitops", str(gitops), "--env", "prod",
+                "--image", NEW_IMAGE, "--model", NEW_MODEL, "--stages", "50,100", "--local",
+                "--stable-url", stable.url, "--canary-url", canary.url,
+                "--traffic-path", INFER, "--traffic-body", str(body), *FAST, *extra])
+
+
+def _seed(gitops: Path) -> GitOpsRepo:
+    """A repository whose prod runs OLD (promoted), as after an earlier release."""
+    from pipeline.release.gitops import Release, ReleaseState
+
+    repo = GitOpsRepo(gitops)
+    old = Release(OLD_IMAGE, OLD_MODEL)
+    repo.commit(ReleaseState("prod", OLD_IMAGE, OLD_MODEL, 100, "1/1", "promoted", old),
+                "prod: promote old")
+    return repo
+
+
+def test_healthy_canary_is_promoted(runtimes: dict[str, Runtime], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _seed(tmp_path / "gitops")
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps(BODY))
+    assert _promote(tmp_path / "gitops", runtimes["canary"], runtimes["stable"], body) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "promoted"
+    assert [s["passed"] for s in out["stages"]] == [True, True]
+    for stage in out["stages"]:
+        for m in stage["measurements"]:
+            assert m["success_rate"] == 1.0 and m["requests"] >= 5
+    history = repo.history("prod")
+    assert [c.message for c in history][:4] == [
+        f"prod: promote tiny@sha256:{'b' * 12} (100%, analysis passed)",
+        f"prod: canary tiny@sha256:{'b' * 12} at 100% (stage 2/2)",
+        "prod: analysis passed at 50% (stage 1/2)",
+        f"prod: canary tiny@sha256:{'b' * 12} at 50% (stage 1/2)",
+    ]
+    state = yaml.safe_load((tmp_path / "gitops/environments/prod/release.yaml").read_text())
+    assert state["status"] == "promoted" and state["weight"] == 100
+    assert state["image"] == NEW_IMAGE and state["stable"]["model"] == NEW_MODEL
+
+
+def test_failing_canary_rolls_back_with_exit_11(
+    runtimes: dict[str, Runtime], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = _seed(tmp_path / "gitops")
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps(BODY))
+    assert _promote(tmp_path / "gitops", runtimes["broken"], runtimes["stable"], body) == 11
+    err = capsys.readouterr().err
+    assert "analysis failed at 50%" in err and "success rate" in err
+    current = repo.current("prod")
+    assert current is not None
+    assert (current.status, current.weight, current.image) == ("rolled-back", 0, OLD_IMAGE)
+    assert current.failed is not None and current.failed.image == NEW_IMAGE
+    assert any("success rate" in r for r in current.reasons)
+    assert repo.history("prod")[0].message.startswith(
+        f"prod: roll back tiny@sha256:{'b' * 12} at 50% (stage 1/2)")
+    assert len(repo.history("prod")) == 3  # seed, stage 1/2, roll-back: no result commit

@@ -1,0 +1,153 @@
+"""The Hera-defined workflows run end to end through the local runner.
+
+``pr-check`` on tests/fixtures/build_project (policy check, build, scan) and
+``release`` against the loopback registry: seal + sign examples/tiny's weights, build,
+SBOM, scan, provenance, push image and model, sign, three attestations, verify, and the
+policy check of the secure-runtime chart rendered with the pushed digests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import run
+from tests.support.helm import render_chart
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[3]
+PROJECT = ROOT / "tests" / "fixtures" / "build_project"
+REQUIRED = {"image": {"digest": "sha256:" + "a1" * 32}, "model": {"digest": "sha256:" + "b2" * 32}}
+
+
+def _git_repo(root: Path, extra_manifest: str | None = None,
+              image_policy: str | None = None) -> Path:
+    """A git repository: the build project, a model, the runtime chart, manifests."""
+    repo = root / "source"
+    shutil.copytree(PROJECT, repo)
+    shutil.copytree(ROOT / "examples" / "tiny", repo / "model",
+                    ignore=shutil.ignore_patterns("requirements.lock", "__pycache__"))
+    shutil.copytree(ROOT / "helm" / "secure-runtime", repo / "helm" / "secure-runtime")
+    (repo / "deploy").mkdir()
+    (repo / "deploy" / "runtime.yaml").write_text(
+        yaml.safe_dump_all(render_chart(ROOT / "helm" / "secure-runtime", REQUIRED)))
+    if extra_manifest:
+        (repo / "deploy" / "bad.yaml").write_text(extra_manifest)
+    if image_policy:
+        (repo / "policies").mkdir()
+        (repo / "policies" / "image-policy.yaml").write_text(image_policy)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "source"], check=True)
+    return repo
+
+
+def _record(workdir: Path) -> dict:
+    return json.loads((workdir / "run.json").read_text())
+
+
+def test_pr_check_runs_end_to_end(build_env, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _git_repo(tmp_path)
+    workdir = tmp_path / "run"
+    code = run(["workflow", "run", "pr-check", "--param", f"git-repo={repo}",
+                "--workdir", str(workdir), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err + "\n".join(
+        p.read_text() for p in (workdir / "logs").glob("*.log"))
+    result = json.loads(out.out)
+    assert [s["name"] for s in result["steps"]] == ["checkout", "policy-check", "build", "scan"]
+    record = _record(workdir)
+    assert record["status"] == "succeeded" and record["exit_code"] == 0
+    assert all(s["status"] == "succeeded" and s["exit_code"] == 0 for s in record["steps"])
+    vuln = json.loads((workdir / "workspace" / "vuln.json").read_text())
+    assert "scanner" in vuln
+    assert (workdir / "workspace" / "image" / "index.json").exists()
+
+
+BAD_POD = """apiVersion: v1
+kind: Pod
+metadata: {name: bad, namespace: ns}
+spec:
+  hostNetwork: true
+  containers:
+  - {name: app, image: "nginx:latest"}
+"""
+
+
+def test_failing_step_stops_the_run_with_its_exit_code(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    repo = _git_repo(tmp_path, extra_manifest=BAD_POD)
+    workdir = tmp_path / "run"
+    code = run(["workflow", "run", "pr-check", "-p", f"git-repo={repo}",
+                "--workdir", str(workdir)])
+    err = capsys.readouterr().err
+    assert code == 11  # pipeline policy check's PolicyError
+    assert "step 'policy-check' failed with exit code 11" in err
+    assert "Traceback" not in err
+    steps = {s["name"]: s for s in _record(workdir)["steps"]}
+    assert steps["checkout"]["status"] == "succeeded"
+    assert steps["policy-check"]["status"] == "failed"
+    assert steps["build"]["status"] == "skipped" and steps["build"]["exit_code"] is None
+    assert steps["scan"]["status"] == "skipped"
+    assert not (workdir / "workspace" / "image").exists()
+
+
+def test_release_runs_end_to_end_against_the_registry(
+    build_env, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeline.signing.keypair import create_signing_keypair
+
+    signing, kek = tmp_path / "secrets" / "signing", tmp_path / "secrets" / "kek"
+    signing.mkdir(parents=True)
+    kek.mkdir(mode=0o700)
+    create_signing_keypair(signing / "release.key", signing / "release.pub")
+    monkeypatch.setenv("PIPELINE_KEYRING", str(kek / "keyring.json"))
+    assert run(["keys", "create", "release-kek"]) == 0
+    monkeypatch.delenv("PIPELINE_KEYRING")
+    policy = (f"version: 1\ndefault: deny\nrequireDigest: true\nrules:\n"
+              f"  - name: release\n    images: ['{registry.host}/ml/**']\n"
+              "    authorities: [{key: '${PIPELINE_RELEASE_PUBLIC_KEY}'}]\n"
+              "    threshold: 1\n"
+              "    attestations: [{type: slsaprovenance}, {type: cyclonedx}, {type: vuln}]\n")
+    repo = _git_repo(tmp_path, image_policy=policy)
+    revision = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    workdir = tmp_path / "run"
+    capsys.readouterr()
+    code = run(["--json", "workflow", "run", "release",
+                "-p", f"git-repo={repo}", "-p", f"git-revision={revision}",
+                "-p", f"repository={registry.host}/ml/runtime",
+                "-p", f"model-repository={registry.host}/ml/models/tiny",
+                "-p", "registry-insecure=true", "-p", "scan-env=dev",
+                "-p", f"signing-key-secret={signing}", "-p", f"kek-secret={kek}",
+                "--workdir", str(workdir), "--parallel", "3"])
+    out = capsys.readouterr()
+    logs = "\n".join(f"== {p.name}\n{p.read_text()}" for p in (workdir / "logs").glob("*.log"))
+    assert code == 0, out.err + logs
+    record = _record(workdir)
+    steps = {s["name"]: s for s in record["steps"]}
+    assert all(s["status"] == "succeeded" for s in steps.values()), steps
+    image_digest = steps["push-image"]["outputs"]["digest"]
+    model_digest = steps["push-model"]["outputs"]["digest"]
+    assert image_digest.startswith("sha256:") and model_digest.startswith("sha256:")
+    # Dependencies were honoured: each step started after the ones it needs finished.
+    assert steps["sign-image"]["started"] >= steps["push-image"]["finished"]
+    assert steps["policy-check"]["started"] >= steps["verify"]["finished"]
+    # The image in the registry is signed by the release key; the model is pullable.
+    pinned = f"{registry.host}/ml/runtime@{image_digest}"
+    assert run(["verify", pinned, "--key", str(signing / "release.pub"), "--insecure"]) == 0
+    rendered = (workdir / "workspace" / "rendered.yaml").read_text()
+    assert pinned in rendered and model_digest in rendered
+    # No secret material in the run record, the scripts or the logs.
+    private = (signing / "release.key").read_text().splitlines()[1]
+    for path in [workdir / "run.json", *workdir.glob("scripts/*"), *workdir.glob("logs/*")]:
+        assert private not in path.read_text()
