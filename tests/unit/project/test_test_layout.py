@@ -32,10 +32,12 @@ def _top_level_modules() -> set[str]:
 @pytest.mark.parametrize("kind", ["unit", "integration"])
 def test_every_test_folder_names_a_package(kind: str) -> None:
     allowed = _package_folders() | WHOLE_TREE
-    folders = {p.name for p in (ROOT / "tests" / kind).iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert folders - allowed == set(), f"tests/{kind}/ folders that name no package: {sorted(folders - allowed)}"
+    top = ROOT / "tests" / kind
+    folders = {p.name for p in top.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    strays = sorted(folders - allowed)
+    assert strays == [], f"tests/{kind}/ folders that name no package: {strays}"
     for folder in folders:
-        assert (ROOT / "tests" / kind / folder / "__init__.py").is_file(), f"tests/{kind}/{folder} lacks __init__.py"
+        assert (top / folder / "__init__.py").is_file(), f"tests/{kind}/{folder} lacks __init__.py"
 
 
 def test_top_of_unit_holds_only_top_level_module_tests() -> None:
