@@ -24,6 +24,7 @@ from pipeline import __version__
 from pipeline._cli import (
     admission,
     build,
+    chart,
     image_signature,
     keys,
     model_signature,
@@ -114,8 +115,11 @@ release_group = _group("release", "Release state kept in the GitOps repository: 
 })
 
 for _command in (image_group, model_group, release_group, keys.keys_group, build.lock_group,
-                 policy.policy_group, workflow.workflow_group, admission.admission_group):
+                 policy.policy_group, chart.chart_group, workflow.workflow_group,
+                 admission.admission_group):
     main.add_command(_command)
+# The earlier name of `pipeline chart render`: the same command object (docs/cli.md).
+workflow.workflow_group.add_command(chart.render_command, "render-chart")
 
 #: Earlier top-level names → (group, command): each is the same command object.
 ALIASES: dict[str, tuple[click.Group, str]] = {

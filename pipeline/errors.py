@@ -26,6 +26,9 @@ EXIT_NOT_FOUND = 10
 EXIT_POLICY = 11
 EXIT_AUTH = 12
 EXIT_BUILD = 13
+EXIT_RENDER = 14
+#: ``pipeline policy check`` found violations (docs/exit-codes.md): the code linters use.
+EXIT_VIOLATIONS = 1
 
 
 class PipelineError(Exception):
@@ -94,6 +97,17 @@ class PolicyError(PipelineError):
     exit_code = EXIT_POLICY
 
 
+class PolicyViolationsError(PolicyError):
+    """``pipeline policy check`` found violations: exit 1, as conftest, kyverno and checkov.
+
+    Why 1 and not 11: CI steps, pre-commit hooks and SARIF upload workflows written for
+    those tools treat 1 as "findings"; a bug still prints a traceback and
+    ``internal error:``, so the two stay apart for a reader.
+    """
+
+    exit_code = EXIT_VIOLATIONS
+
+
 class AuthError(PipelineError):
     """Authentication or authorisation was refused."""
 
@@ -104,6 +118,12 @@ class BuildError(PipelineError):
     """An image build or its lint failed."""
 
     exit_code = EXIT_BUILD
+
+
+class ChartRenderError(InputError):
+    """A Helm chart failed to render: values against values.schema.json, a template error."""
+
+    exit_code = EXIT_RENDER
 
 
 class RuntimeSecurityError(PipelineError):

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -139,3 +140,18 @@ def transfer_progress(client: Any, description: str, enabled: bool) -> Iterator[
             yield
         finally:
             client.on_bytes = None
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write a report file atomically (0644: reports are not secrets); a failed write
+    (disk full, file too large, no such directory) leaves the earlier file as it was and
+    no temporary file, and is InputError (exit 4), never a traceback."""
+    from pipeline._fileio import write_atomic
+    from pipeline.errors import InputError
+
+    try:
+        write_atomic(path, text, mode=0o644)
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {path}: "
+                         f"{exc.strerror or exc.__class__.__name__}; nothing was written"
+                         ) from None

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from pipeline._cli._common import emit, json_option, step_progress, wants_json, warn
+from pipeline._cli._common import (
+    emit,
+    json_option,
+    step_progress,
+    wants_json,
+    warn,
+    write_report,
+)
 from pipeline._cli._registry import registry_flags
 from pipeline._fileio import write_atomic
 from pipeline.oci.registry import RegistryOptions
@@ -88,11 +95,11 @@ def _load_policy(policy_file: Path | None, environment: str | None):
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "cosign-vuln"]),
+    type=click.Choice(["table", "json", "cosign-vuln", "sarif"]),
     default="table",
     show_default=True,
     help="cosign-vuln: cosign's vuln predicate (findings + gate verdict), for "
-    "'pipeline attest --type vuln --predicate FILE'.",
+    "'pipeline attest --type vuln --predicate FILE'; sarif: SARIF 2.1.0 for code scanning.",
 )
 @click.option(
     "--output",
@@ -157,12 +164,16 @@ def scan_cmd(
         from pipeline.scan.attest import vuln_predicate
 
         report = json.dumps(vuln_predicate(result, decision), indent=2, sort_keys=True)
+    elif fmt == "sarif":
+        from pipeline.scan.sarif import render_sarif
+
+        report = render_sarif(result, decision, policy.environment)
     elif as_json or fmt == "json" or wants_json(as_json):
         report = json.dumps(data, indent=2, sort_keys=True, default=str)
     else:
         report = "\n".join(lines)
     if output is not None:
-        write_atomic(output, report + "\n")
+        write_report(output, report + "\n")
         click.echo("\n".join(lines[:3]) + f"\nwrote {output}", err=True)
     else:
         click.echo(report)

@@ -1,8 +1,10 @@
-"""``pipeline policy check``: Kubernetes manifests against the admission policies.
+"""``pipeline policy check``: manifests and charts against the admission policies.
 
-Thin: load manifests and policies, call :func:`pipeline.policy.check`, print the report.
-Exit 0 when clean, 11 (PolicyError) on any Deny violation, 4 on malformed manifests,
-3 on a bad policy (docs/policies.md, docs/exit-codes.md).
+Thin: load manifests (a directory holding ``Chart.yaml`` is rendered with Helm's value
+flags), load policies, call :func:`pipeline.policy.check`, print the report. Exit 0 when
+clean, 1 on any Deny violation (:class:`~pipeline.errors.PolicyViolationsError`), 14 when
+a chart fails to render, 4 on malformed manifests or values, 3 on a bad policy
+(docs/policies.md, docs/exit-codes.md).
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from pathlib import Path
 
 import click
 
-from pipeline._cli._common import json_option, wants_json
+from pipeline._cli._common import json_option, wants_json, write_report
 from pipeline._cli._registry import registry_flags
-from pipeline._fileio import write_atomic
-from pipeline.errors import PolicyError
+from pipeline._cli.chart import helm_value_flags
+from pipeline.charts import ValueOptions
+from pipeline.errors import PolicyViolationsError
 from pipeline.oci.registry import RegistryOptions
 from pipeline.policy.check import DEFAULT_POLICY_DIR, check
-from pipeline.policy.manifests import load_manifests
+from pipeline.policy.manifests import ChartInput, load_manifests
 from pipeline.policy.report import FORMATS, render
 
 
@@ -37,30 +40,37 @@ def policy_group() -> None:
               help="Also verify every container image against the image policy "
                    "(needs the registry).")
 @registry_flags(purpose=", with --verify-images")
+@helm_value_flags
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
-              show_default=True, help="Report format.")
+              show_default=True, help="Report format (sarif: SARIF 2.1.0 for code scanning).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the report to this file instead of stdout.")
+              help="Write the report to this file (atomically) instead of stdout.")
 @json_option
 def check_command(
     paths: tuple[str, ...], policy_dirs: tuple[Path, ...], image_policy: Path | None,
-    verify_images: bool, registry_options: RegistryOptions, fmt: str,
-    output: Path | None, as_json: bool,
+    verify_images: bool, registry_options: RegistryOptions, values_files: tuple[Path, ...],
+    set_values: tuple[str, ...], set_string: tuple[str, ...], set_file: tuple[str, ...],
+    release_name: str, namespace: str, fmt: str, output: Path | None, as_json: bool,
 ) -> None:
-    """Check manifests (files, directories, or - for stdin; Helm output works too)."""
+    """Check manifests: files, directories, charts (a directory holding Chart.yaml, rendered
+    with -f/--set/...), or - for stdin. Findings name the file (the chart template) and
+    line."""
     if wants_json(as_json):
         fmt = "json"
-    manifests = load_manifests(paths)
+    charts = ChartInput(ValueOptions(values_files, set_values, set_string, set_file),
+                        release_name, namespace)
+    manifests = load_manifests(paths, charts=charts)
     result = check(
         manifests, list(policy_dirs) or DEFAULT_POLICY_DIR, image_policy=image_policy,
         verify=verify_images, registry_options=registry_options,
     )
     report = render(result, fmt)
     if output is not None:
-        write_atomic(output, report + "\n")
+        write_report(output, report + "\n")
         click.echo(render(result, "text") if fmt != "json" else report, err=True)
     else:
         click.echo(report)
     if not result.ok:
-        raise PolicyError(f"{len(result.violations)} policy violation(s) in "
-                          f"{len({(v.source, v.index) for v in result.violations})} document(s)")
+        raise PolicyViolationsError(
+            f"{len(result.violations)} policy violation(s) in "
+            f"{len({(v.source, v.index) for v in result.violations})} document(s)")

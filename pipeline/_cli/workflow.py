@@ -82,21 +82,3 @@ def render_command(out: Path, as_json: bool) -> None:
         raise ConfigError(f"the workflow definitions need 'hera' ({exc})") from None
     paths = render_all(out)
     emit({"written": [str(p) for p in paths]}, as_json, "\n".join(str(p) for p in paths))
-
-
-@workflow_group.command("render-chart")
-@click.argument("chart", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="A value (dotted key, string value), repeatable.")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--release", default="release", show_default=True)
-@click.option("--namespace", default="default", show_default=True)
-@json_option
-def render_chart_command(chart: Path, sets: tuple[str, ...], output: Path, release: str,
-                         namespace: str, as_json: bool) -> None:
-    """Render a Helm chart offline (the release's policy check needs its manifests)."""
-    from pipeline.workflow.chart import render_chart
-
-    count = render_chart(chart, _pairs(sets, "--set"), output, release, namespace)
-    emit({"output": str(output), "objects": count}, as_json,
-         f"{count} objects rendered to {output}")

@@ -39,6 +39,10 @@ class Violation:
     message: str
     action: str = "Deny"
     errored: bool = False
+    #: 1-based line of the object in ``source`` (0: unknown); for a chart, the template's.
+    line: int = 0
+    #: The chart directory the object was rendered from ("" for a manifest file).
+    chart: str = ""
 
     @property
     def object_ref(self) -> str:
@@ -49,6 +53,7 @@ class Violation:
             "file": self.source, "document": self.index, "kind": self.kind, "name": self.name,
             "namespace": self.namespace, "policy": self.policy, "binding": self.binding,
             "message": self.message, "action": self.action, "errored": self.errored,
+            "line": self.line, "chart": self.chart,
         }
 
 
@@ -64,6 +69,8 @@ class CheckResult:
     unbound: list[str] = field(default_factory=list)
     #: (file, document index, kind, name) of every object checked, in input order.
     checked: list[tuple[str, int, str, str]] = field(default_factory=list)
+    #: policy name → (policy file, what its validations say): the rules of a SARIF report.
+    rules: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -82,12 +89,17 @@ def _violation(manifest: Manifest, finding: Finding, action: str) -> Violation:
     return Violation(
         manifest.source, manifest.index, manifest.kind, manifest.name, manifest.namespace,
         finding.policy, finding.binding, finding.message, action, finding.errored,
+        manifest.line, manifest.chart,
     )
 
 
 def check_objects(manifests: Iterable[Manifest], policies: PolicySet) -> CheckResult:
     """Evaluate every bound policy on every object (offline, no registry)."""
     result = CheckResult(policies=sorted(policies.policies), unbound=policies.unbound())
+    result.rules = {
+        name: (policy.source, "; ".join(v.message for v in policy.validations if v.message))
+        for name, policy in sorted(policies.policies.items())
+    }
     pairs = policies.bound()
     for manifest in manifests:
         result.objects += 1
@@ -119,12 +131,16 @@ def verify_images(
     from pipeline.policy.image_policy import ImagePolicy
 
     policy = ImagePolicy.load(image_policy_path)
+    result.rules[IMAGE_POLICY_NAME] = (
+        str(image_policy_path), "every image is signed by a trusted signer and carries the "
+        "attestations the image policy requires")
     verdicts: dict[str, Any] = {}
 
     def refuse(manifest: Manifest, message: str) -> None:
         result.violations.append(Violation(
             manifest.source, manifest.index, manifest.kind, manifest.name,
             manifest.namespace, IMAGE_POLICY_NAME, str(image_policy_path), message,
+            line=manifest.line, chart=manifest.chart,
         ))
 
     for manifest in manifests:

@@ -6,6 +6,10 @@ keys become strings and binary scalars become base64 text. The policies must see
 the API server would see, so this loader does the same conversion, and refuses what the
 API server would refuse (a document that is not an object, no ``apiVersion``/``kind``)
 with an :class:`~pipeline.errors.InputError` naming the file and document index.
+
+A directory holding ``Chart.yaml`` is a Helm chart: it is rendered (``pipeline.charts``,
+the one render path) and each object is located in the template that produced it, so
+reports name ``templates/deployment.yaml`` line 2, not a rendered file nobody edits.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import IO, Any
 
 import yaml
 
+from pipeline.charts import ValueOptions, is_chart, render
 from pipeline.errors import InputError
 
 #: File suffixes read when a directory is given.
@@ -37,6 +42,11 @@ class Manifest:
     source: str
     index: int
     obj: dict[str, Any]
+    #: 1-based line where the object starts in ``source`` (0 when unknown, as for stdin
+    #: of a List item); for a chart, the line in the template source.
+    line: int = 0
+    #: The chart directory the object was rendered from ("" for a plain manifest file).
+    chart: str = ""
 
     @property
     def kind(self) -> str:
@@ -126,35 +136,75 @@ def parse_manifests(text: str, source: str) -> list[Manifest]:
     """Every object in a YAML/JSON stream; empty documents are skipped, ``List`` expanded.
 
     Document indexes count from 0 over every document in the stream, empty ones
-    included, so a report's index is the position a reader finds in the file.
+    included, so a report's index is the position a reader finds in the file; ``line``
+    is the document's first line of content.
     """
     out: list[Manifest] = []
     index = -1
+    loader: _JsonLikeLoader | None = None
     try:
-        for index, doc in enumerate(yaml.load_all(text, Loader=_JsonLikeLoader)):  # noqa: S506
+        loader = _JsonLikeLoader(text)  # the reader refuses unprintable text already here
+        while loader.check_node():
+            node = loader.get_node()
+            index += 1
+            doc = loader.construct_document(node) if node is not None else None
             if doc is None:
                 continue
+            line = node.start_mark.line + 1
             where = _where(source, index)
             obj = _check_object(to_json_like(doc, where), where)
             if obj["kind"].endswith("List") and isinstance(obj.get("items"), list):
                 for item in obj["items"]:
-                    out.append(Manifest(source, index, _check_object(item, where + " (List item)")))
+                    out.append(Manifest(source, index, _check_object(item, where + " (List item)"),
+                                        line))
             else:
-                out.append(Manifest(source, index, obj))
+                out.append(Manifest(source, index, obj, line))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
+        line_text = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise InputError(f"{_where(source, index + 1)}:{line} malformed YAML: {problem}") from None
+        raise InputError(f"{_where(source, index + 1)}:{line_text} malformed YAML: "
+                         f"{problem}") from None
     except RecursionError:
         raise InputError(f"{_where(source, index + 1)}: nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return out
+
+
+@dataclass(frozen=True)
+class ChartInput:
+    """How charts among the inputs are rendered: Helm's value flags, release, namespace."""
+
+    values: ValueOptions = ValueOptions()
+    release_name: str = "release"
+    namespace: str = "default"
+
+
+def chart_manifests(chart_dir: str | Path, options: ChartInput = ChartInput()) -> list[Manifest]:
+    """Render ``chart_dir`` and return its objects, each located in its template."""
+    rendered = render(chart_dir, options.values.values_files, options.values.set_values,
+                      options.values.set_string, options.values.set_file,
+                      options.release_name, options.namespace)
+    out = []
+    for item in rendered.objects:
+        where = _where(item.template_path, item.index)
+        obj = _check_object(to_json_like(item.obj, where), where)
+        out.append(Manifest(item.template_path, item.index, obj, item.line, str(chart_dir)))
     return out
 
 
 def _files(path: Path) -> Iterator[Path]:
+    """Manifest files and chart directories (a chart is rendered, never read file by file)."""
     if path.is_dir():
-        for child in sorted(path.rglob("*")):
-            if child.is_file() and child.suffix in MANIFEST_SUFFIXES:
+        if is_chart(path):
+            yield path
+            return
+        for child in sorted(path.iterdir()):
+            if child.is_dir():
+                yield from _files(child)
+            elif child.is_file() and child.suffix in MANIFEST_SUFFIXES:
                 yield child
     elif path.is_file():
         yield path
@@ -173,8 +223,13 @@ def _read(path: Path) -> str:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def load_manifests(paths: Sequence[str | Path], stdin: IO[str] | None = None) -> list[Manifest]:
-    """Objects of every file given: files, directories (recursively) or ``-`` for stdin."""
+def load_manifests(paths: Sequence[str | Path], stdin: IO[str] | None = None,
+                   charts: ChartInput = ChartInput()) -> list[Manifest]:
+    """Objects of every input: files, directories (recursively), charts, or ``-`` for stdin.
+
+    A directory holding ``Chart.yaml`` (given, or met while walking a directory) is
+    rendered with ``charts``; ChartRenderError (exit 14) when it does not render.
+    """
     out: list[Manifest] = []
     for raw in paths:
         if str(raw) == "-":
@@ -185,5 +240,8 @@ def load_manifests(paths: Sequence[str | Path], stdin: IO[str] | None = None) ->
             out.extend(parse_manifests(text, "<stdin>"))
             continue
         for path in _files(Path(raw)):
-            out.extend(parse_manifests(_read(path), str(path)))
+            if path.is_dir():
+                out.extend(chart_manifests(path, charts))
+            else:
+                out.extend(parse_manifests(_read(path), str(path)))
     return out

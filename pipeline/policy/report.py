@@ -1,9 +1,11 @@
-"""Reports of a policy check: text for people, JSON, GitHub annotations, JUnit XML.
+"""Reports of a policy check: text, JSON, GitHub annotations, JUnit XML, SARIF 2.1.0.
 
 Why several: a developer reads text, a script reads JSON, GitHub Actions turns
-``::error`` lines into annotations on the PR's files, and most other CI systems
-(GitLab, Jenkins, Tekton dashboards) read JUnit XML. All are built from the same
-:class:`~pipeline.policy.check.CheckResult`, so they never disagree.
+``::error`` lines into annotations on the PR's files, most other CI systems (GitLab,
+Jenkins, Tekton dashboards) read JUnit XML, and GitHub code scanning (and most SAST
+dashboards) read SARIF. All are built from the same
+:class:`~pipeline.policy.check.CheckResult`, so they never disagree; each finding carries
+its file and line (for a chart: the template and the line its object starts at).
 """
 
 from __future__ import annotations
@@ -12,14 +14,23 @@ import json
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
+from pipeline import __version__
+from pipeline._sarif import Result, Rule, dumps, file_uri, sarif_log
 from pipeline.policy.check import CheckResult, Violation
 
-FORMATS = ("text", "json", "github", "junit")
+FORMATS = ("text", "json", "github", "junit", "sarif")
+TOOL = "secure-model-pipeline policy check"
+_SARIF_LEVEL = {"Deny": "error", "Warn": "warning", "Audit": "note"}
+
+
+def _where(v: Violation) -> str:
+    return f"{v.source}:{v.line}" if v.line else v.source
 
 
 def _line(v: Violation) -> str:
     prefix = "warning: " if v.action != "Deny" else ""
-    return (f"{prefix}{v.source}: document {v.index}: {v.object_ref}: "
+    chart = f" (chart {v.chart})" if v.chart else ""
+    return (f"{prefix}{_where(v)}: document {v.index}: {v.object_ref}{chart}: "
             f"policy {v.policy}: {v.message}")
 
 
@@ -56,7 +67,9 @@ def render_github(result: CheckResult) -> str:
     lines = []
     for v in result.violations + result.warnings:
         level = "error" if v.action == "Deny" else "warning"
-        props = f"file={_gh_property(v.source)},title={_gh_property('policy ' + v.policy)}"
+        line = f",line={v.line}" if v.line else ""
+        props = (f"file={_gh_property(v.source)}{line},"
+                 f"title={_gh_property('policy ' + v.policy)}")
         body = f"{v.object_ref} (document {v.index}): {v.message}"
         lines.append(f"::{level} {props}::{_gh_data(body)}")
     lines.append(summary(result))
@@ -88,8 +101,40 @@ def render_junit(result: CheckResult) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
 
 
+def render_sarif(result: CheckResult) -> str:
+    """SARIF 2.1.0: one rule per policy, one result per finding, located in file and line.
+
+    Deny is ``error``, Warn ``warning``, Audit ``note`` (as the binding's
+    validationActions say); ``runs[0].results`` is empty for a clean check.
+    """
+    rules = [Rule(name, f"ValidatingAdmissionPolicy {name}" if name != "image-policy"
+                  else "image policy: signatures and attestations",
+                  full=description,
+                  properties={"policyFile": source})
+             for name, (source, description) in sorted(result.rules.items())]
+    known = {rule.id for rule in rules}
+    rules += [Rule(name, f"policy {name}") for name in
+              sorted({v.policy for v in result.violations + result.warnings} - known)]
+    results = []
+    for v in result.violations + result.warnings:
+        uri, base = file_uri(v.source)
+        namespace = f"{v.namespace}/" if v.namespace else ""
+        results.append(Result(
+            v.policy, _SARIF_LEVEL.get(v.action, "error"),
+            f"{v.object_ref} (document {v.index}): {v.message}", uri, v.line, base,
+            logical_name=f"{namespace}{v.object_ref}",
+            properties={"action": v.action, "binding": v.binding, "document": v.index,
+                        **({"chart": v.chart} if v.chart else {}),
+                        **({"errored": True} if v.errored else {})},
+        ))
+    notes = [("note", f"policy {name} has no binding: not enforced") for name in result.unbound]
+    return dumps(sarif_log(TOOL, __version__, rules, results, notifications=notes,
+                           properties={"objects": result.objects,
+                                       "imagesChecked": result.images_checked}))
+
+
 def render(result: CheckResult, fmt: str) -> str:
     """The report of ``result`` in ``fmt`` (one of :data:`FORMATS`)."""
     renderers = {"text": render_text, "json": render_json, "github": render_github,
-                 "junit": render_junit}
+                 "junit": render_junit, "sarif": render_sarif}
     return renderers[fmt](result)

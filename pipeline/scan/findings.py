@@ -32,6 +32,10 @@ class Finding:
     package: str = ""
     installed_version: str = ""
     fixed_version: str = ""
+    #: The file in the image the finding is in (trivy's target) and its 1-based line
+    #: (0: not known, as for a package), for reports that locate findings (SARIF).
+    path: str = ""
+    line: int = 0
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,11 @@ def _version(binary: Path) -> str:
     return f"trivy {first[0].split(':', 1)[-1].strip()}" if first else "trivy"
 
 
+def _line(value: object) -> int:
+    """A 1-based line number from trivy's JSON, 0 when absent or not a positive integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def parse_report(report: dict, target: str) -> list[Finding]:
     """Our findings from a trivy JSON report (``SchemaVersion`` 2)."""
     findings: list[Finding] = []
@@ -66,6 +71,7 @@ def parse_report(report: dict, target: str) -> list[Finding]:
                     package=str(vuln.get("PkgName", "")),
                     installed_version=str(vuln.get("InstalledVersion", "")),
                     fixed_version=str(vuln.get("FixedVersion", "")),
+                    path=str(vuln.get("PkgPath") or where),
                 )
             )
         for secret in result.get("Secrets") or []:
@@ -76,6 +82,8 @@ def parse_report(report: dict, target: str) -> list[Finding]:
                     severity=str(secret.get("Severity", "HIGH")).upper(),
                     target=f"{where}:{secret.get('StartLine', '')}",
                     title=str(secret.get("Title", "")),
+                    path=where,
+                    line=_line(secret.get("StartLine")),
                 )
             )
         for mis in result.get("Misconfigurations") or []:
@@ -88,6 +96,8 @@ def parse_report(report: dict, target: str) -> list[Finding]:
                     severity=str(mis.get("Severity", "UNKNOWN")).upper(),
                     target=where,
                     title=str(mis.get("Title", "")),
+                    path=where,
+                    line=_line((mis.get("CauseMetadata") or {}).get("StartLine")),
                 )
             )
     findings.sort(key=lambda f: (f.kind, f.id, f.target))

@@ -3,7 +3,7 @@
 One definition, two executors: the rendered ``WorkflowTemplate`` runs on Argo Workflows
 in a cluster, or here, step by step (DAG order, parameters substituted, each step on
 the host or inside the pipeline's own image), refusing any Argo feature it cannot
-honour. ``chart`` renders the definitions into the pipeline Helm chart. See
+honour. Charts render with :mod:`pipeline.charts`. See
 docs/workflows.md.
 
 Usage::
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from pipeline._facade import lazy_exports
 
 if TYPE_CHECKING:
-    from pipeline.workflow.chart import render_chart
     from pipeline.workflow.plan import Plan, Task, plan_from_dict, topological_order
     from pipeline.workflow.runner import (
         Runner,
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    "render_chart": "pipeline.workflow.chart",
     "Plan": "pipeline.workflow.plan",
     "Task": "pipeline.workflow.plan",
     "plan_from_dict": "pipeline.workflow.plan",
@@ -54,7 +52,6 @@ __all__ = [
     "WorkflowStepError",
     "load_plan",
     "plan_from_dict",
-    "render_chart",
     "run_workflow",
     "topological_order",
 ]

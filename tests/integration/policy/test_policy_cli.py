@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline.cli import run
+from pipeline.errors import EXIT_VIOLATIONS
 from tests.support.helm import render_chart
 
 CHART = Path(__file__).resolve().parents[3] / "helm" / "secure-runtime"
@@ -61,17 +62,19 @@ def test_chart_with_token_mounted_is_refused(tmp_path: Path) -> None:
     deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
     path = tmp_path / "x.yaml"
     path.write_text(yaml.safe_dump_all(objects))
-    assert run(["policy", "check", str(path)]) == 11
+    assert run(["policy", "check", str(path)]) == EXIT_VIOLATIONS
 
 
-def test_violations_exit_11_with_file_document_kind_policy(
+def test_violations_exit_1_with_file_line_document_kind_policy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("---\n" + BAD_POD.replace("name: bad", "name: ok0") + "---\n" + BAD_POD)
-    assert run(["policy", "check", str(path)]) == 11
+    assert run(["policy", "check", str(path)]) == EXIT_VIOLATIONS
     captured = capsys.readouterr()
-    assert f"{path}: document 1: Pod/bad: policy pod-host-isolation: hostNetwork" in captured.out
+    # The second Pod starts on line 10 (after "---", seven lines, "---").
+    assert (f"{path}:10: document 1: Pod/bad: policy pod-host-isolation: hostNetwork"
+            in captured.out)
     assert "policy image-digest-pinning" in captured.out and "nginx:latest" in captured.out
     assert "error: " in captured.err and "Traceback" not in captured.err
 
@@ -81,7 +84,7 @@ def test_stdin_and_json() -> None:
     done = subprocess.run([sys.executable, "-m", "pipeline", "--json", "policy", "check", "-"],
                           input=BAD_POD, capture_output=True, text=True, timeout=120,
                           check=False)
-    assert done.returncode == 11
+    assert done.returncode == EXIT_VIOLATIONS
     report = json.loads(done.stdout)
     assert report["ok"] is False and report["objects"] == 1
     first = report["violations"][0]
@@ -91,9 +94,10 @@ def test_stdin_and_json() -> None:
 def test_github_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(BAD_POD)
-    assert run(["policy", "check", "--format", "github", str(path)]) == 11
+    assert run(["policy", "check", "--format", "github", str(path)]) == EXIT_VIOLATIONS
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("::")]
-    assert lines and all(line.startswith(f"::error file={path},title=policy ") for line in lines)
+    assert lines and all(line.startswith(f"::error file={path},line=1,title=policy ")
+                         for line in lines)
     assert any("Pod/bad (document 0): hostNetwork" in line for line in lines)
 
 
@@ -102,7 +106,7 @@ def test_junit_format_to_file(tmp_path: Path, chart_yaml: Path) -> None:
     bad.write_text(BAD_POD)
     out = tmp_path / "report.xml"
     assert run(["policy", "check", "--format", "junit", "-o", str(out), str(bad),
-                str(chart_yaml)]) == 11
+                str(chart_yaml)]) == EXIT_VIOLATIONS
     suite = ET.parse(out).getroot().find("testsuite")
     assert suite is not None
     assert suite.get("tests") == "8" and suite.get("failures") == "1"
@@ -153,7 +157,7 @@ def test_verify_images_refuses_images_the_image_policy_denies(
                     .replace("nginx:latest", f"other.example/app@{digest}"))
     code = run(["--json", "policy", "check", "--verify-images", "--image-policy",
                 str(image_policy), str(path)])
-    assert code == 11
+    assert code == EXIT_VIOLATIONS
     report = json.loads(capsys.readouterr().out)
     assert report["images_checked"] == 1
     assert any(v["policy"] == "image-policy" and "other.example/app" in v["message"]

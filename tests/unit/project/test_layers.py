@@ -7,9 +7,9 @@ one), relative imports resolved against the file's package, and string literals 
 name a module of the project (``importlib.import_module("...")``, lazy-import tables).
 
     ground        pipeline (root), errors, config, _fileio, _process, _pkcs11, _facade, _lru,
-                  _json, _pages
+                  _json, _pages, _sarif
     core          oci  ->  signing  ->  sealing      (each may import the ones left of it)
-    capabilities  distribution, build, scan, policy, admission, release, workflow,
+    capabilities  distribution, build, scan, charts, policy, admission, release, workflow,
                   deploy, and the workflow definitions (workflows/ = pipeline.workflows)
     interface     _cli, cli, __main__
 
@@ -32,7 +32,8 @@ PACKAGES = ("pipeline", "secure_runtime", "workflows")
 
 GROUND = frozenset({"pipeline", "pipeline.errors", "pipeline.config", "pipeline._fileio",
                     "pipeline._process", "pipeline._pkcs11", "pipeline._facade",
-                    "pipeline._lru", "pipeline._json", "pipeline._pages"})
+                    "pipeline._lru", "pipeline._json", "pipeline._pages",
+                    "pipeline._sarif"})
 #: Core packages in order: each may import only the ones before it.
 CORE = ("oci", "signing", "sealing")
 #: Capabilities and the other capabilities each may use (a DAG; no entry, no edge).
@@ -40,7 +41,8 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     "distribution": frozenset(),
     "build": frozenset(),
     "scan": frozenset(),
-    "policy": frozenset(),
+    "charts": frozenset(),  # Helm rendering (pipeline/charts), shared by every chart user
+    "policy": frozenset({"charts"}),
     "admission": frozenset({"policy"}),
     "release": frozenset({"policy"}),
     "workflow": frozenset({"workflows"}),

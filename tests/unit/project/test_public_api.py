@@ -24,6 +24,7 @@ FACADES = (
     "pipeline.distribution",
     "pipeline.build",
     "pipeline.scan",
+    "pipeline.charts",
     "pipeline.policy",
     "pipeline.admission",
     "pipeline.release",
