@@ -14,6 +14,7 @@ from pipeline.errors import EXIT_CONFIG, EXIT_POLICY
 from pipeline.oci import RegistryOptions
 from pipeline.scan.sbom import validate_sbom
 from tests.support.build import Built, copy_project
+from tests.support.sarif import results_by_rule, validate_sarif
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +82,29 @@ def test_scan_finds_a_planted_secret_without_leaking_it(build_env, tmp_path: Pat
     secrets = [f for f in data["findings"] if f["kind"] == "secret"]
     assert secrets and "settings.py" in secrets[0]["target"]
     assert PLANTED not in captured.out + captured.err
+
+
+def test_scan_sarif_locates_the_planted_secret(build_env, tmp_path: Path, capsys) -> None:
+    """--format sarif: valid SARIF 2.1.0, the secret at its file and line, never its value."""
+    project = copy_project(tmp_path / "p")
+    (project / "settings.py").write_text(f'# settings\nGITHUB_TOKEN = "{PLANTED}"\n')
+    layout = tmp_path / "layout"
+    build_image(project, layout)
+    report = tmp_path / "scan.sarif"
+    code = run(["scan", str(layout), "--env", "dev", "--format", "sarif", "-o", str(report)])
+    assert code == EXIT_POLICY  # the gate still refuses; the report is written first
+    text = report.read_text()
+    assert PLANTED not in text + capsys.readouterr().out
+    log = validate_sarif(json.loads(text))
+    secrets = [r for results in results_by_rule(log).values() for r in results
+               if r["properties"]["kind"] == "secret"]
+    assert secrets and secrets[0]["level"] == "error"
+    where = secrets[0]["locations"][0]["physicalLocation"]
+    assert where["artifactLocation"]["uri"].endswith("settings.py")
+    assert where["artifactLocation"]["uriBaseId"] == "IMAGEROOT"
+    assert where["region"] == {"startLine": 2}
+    notes = log["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert any("not scanned" in n["message"]["text"] for n in notes)  # no DB here: said
 
 
 def test_missing_trivy_db_is_a_config_error(built: Built, tmp_path: Path) -> None:
