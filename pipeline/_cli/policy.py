@@ -41,6 +41,9 @@ def policy_group() -> None:
                    "(needs the registry).")
 @registry_flags(purpose=", with --verify-images")
 @helm_value_flags
+@click.option("--ignore-non-manifests", is_flag=True, default=False,
+              help="Skip YAML/JSON files that hold no Kubernetes object at all (CI configs): "
+                   "for hooks given every changed file. Malformed YAML is still refused.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
               show_default=True, help="Report format (sarif: SARIF 2.1.0 for code scanning).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -50,7 +53,8 @@ def check_command(
     paths: tuple[str, ...], policy_dirs: tuple[Path, ...], image_policy: Path | None,
     verify_images: bool, registry_options: RegistryOptions, values_files: tuple[Path, ...],
     set_values: tuple[str, ...], set_string: tuple[str, ...], set_file: tuple[str, ...],
-    release_name: str, namespace: str, fmt: str, output: Path | None, as_json: bool,
+    release_name: str, namespace: str, ignore_non_manifests: bool, fmt: str,
+    output: Path | None, as_json: bool,
 ) -> None:
     """Check manifests: files, directories, charts (a directory holding Chart.yaml, rendered
     with -f/--set/...), or - for stdin. Findings name the file (the chart template) and
@@ -59,7 +63,11 @@ def check_command(
         fmt = "json"
     charts = ChartInput(ValueOptions(values_files, set_values, set_string, set_file),
                         release_name, namespace)
-    manifests = load_manifests(paths, charts=charts)
+    skipped: list[str] = []
+    manifests = load_manifests(paths, charts=charts, ignore_non_manifests=ignore_non_manifests,
+                               skipped=skipped)
+    for path in skipped:
+        click.echo(f"note: {path}: no Kubernetes object, skipped", err=True)
     result = check(
         manifests, list(policy_dirs) or DEFAULT_POLICY_DIR, image_policy=image_policy,
         verify=verify_images, registry_options=registry_options,

@@ -195,11 +195,34 @@ def chart_manifests(chart_dir: str | Path, options: ChartInput = ChartInput()) -
     return out
 
 
+def chart_of(path: Path) -> Path | None:
+    """The outermost chart directory holding ``path`` (a template, values file, subchart).
+
+    Why outermost: a subchart renders as part of its parent, with the parent's values.
+    """
+    found = None
+    for parent in path.resolve().parents:
+        if is_chart(parent):
+            found = parent
+    if found is None:
+        return None
+    # Keep the spelling the user gave (relative stays relative) for reports.
+    for candidate in [path, *path.parents]:
+        if candidate.resolve() == found:
+            return candidate
+    return found
+
+
 def _files(path: Path) -> Iterator[Path]:
-    """Manifest files and chart directories (a chart is rendered, never read file by file)."""
+    """Manifest files and chart directories (a chart is rendered, never read file by file).
+
+    A file inside a chart (what pre-commit passes: ``templates/deployment.yaml``,
+    ``values.yaml``) stands for its chart.
+    """
     if path.is_dir():
-        if is_chart(path):
-            yield path
+        chart = path if is_chart(path) else chart_of(path)
+        if chart is not None:
+            yield chart
             return
         for child in sorted(path.iterdir()):
             if child.is_dir():
@@ -207,7 +230,7 @@ def _files(path: Path) -> Iterator[Path]:
             elif child.is_file() and child.suffix in MANIFEST_SUFFIXES:
                 yield child
     elif path.is_file():
-        yield path
+        yield chart_of(path) or path
     else:
         raise InputError(f"{path}: no such file or directory")
 
@@ -223,14 +246,31 @@ def _read(path: Path) -> str:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
 
 
+def is_kubernetes_yaml(text: str) -> bool:
+    """True unless ``text`` is well-formed YAML none of whose documents is an object with
+    ``apiVersion`` and ``kind`` (a CI config, pipeline.yaml): what
+    ``--ignore-non-manifests`` skips. Malformed YAML is not skipped: it is reported."""
+    try:
+        docs = list(yaml.load_all(text, Loader=_JsonLikeLoader))  # noqa: S506
+    except (yaml.YAMLError, RecursionError):
+        return True
+    return any(isinstance(d, dict) and isinstance(d.get("apiVersion"), str)
+               and isinstance(d.get("kind"), str) for d in docs)
+
+
 def load_manifests(paths: Sequence[str | Path], stdin: IO[str] | None = None,
-                   charts: ChartInput = ChartInput()) -> list[Manifest]:
+                   charts: ChartInput = ChartInput(), *, ignore_non_manifests: bool = False,
+                   skipped: list[str] | None = None) -> list[Manifest]:
     """Objects of every input: files, directories (recursively), charts, or ``-`` for stdin.
 
-    A directory holding ``Chart.yaml`` (given, or met while walking a directory) is
-    rendered with ``charts``; ChartRenderError (exit 14) when it does not render.
+    A directory holding ``Chart.yaml`` (given, met while walking a directory, or holding
+    a file given) is rendered with ``charts``; ChartRenderError (exit 14) when it does not
+    render. With ``ignore_non_manifests`` a file that holds no Kubernetes object at all is
+    skipped (its path appended to ``skipped``) instead of refused: what a pre-commit hook
+    given every changed YAML file needs.
     """
     out: list[Manifest] = []
+    charts_seen: set[Path] = set()
     for raw in paths:
         if str(raw) == "-":
             stream = stdin if stdin is not None else sys.stdin
@@ -241,7 +281,15 @@ def load_manifests(paths: Sequence[str | Path], stdin: IO[str] | None = None,
             continue
         for path in _files(Path(raw)):
             if path.is_dir():
+                if path.resolve() in charts_seen:
+                    continue  # several files of one chart: rendered once
+                charts_seen.add(path.resolve())
                 out.extend(chart_manifests(path, charts))
             else:
-                out.extend(parse_manifests(_read(path), str(path)))
+                text = _read(path)
+                if ignore_non_manifests and not is_kubernetes_yaml(text):
+                    if skipped is not None:
+                        skipped.append(str(path))
+                    continue
+                out.extend(parse_manifests(text, str(path)))
     return out

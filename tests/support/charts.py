@@ -1,5 +1,7 @@
 """A small chart written into a test's directory: two objects in one template, a schema.
 
+With its defaults it passes every default policy; ``hostNetwork=true`` breaks one.
+
 Why a chart of our own beside helm/secure-runtime: it lets a test put a policy violation
 at a known line of a known template, and fail rendering on purpose, without editing the
 project's charts.
@@ -35,9 +37,14 @@ metadata:
   namespace: {{ .Release.Namespace }}
 spec:
   hostNetwork: {{ .Values.hostNetwork }}
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
   containers:
     - name: app
       image: {{ .Values.image | quote }}
+      securityContext:
+        readOnlyRootFilesystem: true
+        allowPrivilegeEscalation: false
+        capabilities: {drop: [ALL]}
 {{- if .Values.mustFail }}
 {{ fail "mustFail is set: this chart refuses to render" }}
 {{- end }}
