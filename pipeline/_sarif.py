@@ -14,6 +14,7 @@ location only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 VERSION = "2.1.0"
 SRCROOT = "%SRCROOT%"
 LEVELS = ("error", "warning", "note", "none")
+FINGERPRINT = "secureModelPipelineFinding/v1"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class Result:
     logical_name: str = ""
     logical_kind: str = "resource"
     properties: Mapping[str, Any] = field(default_factory=dict)
+    #: What makes this finding the same finding in the next run (rule, object, place,
+    #: environment): code scanning tracks alerts by it instead of by line hash alone, so
+    #: the staging and prod findings of one template line stay two alerts.
+    identity: str = ""
 
 
 def file_uri(path: str, base: str | os.PathLike[str] | None = None) -> tuple[str, str]:
@@ -100,6 +106,9 @@ def _result(item: Result, rule_index: Mapping[str, int]) -> dict[str, Any]:
                                          "kind": item.logical_kind}]
     if location:
         out["locations"] = [location]
+    if item.identity:
+        digest = hashlib.sha256(f"{item.rule_id}\0{item.identity}".encode()).hexdigest()
+        out["partialFingerprints"] = {FINGERPRINT: digest}
     if item.properties:
         out["properties"] = dict(item.properties)
     return out
@@ -159,5 +168,5 @@ def dumps(log: Mapping[str, Any]) -> str:
     return json.dumps(log, indent=2, sort_keys=True)
 
 
-__all__ = ["LEVELS", "SCHEMA_URI", "SRCROOT", "VERSION", "Result", "Rule", "dumps",
+__all__ = ["FINGERPRINT", "LEVELS", "SCHEMA_URI", "SRCROOT", "VERSION", "Result", "Rule", "dumps",
            "file_uri", "sarif_log"]

@@ -91,12 +91,14 @@ done
         "policy-check": step("policy-check", registry_flags() + f"""
 repository="{wp('repository')}"
 model="{wp('model-repository')}"
-pipeline workflow render-chart "{w}/src/{wp('chart')}" -o {w}/rendered.yaml \\
-    --set "image.repository=$repository" --set "image.digest={{{{inputs.parameters.digest}}}}" \\
-    --set "model.repository=$model" \\
-    --set "model.digest={{{{inputs.parameters.model-digest}}}}"
-PIPELINE_RELEASE_PUBLIC_KEY={SIGNING_PUB} pipeline policy check {w}/rendered.yaml \\
-    --verify-images --image-policy "{w}/src/{wp('image-policy')}" "${{flags[@]}}"
+values=(--set-string "image.repository=$repository"
+        --set-string "image.digest={{{{inputs.parameters.digest}}}}"
+        --set-string "model.repository=$model"
+        --set-string "model.digest={{{{inputs.parameters.model-digest}}}}")
+pipeline chart render "{w}/src/{wp('chart')}" -o {w}/rendered.yaml "${{values[@]}}"
+PIPELINE_RELEASE_PUBLIC_KEY={SIGNING_PUB} pipeline policy check "{w}/src/{wp('chart')}" \\
+    "${{values[@]}}" --verify-images --image-policy "{w}/src/{wp('image-policy')}" \\
+    "${{flags[@]}}" --format sarif -o {w}/policy.sarif
 """, inputs=("digest", "model-digest"), secrets=(signing_volume(),)),
     }
     for name, kind, predicate in ATTESTATIONS:

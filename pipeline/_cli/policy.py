@@ -41,6 +41,9 @@ def policy_group() -> None:
                    "(needs the registry).")
 @registry_flags(purpose=", with --verify-images")
 @helm_value_flags
+@click.option("--per-environment", is_flag=True, default=False,
+              help="Check each chart once per values-<env>.yaml beside its Chart.yaml (after "
+                   "-f, before --set); a chart without one is checked once, as 'default'.")
 @click.option("--ignore-non-manifests", is_flag=True, default=False,
               help="Skip YAML/JSON files that hold no Kubernetes object at all (CI configs): "
                    "for hooks given every changed file. Malformed YAML is still refused.")
@@ -53,7 +56,8 @@ def check_command(
     paths: tuple[str, ...], policy_dirs: tuple[Path, ...], image_policy: Path | None,
     verify_images: bool, registry_options: RegistryOptions, values_files: tuple[Path, ...],
     set_values: tuple[str, ...], set_string: tuple[str, ...], set_file: tuple[str, ...],
-    release_name: str, namespace: str, ignore_non_manifests: bool, fmt: str,
+    release_name: str, namespace: str, per_environment: bool, ignore_non_manifests: bool,
+    fmt: str,
     output: Path | None, as_json: bool,
 ) -> None:
     """Check manifests: files, directories, charts (a directory holding Chart.yaml, rendered
@@ -62,7 +66,7 @@ def check_command(
     if wants_json(as_json):
         fmt = "json"
     charts = ChartInput(ValueOptions(values_files, set_values, set_string, set_file),
-                        release_name, namespace)
+                        release_name, namespace, per_environment)
     skipped: list[str] = []
     manifests = load_manifests(paths, charts=charts, ignore_non_manifests=ignore_non_manifests,
                                skipped=skipped)
@@ -81,4 +85,4 @@ def check_command(
     if not result.ok:
         raise PolicyViolationsError(
             f"{len(result.violations)} policy violation(s) in "
-            f"{len({(v.source, v.index) for v in result.violations})} document(s)")
+            f"{len({(v.where, v.index) for v in result.violations})} document(s)")

@@ -11,9 +11,11 @@ docs/policies.md and docs/image-signatures.md.
 
 Usage::
 
-    from pipeline.policy import ImagePolicy, check, find_images, load_manifests
+    from pipeline.policy import ChartInput, ImagePolicy, check, find_images, load_manifests
 
     result = check(load_manifests(["deploy.yaml"]), "policies/")
+    # A chart is rendered (pipeline.charts), once per values-<env>.yaml if asked:
+    result = check(load_manifests(["helm/app"], charts=ChartInput(per_environment=True)))
     verdict = ImagePolicy.load("policies/image-policy.yaml").evaluate(image_ref)
     slots = find_images(obj).slots  # every image (and oci:// model) of a known kind
 """
@@ -22,11 +24,12 @@ from __future__ import annotations
 
 from pipeline.policy.check import CheckResult, Violation, check, check_objects
 from pipeline.policy.image_policy import ImagePolicy, PolicyResult
-from pipeline.policy.manifests import Manifest, load_manifests, parse_manifests
+from pipeline.policy.manifests import ChartInput, Manifest, load_manifests, parse_manifests
 from pipeline.policy.vap import PolicySet, load_policies
 from pipeline.policy.workloads import Images, ImageSlot, WorkloadKind, find_images, workload_kind
 
 __all__ = [
+    "ChartInput",
     "CheckResult",
     "ImagePolicy",
     "ImageSlot",

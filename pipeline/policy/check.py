@@ -43,6 +43,8 @@ class Violation:
     line: int = 0
     #: The chart directory the object was rendered from ("" for a manifest file).
     chart: str = ""
+    #: The environment whose values rendered the chart (``values-<env>.yaml``), or "".
+    environment: str = ""
 
     @property
     def object_ref(self) -> str:
@@ -53,8 +55,13 @@ class Violation:
             "file": self.source, "document": self.index, "kind": self.kind, "name": self.name,
             "namespace": self.namespace, "policy": self.policy, "binding": self.binding,
             "message": self.message, "action": self.action, "errored": self.errored,
-            "line": self.line, "chart": self.chart,
+            "line": self.line, "chart": self.chart, "environment": self.environment,
         }
+
+    @property
+    def where(self) -> str:
+        """The file, with the environment when a chart was rendered once per environment."""
+        return f"{self.source} [{self.environment}]" if self.environment else self.source
 
 
 @dataclass
@@ -89,7 +96,7 @@ def _violation(manifest: Manifest, finding: Finding, action: str) -> Violation:
     return Violation(
         manifest.source, manifest.index, manifest.kind, manifest.name, manifest.namespace,
         finding.policy, finding.binding, finding.message, action, finding.errored,
-        manifest.line, manifest.chart,
+        manifest.line, manifest.chart, manifest.environment,
     )
 
 
@@ -103,7 +110,9 @@ def check_objects(manifests: Iterable[Manifest], policies: PolicySet) -> CheckRe
     pairs = policies.bound()
     for manifest in manifests:
         result.objects += 1
-        result.checked.append((manifest.source, manifest.index, manifest.kind, manifest.name))
+        source = (f"{manifest.source} [{manifest.environment}]" if manifest.environment
+                  else manifest.source)
+        result.checked.append((source, manifest.index, manifest.kind, manifest.name))
         rid = resource_of(manifest.obj)
         for policy, binding in pairs:
             for finding in evaluate(policy, binding, manifest.obj, rid):
@@ -140,7 +149,7 @@ def verify_images(
         result.violations.append(Violation(
             manifest.source, manifest.index, manifest.kind, manifest.name,
             manifest.namespace, IMAGE_POLICY_NAME, str(image_policy_path), message,
-            line=manifest.line, chart=manifest.chart,
+            line=manifest.line, chart=manifest.chart, environment=manifest.environment,
         ))
 
     for manifest in manifests:

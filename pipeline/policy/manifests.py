@@ -47,6 +47,8 @@ class Manifest:
     line: int = 0
     #: The chart directory the object was rendered from ("" for a plain manifest file).
     chart: str = ""
+    #: The environment whose values rendered it (``values-<env>.yaml``; "" otherwise).
+    environment: str = ""
 
     @property
     def kind(self) -> str:
@@ -175,23 +177,47 @@ def parse_manifests(text: str, source: str) -> list[Manifest]:
 
 @dataclass(frozen=True)
 class ChartInput:
-    """How charts among the inputs are rendered: Helm's value flags, release, namespace."""
+    """How charts among the inputs are rendered: Helm's value flags, release, namespace.
+
+    ``per_environment``: render each chart once per ``values-<env>.yaml`` beside its
+    ``Chart.yaml`` (that file after the ``-f`` files, before ``--set``), or once as
+    ``default`` when it has none: the way a PR check sees what every environment runs.
+    """
 
     values: ValueOptions = ValueOptions()
     release_name: str = "release"
     namespace: str = "default"
+    per_environment: bool = False
+
+
+#: The environment values files beside a chart's Chart.yaml: ``values-<env>.yaml``.
+ENVIRONMENT_VALUES = "values-*.yaml"
+
+
+def chart_environments(chart_dir: str | Path) -> list[tuple[str, Path | None]]:
+    """``(environment, values file)`` of every ``values-<env>.yaml`` of a chart, sorted;
+    ``[("default", None)]`` when it has none."""
+    found = sorted(Path(chart_dir).glob(ENVIRONMENT_VALUES))
+    envs = [(p.name[len("values-"):-len(".yaml")], p) for p in found if p.is_file()]
+    return [(env, path) for env, path in envs if env] or [("default", None)]
 
 
 def chart_manifests(chart_dir: str | Path, options: ChartInput = ChartInput()) -> list[Manifest]:
-    """Render ``chart_dir`` and return its objects, each located in its template."""
-    rendered = render(chart_dir, options.values.values_files, options.values.set_values,
-                      options.values.set_string, options.values.set_file,
-                      options.release_name, options.namespace)
+    """Render ``chart_dir`` (once per environment with ``per_environment``) and return its
+    objects, each located in its template."""
+    runs: list[tuple[str, Path | None]] = (chart_environments(chart_dir)
+                                           if options.per_environment else [("", None)])
     out = []
-    for item in rendered.objects:
-        where = _where(item.template_path, item.index)
-        obj = _check_object(to_json_like(item.obj, where), where)
-        out.append(Manifest(item.template_path, item.index, obj, item.line, str(chart_dir)))
+    for environment, env_values in runs:
+        files = [*options.values.values_files, *([env_values] if env_values else [])]
+        rendered = render(chart_dir, files, options.values.set_values,
+                          options.values.set_string, options.values.set_file,
+                          options.release_name, options.namespace)
+        for item in rendered.objects:
+            where = _where(item.template_path, item.index)
+            obj = _check_object(to_json_like(item.obj, where), where)
+            out.append(Manifest(item.template_path, item.index, obj, item.line,
+                                str(chart_dir), environment))
     return out
 
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 from pipeline import __version__
 from pipeline._sarif import Result, Rule, dumps, file_uri, sarif_log
-from pipeline.policy.check import CheckResult, Violation
+from pipeline.policy.check import IMAGE_POLICY_NAME, CheckResult, Violation
 
 FORMATS = ("text", "json", "github", "junit", "sarif")
 TOOL = "secure-model-pipeline policy check"
@@ -29,7 +29,8 @@ def _where(v: Violation) -> str:
 
 def _line(v: Violation) -> str:
     prefix = "warning: " if v.action != "Deny" else ""
-    chart = f" (chart {v.chart})" if v.chart else ""
+    env = f", environment {v.environment}" if v.environment else ""
+    chart = f" (chart {v.chart}{env})" if v.chart else ""
     return (f"{prefix}{_where(v)}: document {v.index}: {v.object_ref}{chart}: "
             f"policy {v.policy}: {v.message}")
 
@@ -70,7 +71,8 @@ def render_github(result: CheckResult) -> str:
         line = f",line={v.line}" if v.line else ""
         props = (f"file={_gh_property(v.source)}{line},"
                  f"title={_gh_property('policy ' + v.policy)}")
-        body = f"{v.object_ref} (document {v.index}): {v.message}"
+        env = f", environment {v.environment}" if v.environment else ""
+        body = f"{v.object_ref} (document {v.index}{env}): {v.message}"
         lines.append(f"::{level} {props}::{_gh_data(body)}")
     lines.append(summary(result))
     return "\n".join(lines)
@@ -80,7 +82,7 @@ def render_junit(result: CheckResult) -> str:
     """JUnit XML: one test case per object, one failure per refused object."""
     by_object: dict[tuple[str, int, str, str], list[Violation]] = defaultdict(list)
     for v in result.violations:
-        by_object[(v.source, v.index, v.kind, v.name)].append(v)
+        by_object[(v.where, v.index, v.kind, v.name)].append(v)
     suites = ET.Element("testsuites", name="pipeline policy check")
     suite = ET.SubElement(
         suites, "testsuite", name="policies", tests=str(len(result.checked)),
@@ -107,7 +109,7 @@ def render_sarif(result: CheckResult) -> str:
     Deny is ``error``, Warn ``warning``, Audit ``note`` (as the binding's
     validationActions say); ``runs[0].results`` is empty for a clean check.
     """
-    rules = [Rule(name, f"ValidatingAdmissionPolicy {name}" if name != "image-policy"
+    rules = [Rule(name, f"ValidatingAdmissionPolicy {name}" if name != IMAGE_POLICY_NAME
                   else "image policy: signatures and attestations",
                   full=description,
                   properties={"policyFile": source})
@@ -121,10 +123,15 @@ def render_sarif(result: CheckResult) -> str:
         namespace = f"{v.namespace}/" if v.namespace else ""
         results.append(Result(
             v.policy, _SARIF_LEVEL.get(v.action, "error"),
-            f"{v.object_ref} (document {v.index}): {v.message}", uri, v.line, base,
+            f"{v.object_ref} (document {v.index}"
+            f"{', environment ' + v.environment if v.environment else ''}): {v.message}",
+            uri, v.line, base,
             logical_name=f"{namespace}{v.object_ref}",
+            identity="\0".join((v.source, f"{namespace}{v.object_ref}", v.environment,
+                                 v.message)),
             properties={"action": v.action, "binding": v.binding, "document": v.index,
                         **({"chart": v.chart} if v.chart else {}),
+                        **({"environment": v.environment} if v.environment else {}),
                         **({"errored": True} if v.errored else {})},
         ))
     notes = [("note", f"policy {name} has no binding: not enforced") for name in result.unbound]

@@ -63,6 +63,7 @@ def render_sarif(result: ScanResult, decision: GateDecision | None = None,
             rule.id, _level(finding.severity), _message(finding),
             quote(path, safe="/") if path else "", finding.line, IMAGE_ROOT if path else "",
             logical_name=package, logical_kind="package",
+            identity="\0".join((path, str(finding.line), package, finding.kind)),
             properties={"kind": finding.kind, "severity": finding.severity},
         ))
     notes: list[tuple[str, str]] = []

@@ -84,6 +84,7 @@ def test_chart_findings_point_at_the_template_line(
         "region": {"startLine": POD_LINE}}
     assert result["locations"][0]["logicalLocations"][0]["fullyQualifiedName"] == "team/Pod/r-pod"
     assert result["properties"]["chart"] == "demo"
+    assert set(result["partialFingerprints"]) == {"secureModelPipelineFinding/v1"}
     rule = log["runs"][0]["tool"]["driver"]["rules"][result["ruleIndex"]]
     assert "policies/pod-host-isolation.yaml" in rule["properties"]["policyFile"]
 
@@ -97,6 +98,8 @@ def test_manifest_findings_carry_file_and_line(
     assert run(["policy", "check", "deploy", "--format", "sarif"]) == EXIT_VIOLATIONS
     by_rule = results_by_rule(_sarif(capsys))
     assert {"pod-host-isolation", "image-digest-pinning"} <= set(by_rule)
+    prints = [r["partialFingerprints"] for rs in by_rule.values() for r in rs]
+    assert len({json.dumps(p) for p in prints}) == len(prints)  # one alert per finding
     for results in by_rule.values():
         for result in results:
             assert result["locations"][0]["physicalLocation"] == {

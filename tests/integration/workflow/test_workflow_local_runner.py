@@ -1,6 +1,7 @@
 """The Hera-defined workflows run end to end through the local runner.
 
-``pr-check`` on tests/fixtures/build_project (policy check, build, scan) and
+``pr-check`` on tests/fixtures/build_project (policy check of the manifests, the chart
+rendered for each environment's values, build, scan) and
 ``release`` against the loopback registry: seal + sign examples/tiny's weights, build,
 SBOM, scan, provenance, push image and model, sign, three attestations, verify, and the
 policy check of the secure-runtime chart rendered with the pushed digests.
@@ -17,7 +18,9 @@ import pytest
 import yaml
 
 from pipeline.cli import run
+from pipeline.errors import EXIT_VIOLATIONS
 from tests.support.helm import render_chart
+from tests.support.sarif import validate_sarif
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,13 +30,18 @@ REQUIRED = {"image": {"digest": "sha256:" + "a1" * 32}, "model": {"digest": "sha
 
 
 def _git_repo(root: Path, extra_manifest: str | None = None,
-              image_policy: str | None = None) -> Path:
-    """A git repository: the build project, a model, the runtime chart, manifests."""
+              image_policy: str | None = None, prod_values: str | None = None) -> Path:
+    """A git repository: the build project, a model, the runtime chart with values for two
+    environments (staging, prod), manifests."""
     repo = root / "source"
     shutil.copytree(PROJECT, repo)
     shutil.copytree(ROOT / "examples" / "tiny", repo / "model",
                     ignore=shutil.ignore_patterns("requirements.lock", "__pycache__"))
-    shutil.copytree(ROOT / "helm" / "secure-runtime", repo / "helm" / "secure-runtime")
+    chart = repo / "helm" / "secure-runtime"
+    shutil.copytree(ROOT / "helm" / "secure-runtime", chart)
+    (chart / "values-staging.yaml").write_text(yaml.safe_dump(REQUIRED))
+    (chart / "values-prod.yaml").write_text(prod_values or yaml.safe_dump(
+        {**REQUIRED, "replicaCount": 3, "rollout": {"enabled": True}}))
     (repo / "deploy").mkdir()
     (repo / "deploy" / "runtime.yaml").write_text(
         yaml.safe_dump_all(render_chart(ROOT / "helm" / "secure-runtime", REQUIRED)))
@@ -63,12 +71,25 @@ def test_pr_check_runs_end_to_end(build_env, tmp_path: Path,
     assert code == 0, out.err + "\n".join(
         p.read_text() for p in (workdir / "logs").glob("*.log"))
     result = json.loads(out.out)
-    assert [s["name"] for s in result["steps"]] == ["checkout", "policy-check", "build", "scan"]
+    names = [s["name"] for s in result["steps"]]
+    assert names[0] == "checkout" and names[-2:] == ["build", "scan"]
+    assert set(names[1:3]) == {"policy-check", "chart-check"}
     record = _record(workdir)
     assert record["status"] == "succeeded" and record["exit_code"] == 0
     assert all(s["status"] == "succeeded" and s["exit_code"] == 0 for s in record["steps"])
     vuln = json.loads((workdir / "workspace" / "vuln.json").read_text())
     assert "scanner" in vuln
+    # The chart was rendered once per environment, each rendering checked.
+    from pipeline.charts import render
+
+    chart = repo / "helm" / "secure-runtime"
+    expected = sum(len(render(chart, [chart / f"values-{env}.yaml"]).objects)
+                   for env in ("staging", "prod"))
+    charts = validate_sarif(json.loads((workdir / "workspace" / "charts.sarif").read_text()))
+    assert charts["runs"][0]["results"] == []
+    assert charts["runs"][0]["properties"]["objects"] == expected
+    log = (workdir / "logs" / "chart-check.log").read_text()
+    assert f"ok: {expected} object(s) checked" in log, log
     assert (workdir / "workspace" / "image" / "index.json").exists()
 
 
@@ -89,8 +110,8 @@ def test_failing_step_stops_the_run_with_its_exit_code(tmp_path: Path,
     code = run(["workflow", "run", "pr-check", "-p", f"git-repo={repo}",
                 "--workdir", str(workdir)])
     err = capsys.readouterr().err
-    assert code == 11  # pipeline policy check's PolicyError
-    assert "step 'policy-check' failed with exit code 11" in err
+    assert code == EXIT_VIOLATIONS  # pipeline policy check found violations
+    assert "step 'policy-check' failed with exit code 1" in err
     assert "Traceback" not in err
     steps = {s["name"]: s for s in _record(workdir)["steps"]}
     assert steps["checkout"]["status"] == "succeeded"
@@ -98,6 +119,31 @@ def test_failing_step_stops_the_run_with_its_exit_code(tmp_path: Path,
     assert steps["build"]["status"] == "skipped" and steps["build"]["exit_code"] is None
     assert steps["scan"]["status"] == "skipped"
     assert not (workdir / "workspace" / "image").exists()
+
+
+def test_pr_check_checks_the_chart_with_every_environments_values(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """values-prod.yaml turns on GPUs without a runtime class: only prod is refused."""
+    prod = {**REQUIRED, "gpu": {"enabled": True, "runtimeClassName": ""}}
+    repo = _git_repo(tmp_path, prod_values=yaml.safe_dump(prod))
+    workdir = tmp_path / "run"
+    code = run(["workflow", "run", "pr-check", "-p", f"git-repo={repo}",
+                "--workdir", str(workdir)])
+    err = capsys.readouterr().err
+    assert code == EXIT_VIOLATIONS, err
+    assert "step 'chart-check' failed with exit code 1" in err
+    steps = {s["name"]: s for s in _record(workdir)["steps"]}
+    assert steps["chart-check"]["status"] == "failed"
+    assert steps["build"]["status"] == "skipped"
+    log = (workdir / "logs" / "chart-check.log").read_text()
+    src = workdir / "workspace" / "src" / "helm" / "secure-runtime"
+    assert (f"{src}/templates/deployment.yaml:" in log
+            and "(chart " in log and "environment prod): policy gpu-runtime-class" in log), log
+    assert "environment staging" not in log
+    sarif = validate_sarif(json.loads((workdir / "workspace" / "charts.sarif").read_text()))
+    results = sarif["runs"][0]["results"]
+    assert {r["ruleId"] for r in results} == {"gpu-runtime-class"}
+    assert {r["properties"]["environment"] for r in results} == {"prod"}
 
 
 def test_release_runs_end_to_end_against_the_registry(
