@@ -83,10 +83,10 @@ def _kind_lines(path: str) -> list[int]:
 def _objects(chart_dir: Path, chart_name: str, rendered: Mapping[str, str]
              ) -> tuple[list[RenderedObject], str]:
     objects: list[RenderedObject] = []
-    notes = ""
+    # Helm prints the chart's own NOTES.txt only, never a subchart's.
+    notes = rendered.get(f"{chart_name}/templates/NOTES.txt", "")
     for source, text in sorted(rendered.items()):
         if source.endswith("NOTES.txt"):
-            notes = notes or text
             continue
         path = _template_path(chart_dir, chart_name, source)
         try:

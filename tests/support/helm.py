@@ -3,7 +3,8 @@
 Why this exists: a chart that renders is not a chart that installs. The API server rejects
 unknown fields and wrong types, and controllers (Argo Rollouts, prometheus-operator) reject
 objects their CRD schema does not admit. There is no cluster here, so every chart test
-renders with the real Helm v4 engine (``helm-python-sdk``), then validates each object:
+renders with the real Helm v4 engine (``helm-python-sdk``) through the project's one render
+path (:mod:`pipeline.charts`), then validates each object:
 
 * core Kubernetes kinds against the official OpenAPI schemas shipped by
   ``kubernetes-validate`` (strict mode: unknown fields are errors, as with
@@ -29,7 +30,9 @@ from typing import Any
 import helm_python
 import jsonschema
 import kubernetes_validate
-import yaml
+
+from pipeline.charts import render
+from pipeline.errors import ChartRenderError as _ChartRenderError
 
 DEFAULT_K8S_VERSION = "1.30"
 
@@ -47,8 +50,9 @@ __all__ = [
 ]
 
 
-class ChartRenderError(Exception):
-    """Helm refused to render: a values-schema violation or a template ``fail``."""
+#: Helm refused to render (a values-schema violation or a template ``fail``): the
+#: project's own error, raised by the one render path, :func:`pipeline.charts.render`.
+ChartRenderError = _ChartRenderError
 
 
 class ManifestValidationError(AssertionError):
@@ -56,21 +60,6 @@ class ManifestValidationError(AssertionError):
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-def _render_raw(
-    chart_dir: str | os.PathLike[str],
-    values: Mapping[str, Any] | None,
-    release: str,
-    namespace: str,
-) -> dict[str, str]:
-    try:
-        with helm_python.Chart.load(chart_dir) as chart:
-            return chart.render(
-                values=dict(values or {}), name=release, namespace=namespace, is_install=True
-            )
-    except helm_python.HelmError as exc:
-        raise ChartRenderError(str(exc)) from exc
 
 
 def render_chart(
@@ -81,24 +70,12 @@ def render_chart(
 ) -> list[dict[str, Any]]:
     """Render ``chart_dir`` offline and return its objects (empty documents dropped).
 
-    Raises :class:`ChartRenderError` with Helm's message when values fail the chart's
+    Renders through :func:`pipeline.charts.render`, the path every command uses. Raises
+    :class:`ChartRenderError` with Helm's message when values fail the chart's
     ``values.schema.json`` or a template calls ``fail``.
     """
-    objects: list[dict[str, Any]] = []
-    for path, text in sorted(_render_raw(chart_dir, values, release, namespace).items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        try:
-            docs = list(yaml.safe_load_all(text))
-        except yaml.YAMLError as exc:
-            raise ChartRenderError(f"{path}: rendered text is not YAML: {exc}") from exc
-        for doc in docs:
-            if doc is None:
-                continue
-            if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
-                raise ChartRenderError(f"{path}: rendered a document that is not an object")
-            objects.append(doc)
-    return objects
+    rendered = render(chart_dir, values=values, release_name=release, namespace=namespace)
+    return [item.obj for item in rendered.objects]
 
 
 def render_notes(
@@ -108,8 +85,7 @@ def render_notes(
     namespace: str = "ns",
 ) -> str:
     """The rendered NOTES.txt ("" when the chart has none)."""
-    rendered = _render_raw(chart_dir, values, release, namespace)
-    return next((text for path, text in rendered.items() if path.endswith("NOTES.txt")), "")
+    return render(chart_dir, values=values, release_name=release, namespace=namespace).notes
 
 
 _SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}

@@ -107,3 +107,15 @@ def test_render_errors_exit_with_their_codes(tmp_path: Path,
     listed.write_text("- a\n")
     assert run(["chart", "render", str(chart), "-f", str(listed)]) == EXIT_INPUT
     assert "expected a mapping" in capsys.readouterr().err
+
+
+def test_subchart_objects_point_into_the_subchart(tmp_path: Path) -> None:
+    parent = write_chart(tmp_path, "parent")
+    write_chart(parent / "charts", "sub")
+    (parent / "charts" / "sub" / "templates" / "NOTES.txt").write_text("the sub's notes\n")
+    rendered = render(parent, set_values=["sub.hostNetwork=true"])
+    subs = [o for o in rendered.objects if o.source.startswith("parent/charts/sub/")]
+    assert [o.obj["kind"] for o in subs] == ["Service", "Pod"]
+    assert subs[1].template_path == str(parent / "charts" / "sub" / "templates" / "pods.yaml")
+    assert subs[1].line == POD_LINE and subs[1].obj["spec"]["hostNetwork"] is True
+    assert rendered.notes == "installed release\n"  # the parent's NOTES only, as Helm prints
