@@ -25,7 +25,7 @@ from typing import IO, Any
 import yaml
 
 from pipeline.charts import ValueOptions, is_chart, render
-from pipeline.errors import InputError
+from pipeline.errors import ChartRenderError, InputError
 
 #: File suffixes read when a directory is given.
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -210,9 +210,15 @@ def chart_manifests(chart_dir: str | Path, options: ChartInput = ChartInput()) -
     out = []
     for environment, env_values in runs:
         files = [*options.values.values_files, *([env_values] if env_values else [])]
-        rendered = render(chart_dir, files, options.values.set_values,
-                          options.values.set_string, options.values.set_file,
-                          options.release_name, options.namespace)
+        try:
+            rendered = render(chart_dir, files, options.values.set_values,
+                              options.values.set_string, options.values.set_file,
+                              options.release_name, options.namespace)
+        except ChartRenderError as exc:
+            if not environment:
+                raise
+            raise ChartRenderError(f"environment {environment} ({env_values or 'defaults'}): "
+                                   f"{exc}") from None
         for item in rendered.objects:
             where = _where(item.template_path, item.index)
             obj = _check_object(to_json_like(item.obj, where), where)

@@ -146,6 +146,20 @@ def test_a_values_file_of_the_wrong_type_exits_4(tmp_path: Path,
     assert "replicas" in capsys.readouterr().err
 
 
+def test_per_environment_names_the_environment_that_fails(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    chart = write_chart(tmp_path)
+    (chart / "values-dev.yaml").write_text("replicas: 1\n")
+    (chart / "values-prod.yaml").write_text("replicas: many\n")
+    assert run(["policy", "check", str(chart), "--per-environment"]) == EXIT_RENDER
+    err = capsys.readouterr().err
+    assert f"environment prod ({chart / 'values-prod.yaml'})" in err and "replicas" in err
+    (chart / "values-prod.yaml").unlink()
+    (chart / "values-dev.yaml").unlink()
+    assert run(["policy", "check", str(chart), "--per-environment", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["objects"] == 2  # once, as "default"
+
+
 def _limit_file_size() -> None:
     # A file-size limit makes every write past 2 KiB fail with EFBIG: a real write failure
     # (as a full disk would be), not a mock.
