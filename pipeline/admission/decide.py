@@ -39,6 +39,8 @@ class Decision:
     warnings: list[str] = field(default_factory=list)
     patch: list[dict[str, Any]] = field(default_factory=list)
     denied_by: list[str] = field(default_factory=list)
+    #: False for an operation the webhook does not judge (DELETE, CONNECT): allowed as is.
+    judged: bool = True
 
     def deny(self, policy: str, reason: str) -> None:
         self.allowed = False
@@ -63,6 +65,9 @@ class Decider:
     def validate(self, request: AdmissionRequest) -> Decision:
         """CEL policies, then the image policy for every container image."""
         decision = Decision()
+        if not request.judged:
+            decision.judged = False
+            return decision
         self._cel(request, decision)
         verdicts: dict[str, PolicyResult] = {}
         for slot in self._slots(request, decision):
@@ -79,6 +84,9 @@ class Decider:
     def mutate(self, request: AdmissionRequest) -> Decision:
         """Pin every tag-only image to its verified digest; deny what the policy refuses."""
         decision = Decision()
+        if not request.judged:
+            decision.judged = False
+            return decision
         for slot in self._slots(request, decision):
             ref = self._parse(slot, decision)
             if ref is None:

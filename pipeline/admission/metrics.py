@@ -1,7 +1,8 @@
 """Prometheus metrics of the webhook: decisions by result and policy, latency, cache.
 
 A private registry per app (tests build several). Labels are bounded: ``webhook`` is
-validate|mutate, ``result`` allowed|denied|error|bad_request, and ``policy`` is a loaded
+validate|mutate, ``result`` allowed|denied|error|bad_request|not_judged
+(DELETE/CONNECT), and ``policy`` is a loaded
 policy's name, ``image-policy`` or ``internal``, never anything taken from a request.
 """
 
