@@ -30,6 +30,9 @@ class AdmissionMetrics:
         self.denials = Counter("admission_denials_total",
                                "Denials by the policy that refused (one per policy).",
                                ["webhook", "policy"], registry=r)
+        self.would_deny = Counter("admission_would_deny_total",
+                                  "Requests a warn/audit-mode rule would have denied (allowed "
+                                  "with a warning), by rule.", ["webhook", "rule"], registry=r)
         self.latency = Histogram("admission_decision_seconds",
                                  "Time from request received to answer.", ["webhook"],
                                  buckets=LATENCY_BUCKETS, registry=r)

@@ -97,6 +97,8 @@ def create_app(decider: Decider, *, max_request_bytes: int = DEFAULT_MAX_REQUEST
         metrics.decisions.labels(webhook, result).inc()
         for policy in decision.denied_by:
             metrics.denials.labels(webhook, policy).inc()
+        for rule in decision.would_deny:
+            metrics.would_deny.labels(webhook, rule).inc()
         metrics.latency.labels(webhook).observe(time.perf_counter() - started)
         log.info("%s: uid %s: %s: %s%s", webhook, review.uid, review.label, result,
                  "" if decision.allowed else " by " + ", ".join(decision.denied_by))
