@@ -197,8 +197,10 @@ class Decider:
     def _record(verdict: PolicyResult, decision: Decision) -> None:
         """Warn/audit rules that would have denied: a warning each, counted per rule."""
         for rule, why in verdict.would_deny:
+            # Warnings are cut at 256 characters: say the verdict first, not the reference.
+            why = why.replace(f"rule {rule}: ", "").replace(verdict.reference, "it")
             decision.warnings.append(f"rule {rule} (warn mode) would deny "
-                                     f"{verdict.reference}: {why}")
+                                     f"{verdict.reference.rsplit('/', 1)[-1][:40]}: {why}")
             if rule not in decision.would_deny:
                 decision.would_deny.append(rule)
 
