@@ -413,15 +413,17 @@ def _at(obj: Any, path: Sequence[str]) -> Any:
     return obj
 
 
-def _model_arg(container: Mapping[str, Any]) -> str | None:
+def _model_args(container: Mapping[str, Any]) -> list[str]:
+    """Every ``--model`` value of command + args (the runtime's argparse keeps the last)."""
     words = [w for key in ("command", "args") for w in (container.get(key) or [])
              if isinstance(w, str)]
+    found = []
     for index, word in enumerate(words):
         if word == "--model" and index + 1 < len(words):
-            return words[index + 1]
-        if word.startswith("--model="):
-            return word.split("=", 1)[1]
-    return None
+            found.append(words[index + 1])
+        elif word.startswith("--model="):
+            found.append(word.split("=", 1)[1])
+    return found
 
 
 def _is_runtime(container: Mapping[str, Any]) -> bool:
@@ -467,8 +469,16 @@ def model_references(obj: Mapping[str, Any]) -> tuple[list[ModelSlot], list[str]
                 continue
             runtime_seen = True
             label = f"container {container.get('name')}"
-            argument = _model_arg(container)
-            if argument is None:
+            arguments = _model_args(container)
+            argument = arguments[-1] if arguments else None
+            if len(set(arguments)) > 1:
+                refused.append(f"{label} names several models (--model {', '.join(arguments)}):"
+                               " the runtime would load the last one; name exactly one")
+            elif argument is not None and "$(" in argument:
+                refused.append(f"{label}: --model {argument!r} is expanded from the "
+                               "environment by the kubelet: admission cannot know what it "
+                               "names; write the reference by digest")
+            elif argument is None:
                 refused.append(f"{label} runs the secure runtime without --model: the model "
                                "it loads cannot be verified")
             elif not _looks_like_reference(argument):

@@ -323,6 +323,10 @@ def test_model_references_from_args_and_the_chart_annotation() -> None:
     assert "cannot be verified from the registry" in refused[0]
     _, refused = model_references(_pod(["--port", "1"]))
     assert "without --model" in refused[0]
+    _, refused = model_references(_pod(["--model", ref, "--model", ref.replace("ab", "cd")]))
+    assert "names several models" in refused[0]
+    _, refused = model_references(_pod(["--model", "$(MODEL)"]))
+    assert "expanded from the environment" in refused[0]
     # A container that is not the secure runtime is not judged by its --model flag.
     assert model_references(_pod(["--model", "gpt2"], command=["vllm", "serve"])) == ([], [])
     doc = yaml.safe_load(yaml.safe_dump(_pod([], {"secure-model-pipeline.dev/model": ref},
