@@ -10,6 +10,7 @@ denial with its reason, never a pass.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ class Decider:
         self.registry_options = registry_options or RegistryOptions()
         self.cache = cache if cache is not None else VerdictCache()
         self._bound = policies.bound()
+        #: Model verification runs beside the image checks of the same request.
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="model-verify")
 
     # -- the two webhooks ----------------------------------------------------------------
     def validate(self, request: AdmissionRequest) -> Decision:
@@ -74,6 +77,8 @@ class Decider:
             decision.judged = False
             return decision
         self._cel(request, decision)
+        # The models are verified while the images are: both are registry round trips.
+        models = self._start_models(request)
         namespace = request.namespace or None
         verdicts: dict[str, PolicyResult] = {}
         for slot in self._slots(request, decision):
@@ -85,24 +90,38 @@ class Decider:
                 verdicts[image] = self._verdict(ref, namespace) if ref.digest else \
                     self.image_policy.evaluate(ref, self.registry_options, namespace=namespace)
             self._apply(slot, verdicts[image], decision)
-        self._models(request, decision)
+        self._finish_models(models, decision)
         return decision
 
-    def _models(self, request: AdmissionRequest, decision: Decision) -> None:
-        """The sealed models the pod will load (when the policy has a model section)."""
+    def _start_models(self, request: AdmissionRequest) -> list[tuple[Any, Any]]:
+        """Start verifying the sealed models the pod will load (with a model policy)."""
         models = self.image_policy.models
         if models is None:
-            return
+            return []
         slots, refused = model_references(request.object)
-        for reason in refused:
-            decision.deny(MODEL_POLICY, f"{MODEL_POLICY}: {reason}")
+        started: list[tuple[Any, Any]] = [(None, reason) for reason in refused]
         namespace = request.namespace or None
         for slot in slots:
             key = f"model|{namespace if models.namespaced else ''}|{slot.reference}"
-            verdict = self.cache.get(key) if "@" in slot.reference else None
-            if verdict is None:
-                verdict = models.evaluate(slot.reference, self.registry_options,
-                                          namespace=namespace)
+            cached = self.cache.get(key) if "@" in slot.reference else None
+            if cached is not None:
+                started.append((slot, cached))
+                continue
+            future = self._pool.submit(models.evaluate, slot.reference, self.registry_options,
+                                       namespace=namespace)
+            started.append((slot, (key, future)))
+        return started
+
+    def _finish_models(self, started: list[tuple[Any, Any]], decision: Decision) -> None:
+        for slot, state in started:
+            if slot is None:
+                decision.deny(MODEL_POLICY, f"{MODEL_POLICY}: {state}")
+                continue
+            if isinstance(state, PolicyResult):
+                verdict = state
+            else:
+                key, future = state
+                verdict = future.result()  # an exception is an internal error: denied
                 self.cache.put(key, verdict)
             self._record(verdict, decision)
             if not verdict.allowed:

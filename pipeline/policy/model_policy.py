@@ -41,7 +41,7 @@ image-policy document, or as ``ClusterModelPolicy`` documents; docs/policies.md)
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,19 +131,38 @@ class ModelPolicy:
         return PolicyResult(allowed, reasons, text, ref.digest, names, would_deny)
 
 
-@dataclass
 class _Artifact:
-    """The model artifact's manifest layers, signatures and seal.json, read once."""
+    """The model artifact's manifest layers, signatures and seal.json, each read once.
 
-    layers: dict[str, str]          # title -> sha256 hex
-    signatures: list[bytes]
-    seal: Any
+    Signatures are read lazily: the one inside the artifact first, and only if that is
+    missing or not trusted the attached ones (a referrers lookup: more round trips).
+    """
+
+    def __init__(self, registry: Any, ref: Reference, layers: dict[str, str],
+                 inline: str | None, seal: Any) -> None:
+        self._registry, self._ref, self._inline = registry, ref, inline
+        self.layers, self.seal = layers, seal
+        self._read: list[bytes] = []
+        self._attached_read = False
+
+    def signatures(self) -> Iterator[bytes]:
+        """Candidate bundles, inline first; each fetched once whatever the number of rules."""
+        from pipeline.distribution import attached_model_signatures
+
+        yield from list(self._read)
+        if self._inline is not None and not self._read:
+            self._read.append(self._registry.get_blob(self._ref.repository, self._inline))
+            yield self._read[-1]
+        if not self._attached_read:
+            self._attached_read = True
+            known = len(self._read)
+            self._read += attached_model_signatures(self._ref, client=self._registry)
+            yield from self._read[known:]
 
     @classmethod
     def fetch(cls, registry: Any, ref: Reference) -> _Artifact:
         import json
 
-        from pipeline.distribution import attached_model_signatures
         from pipeline.oci import media_types as mt
         from pipeline.sealing.artifact import check_manifest
         from pipeline.sealing.manifest import MANIFEST_NAME, parse_manifest
@@ -160,17 +179,14 @@ class _Artifact:
         except InputError as exc:
             raise InputError(f"model {ref.name}@{digest} is not a sealed model: {exc}") from None
         by_title = {title: layer for title, layer in layers}
-        signatures = []
-        if SIGNATURE_NAME in by_title:
-            signatures.append(registry.get_blob(repo, by_title[SIGNATURE_NAME]["digest"]))
-        signatures += attached_model_signatures(ref, client=registry)
         seal_layer = by_title[MANIFEST_NAME]
         if seal_layer.get("size", 0) > _MAX_SEAL_BYTES:
             raise InputError(f"model {ref.name}@{digest}: {MANIFEST_NAME} is too large")
         seal = parse_manifest(registry.get_blob(repo, seal_layer["digest"]))
         hexes = {title: str(layer["digest"]).removeprefix("sha256:")
                  for title, layer in layers if title != SIGNATURE_NAME}
-        return cls(hexes, signatures, seal)
+        inline = by_title.get(SIGNATURE_NAME)
+        return cls(registry, ref, hexes, str(inline["digest"]) if inline else None, seal)
 
 
 def _check(rule: ModelRule, artifact: _Artifact, ref: Reference, registry: Any
@@ -179,17 +195,17 @@ def _check(rule: ModelRule, artifact: _Artifact, ref: Reference, registry: Any
 
     prefix = f"model rule {rule.name}"
     where = f"of {ref.name}@{ref.digest}"
-    if not artifact.signatures:
-        return False, [f"{prefix}: model {ref.name}@{ref.digest} is not signed (no model.sig "
-                       "inside the artifact or attached to it)"]
     failures: list[str] = []
     signed: dict[str, str] | None = None
-    for bundle in artifact.signatures:
+    for bundle in artifact.signatures():
         try:
             signed = verify_model_signature_bytes(bundle, rule.keys, where=where)
             break
         except PipelineError as exc:
             failures.append(str(exc))
+    if signed is None and not failures:
+        return False, [f"{prefix}: model {ref.name}@{ref.digest} is not signed (no model.sig "
+                       "inside the artifact or attached to it)"]
     if signed is None:
         return False, [f"{prefix}: model signature not trusted: untrusted key or bad "
                        f"signature ({'; '.join(failures)})"]
