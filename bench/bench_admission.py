@@ -157,7 +157,7 @@ def main() -> int:
                 while not server.started:
                     time.sleep(0.01)
                 url = f"https://127.0.0.1:{sock.getsockname()[1]}/validate"
-                for kind, body in bodies.items():
+                for body in bodies.values():
                     _run(url, ca, body, 5, cold=name == "cold")  # connection + JIT warm-up
                 # Alternate the two workloads in rounds, so a burst of load from other jobs
                 # on the shared cores lands on both alike.

@@ -204,7 +204,8 @@ class Decider:
         Keyed by digest, and by namespace too when some rule applies only in some.
         """
         scope = (namespace or "") if self.image_policy.namespaced else ""
-        key = f"{scope}|{pinned.name}@{pinned.digest}" if scope else f"{pinned.name}@{pinned.digest}"
+        name = f"{pinned.name}@{pinned.digest}"
+        key = f"{scope}|{name}" if scope else name
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -247,4 +248,5 @@ def unknown_kind_reason(obj: Mapping[str, Any]) -> str:
             "here (the admission-webhook chart registers only the kinds it judges)")
 
 
-__all__ = ["IMAGE_POLICY", "MODEL_POLICY", "UNKNOWN_KIND", "Decider", "Decision", "unknown_kind_reason"]
+__all__ = ["IMAGE_POLICY", "MODEL_POLICY", "UNKNOWN_KIND", "Decider", "Decision",
+           "unknown_kind_reason"]

@@ -192,4 +192,5 @@ def response(
     return {"apiVersion": API_VERSION, "kind": KIND, "response": answer}
 
 
-__all__ = ["API_VERSION", "KIND", "NOT_JUDGED", "OPERATIONS", "AdmissionRequest", "ReviewError", "parse_review", "response"]
+__all__ = ["API_VERSION", "KIND", "NOT_JUDGED", "OPERATIONS", "AdmissionRequest", "ReviewError",
+           "parse_review", "response"]
