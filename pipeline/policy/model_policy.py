@@ -429,10 +429,16 @@ def _at(obj: Any, path: Sequence[str]) -> Any:
     return obj
 
 
+def _words(container: Mapping[str, Any]) -> list[str]:
+    """command + args as the kubelet runs them (lists of strings; anything else: none)."""
+    return [w for key in ("command", "args")
+            for w in (container.get(key) if isinstance(container.get(key), list) else [])
+            if isinstance(w, str)]
+
+
 def _model_args(container: Mapping[str, Any]) -> list[str]:
     """Every ``--model`` value of command + args (the runtime's argparse keeps the last)."""
-    words = [w for key in ("command", "args") for w in (container.get(key) or [])
-             if isinstance(w, str)]
+    words = _words(container)
     found = []
     for index, word in enumerate(words):
         if word == "--model" and index + 1 < len(words):
@@ -443,9 +449,7 @@ def _model_args(container: Mapping[str, Any]) -> list[str]:
 
 
 def _is_runtime(container: Mapping[str, Any]) -> bool:
-    words = [w for key in ("command", "args") for w in (container.get(key) or [])
-             if isinstance(w, str)]
-    return any(RUNTIME_MODULE in word for word in words)
+    return any(RUNTIME_MODULE in word for word in _words(container))
 
 
 def _looks_like_reference(text: str) -> bool:
@@ -480,7 +484,8 @@ def model_references(obj: Mapping[str, Any]) -> tuple[list[ModelSlot], list[str]
     spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
     runtime_seen = False
     for key in ("initContainers", "containers"):
-        for container in spec.get(key) or []:
+        containers = spec.get(key)
+        for container in containers if isinstance(containers, list) else []:
             if not isinstance(container, dict) or not _is_runtime(container):
                 continue
             runtime_seen = True

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.cli import run
@@ -333,3 +333,32 @@ def test_model_references_from_args_and_the_chart_annotation() -> None:
                                              command=["sh"])))
     assert [s.label for s in model_references(doc)[0]] == [
         "annotation secure-model-pipeline.dev/model"]
+
+
+model_specs = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["rules", "name", "models", "authorities", "key", "keyProviders",
+                         "attestations", "type", "mode", "namespaces", "x"]), inner,
+        max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(model_specs, json_values)
+@example(None, 5)
+@example({"rules": [{"models": 1}]}, {"--model": 1})
+def test_any_models_section_or_pod_parses_or_is_refused(section: Any, spec: Any) -> None:
+    """The model policy parser fails only with ConfigError; model_references never fails."""
+    try:
+        ImagePolicy.from_documents([{"version": 1, "models": section}])
+    except ConfigError:
+        pass
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"annotations": spec},
+           "spec": {"containers": [{"name": "c", "command": ["python", "-m",
+                                                              "secure_runtime"],
+                                    "args": spec}]}}
+    slots, refused = model_references(pod)
+    assert all(isinstance(s.reference, str) for s in slots)
+    assert all(isinstance(r, str) for r in refused)
