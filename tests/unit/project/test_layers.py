@@ -42,7 +42,9 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     "build": frozenset(),
     "scan": frozenset(),
     "charts": frozenset(),  # Helm rendering (pipeline/charts), shared by every chart user
-    "policy": frozenset({"charts"}),
+    # The model policy reads model artifacts and their attached signatures (issue 13);
+    # charts given to the PR check are rendered through pipeline/charts.
+    "policy": frozenset({"distribution", "charts"}),
     "admission": frozenset({"policy"}),
     "release": frozenset({"policy"}),
     "workflow": frozenset({"workflows"}),
