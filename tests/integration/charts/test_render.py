@@ -47,7 +47,7 @@ def test_a_chart_that_fails_to_render_is_a_render_error(tmp_path: Path) -> None:
     with pytest.raises(ChartRenderError, match="mustFail is set") as caught:
         render(chart, set_values=["mustFail=true"])
     assert caught.value.exit_code == EXIT_RENDER
-    with pytest.raises(ChartRenderError, match="image.digest is required"):
+    with pytest.raises(ChartRenderError, match="digest is required: secure-runtime deploys by"):
         render(RUNTIME)
 
 

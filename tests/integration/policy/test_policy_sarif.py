@@ -129,7 +129,7 @@ def test_a_chart_that_fails_to_render_exits_14(tmp_path: Path,
     assert "failed to render" in captured.err and "mustFail is set" in captured.err
     assert "Traceback" not in captured.err
     assert run(["policy", "check", str(RUNTIME)]) == EXIT_RENDER  # no digests: by tag refused
-    assert "image.digest is required" in capsys.readouterr().err
+    assert "digest is required: secure-runtime deploys by digest only" in capsys.readouterr().err
 
 
 def test_a_values_file_of_the_wrong_type_exits_4(tmp_path: Path,
