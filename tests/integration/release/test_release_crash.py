@@ -13,19 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import start_http_server
-
 from pipeline.errors import ConflictError
 from pipeline.release.gitops import GitOpsRepo, Release, ReleaseState
-from pipeline.release.local import PrometheusServer, free_port
 from pipeline.release.promote import promote
-from secure_runtime.metrics import RuntimeMetrics
+from tests.support.prometheus import canary_prometheus
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -64,30 +59,8 @@ print("done", flush=True)
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[str]:
-    """A healthy canary's metrics, scraped every second by a real Prometheus."""
-    metrics = RuntimeMetrics()
-    port = free_port()
-    server, _thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
-    stop = threading.Event()
-
-    def feed() -> None:
-        for _ in range(40000):  # bounded: at most ~400 s of traffic
-            if stop.wait(0.01):
-                return
-            metrics.requests.labels(protocol="http", endpoint="/v2/models/m/infer",
-                                    status="200").inc()
-            metrics.latency.labels(protocol="http", endpoint="/v2/models/m/infer").observe(0.004)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    try:
-        with PrometheusServer({"canary": f"http://127.0.0.1:{port}"}) as prom:
-            time.sleep(3.5)  # the 3 s window holds traffic
-            yield prom.url
-    finally:
-        stop.set()
-        feeder.join(5)
-        server.shutdown()
+    with canary_prometheus() as url:
+        yield url
 
 
 def _child(gitops: Path, url: str, kill_after: int, mode: str) -> subprocess.Popen[str]:
