@@ -152,7 +152,17 @@ class _Run:
         sha = self.repo.commit(state, message, base_values=self.values)
         self.result.commits.append(sha)
         if self.publish:
-            self.publish(sha)
+            try:
+                self.publish(sha)
+            except PolicyError as exc:
+                if state.status != "progressing":
+                    raise
+                # The cluster aborted the rollout (Argo CD: Degraded) and went back to
+                # stable: record the revert so git says what runs, then fail.
+                self.roll_back(_NoTraffic(), Stage(*_stage_numbers(state), state.weight),
+                               [f"aborted in the cluster: {exc}"])
+                raise PolicyError(f"{exc}; recorded the roll-back of {self.env} to "
+                                  f"{_describe(self.stable)} in git") from None
         return sha
 
     def state(self, stage: Stage, analysis: str, **changes: Any) -> ReleaseState:
@@ -172,6 +182,21 @@ class _Run:
                           f"(stage {stage.label}): {reasons[0][:120]}",
                     _evidence_body(reasons, evidence))
         self.result.status = "rolled-back"
+
+
+class _NoTraffic:
+    """The executor when the cluster already moved traffic back (nothing to switch)."""
+
+    def set_weight(self, weight: int) -> None:
+        return None
+
+    def analyse(self, stage: Stage) -> AnalysisResult:  # pragma: no cover - never called
+        raise AssertionError("no analysis after an in-cluster abort")
+
+
+def _stage_numbers(state: ReleaseState) -> tuple[int, int]:
+    number, _, total = state.stage.partition("/")
+    return int(number or 1), int(total or 1)
 
 
 def _evidence_body(reasons: Sequence[str], evidence: Sequence[dict[str, Any]]) -> str:

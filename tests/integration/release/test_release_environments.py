@@ -189,3 +189,28 @@ def test_promotion_waits_for_argo_cd_after_each_push(tmp_path: Path) -> None:
     assert result.status == "promoted"
     synced = [e for e in events if e.startswith("Argo CD secure-runtime-staging: Synced/Healthy")]
     assert len(synced) == len(result.commits) == 2
+
+
+def test_in_cluster_abort_is_recorded_as_a_revert(tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    repo = GitOpsRepo(tmp_path / "gitops")
+    _git("remote", "add", "origin", str(remote), cwd=repo.path)
+    promote(repo, "staging", IMG, MODEL, analyse=lambda w: GOOD, stages=[100])
+    answers = iter(["degraded", "healthy"])  # the canary's sync aborts; the revert syncs
+
+    class Waiting(Publisher):
+        def __call__(self, sha: str) -> None:
+            with serve_recorded(recording(next(answers)), sha, "tok") as (url, _r):
+                self.argocd = ArgoCD(url, "tok")
+                super().__call__(sha)
+
+    with pytest.raises(PolicyError, match="Degraded.*recorded the roll-back of staging"):
+        promote(repo, "staging", IMG2, MODEL, analyse=lambda w: pytest.fail("analysed"),
+                publish=Waiting(repo, "origin", "main", "staging", poll=0))
+    state = repo.current("staging")
+    assert state is not None and (state.status, state.image) == ("rolled-back", IMG)
+    assert state.reasons[0].startswith("aborted in the cluster: Argo CD reports")
+    # Git (pushed) says what runs: the stable release's digests.
+    assert _git("rev-parse", "main", cwd=remote).strip() == repo.head()
+    assert repo.values("staging")["image"]["digest"] == "sha256:" + "a" * 64
