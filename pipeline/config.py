@@ -40,6 +40,7 @@ __all__ = [
     "ReleaseSettings",
     "ScanSettings",
     "Settings",
+    "acting_user",
     "load_settings",
     "read_yaml_mapping",
 ]
@@ -392,6 +393,20 @@ class Settings:
             signing_key_password=_text(_pick(env, "PIPELINE_SIGNING_KEY_PASSWORD", {}, None)),
             trust=tuple(Path(p).expanduser() for p in trusted),
         )
+
+
+def acting_user(env: Env | None = None) -> str:
+    """Who is acting, for release records: ``GIT_AUTHOR_NAME`` when set (CI sets it to
+    the person or bot behind the job), else the login name."""
+    name = _env(env).get("GIT_AUTHOR_NAME")
+    if name:
+        return name
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "secure-model-pipeline"
 
 
 def _config_path(explicit: str | os.PathLike[str] | None, env: Env) -> Path | None:

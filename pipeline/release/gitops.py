@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import getpass
 import os
 import re
 import subprocess
@@ -193,13 +192,9 @@ class Commit:
 
 def actor() -> str:
     """Who is acting: the git author when the caller set one, else the login name."""
-    name = os.environ.get("GIT_AUTHOR_NAME")
-    if name:
-        return name
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return _GIT_IDENTITY["GIT_AUTHOR_NAME"]
+    from pipeline.config import acting_user
+
+    return acting_user()
 
 
 def now() -> str:
