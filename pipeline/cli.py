@@ -118,8 +118,9 @@ gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applicatio
     "init": release.gitops_init_command,
 })
 
-for _command in (image_group, model_group, release_group, gitops_group, keys.keys_group, build.lock_group,
-                 policy.policy_group, workflow.workflow_group, admission.admission_group):
+for _command in (image_group, model_group, release_group, gitops_group, keys.keys_group,
+                 build.lock_group, policy.policy_group, workflow.workflow_group,
+                 admission.admission_group):
     main.add_command(_command)
 
 #: Earlier top-level names → (group, command): each is the same command object.

@@ -267,7 +267,7 @@ def promote_command(
             publish = Publisher(repo, settings.remote, settings.branch, env, argocd,
                                 settings.argocd_timeout, on_event=say)
         apply_weight = None
-        if local:
+        if local and stable_url and canary_url:
             from pipeline.release.local import LocalTarget, TrafficLoop
 
             target = stack.enter_context(LocalTarget(stable_url, canary_url, listen_port=listen))
@@ -277,6 +277,8 @@ def promote_command(
             if traffic_path and traffic_body:
                 body = json.loads(traffic_body.read_text(encoding="utf-8"))
                 stack.enter_context(TrafficLoop(target.url, traffic_path, body))
+        if not prometheus_url:
+            raise ConfigError("no Prometheus to analyse with: give --prometheus URL")
         prom = Prometheus(prometheus_url)
 
         def on_measurement(m: Measurement) -> None:

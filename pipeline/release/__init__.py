@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from pipeline.release.environments import Publisher, init_repository
     from pipeline.release.gates import Gates
     from pipeline.release.gitops import STATUSES, Commit, GitOpsRepo, Release, ReleaseState, pinned
-    from pipeline.release.lock import EnvironmentLock
     from pipeline.release.local import LocalTarget, PrometheusServer, TrafficLoop
+    from pipeline.release.lock import EnvironmentLock
     from pipeline.release.promote import (
         DEFAULT_STAGES,
         CallbackExecutor,

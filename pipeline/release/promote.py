@@ -36,7 +36,7 @@ from pipeline.errors import (
 )
 from pipeline.oci.registry import RegistryOptions
 from pipeline.release.analysis import AnalysisResult
-from pipeline.release.gitops import GitOpsRepo, Release, ReleaseState, actor, pinned, short
+from pipeline.release.gitops import GitOpsRepo, Release, ReleaseState, actor, pinned
 from pipeline.release.lock import EnvironmentLock
 
 DEFAULT_STAGES = (10, 50, 100)
@@ -242,7 +242,8 @@ def promote(repo: GitOpsRepo, env: str, image: str | None = None, model: str | N
             approved_by: str | None = None, gate: Gate | None = None,
             publish: Publish | None = None, hold_seconds: float = 0.0,
             hold_poll: float = 1.0, resume: bool = False,
-            values: Mapping[str, Any] | None = None, sleep: Callable[[float], None] = time.sleep) -> PromoteResult:
+            values: Mapping[str, Any] | None = None,
+            sleep: Callable[[float], None] = time.sleep) -> PromoteResult:
     """Walk ``image``+``model`` through ``stages``; roll back on any failed analysis.
 
     Raises PolicyError (exit 11) after a failed analysis or gate and UnreachableError
@@ -386,6 +387,7 @@ def _find_target(repo: GitOpsRepo, env: str, current: ReleaseState,
                 return entry.state.release, entry.sha, entry.state
         raise NotFoundError(f"{to!r} is no promoted release of {env!r} (give a commit of a "
                             "promotion, or its image or model reference)")
+    exclude: Release | None
     if current.status == "promoted":
         exclude = current.release
     else:  # after a roll-back, never return to what it refused
@@ -415,7 +417,7 @@ def rollback(repo: GitOpsRepo, env: str, reason: str = "manual roll-back", *,
             raise ConflictError(f"nothing to roll back: {env} already runs {good.label} "
                                 f"({current.status}); no commit made")
         repo.require_clean()
-        failed = current.release if current.release != good else current.failed
+        failed: Release | None = current.release if current.release != good else current.failed
         state = ReleaseState(env, good.image, good.model, 0, current.stage, "rolled-back",
                              good, failed=failed, reasons=(reason,), analysis="manual",
                              who=actor(), evidence=target.evidence)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from pipeline.errors import ConflictError
 from pipeline.release.gitops import GitOpsRepo, Release, ReleaseState
 from pipeline.release.promote import promote
@@ -84,7 +85,8 @@ def _consistent(repo: GitOpsRepo) -> ReleaseState:
     assert f"{values['image']['repository']}@{values['image']['digest']}" == state.image
     assert f"{values['model']['repository']}@{values['model']['digest']}" == state.model
     assert repo.local_changes() == []
-    subprocess.run(["git", "-C", str(repo.path), "fsck", "--strict", "--no-progress"], capture_output=True, check=True)
+    subprocess.run(["git", "-C", str(repo.path), "fsck", "--strict", "--no-progress"],
+                   capture_output=True, check=True)
     return state
 
 

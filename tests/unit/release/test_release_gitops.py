@@ -111,7 +111,8 @@ def test_failed_analysis_rolls_back_to_last_good(tmp_path: Path) -> None:
     assert (state["status"], state["weight"], state["image"]) == ("rolled-back", 0, IMG)
     assert state["failed"] == {"image": IMG2, "model": MODEL}
     assert state["reasons"] == ["success rate 0.500 < 0.990"]
-    assert _messages(repo)[-1] == f"prod: roll back {B} at 50% (stage 2/3): success rate 0.500 < 0.990"
+    assert _messages(repo)[-1] == (f"prod: roll back {B} at 50% (stage 2/3): "
+                                   "success rate 0.500 < 0.990")
     body = subprocess.run(["git", "-C", str(repo.path), "log", "-1", "--format=%b"],
                           capture_output=True, text=True, check=True).stdout
     assert body.startswith("reason: success rate 0.500 < 0.990\nmeasurement 1:")
