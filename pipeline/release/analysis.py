@@ -181,12 +181,15 @@ class Prometheus:
     def __init__(self, url: str, timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        # One kept-alive connection: a new TCP connection per query cost more than the
+        # query itself (bench/bench_promote.py).
+        self._session = requests.Session()
 
     def query(self, promql: str) -> float:
         """A scalar from an instant query: the first sample, NaN when the result is empty."""
         try:
-            response = requests.get(f"{self.url}/api/v1/query", params={"query": promql},
-                                    timeout=self.timeout)
+            response = self._session.get(f"{self.url}/api/v1/query",
+                                         params={"query": promql}, timeout=self.timeout)
         except requests.RequestException as exc:
             raise UnreachableError(f"Prometheus at {self.url} is unreachable: "
                                    f"{exc.__class__.__name__}") from None
