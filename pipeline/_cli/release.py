@@ -257,12 +257,7 @@ def promote_command(
         say = stack.enter_context(_live(not wants_json(as_json)))
         publish = None
         if settings.remote:
-            argocd = None
-            if settings.argocd_server:
-                from pipeline.release.argocd import ArgoCD
-
-                argocd = ArgoCD(settings.argocd_server, settings.argocd_token,
-                                namespace=settings.argocd_namespace)
+            argocd = _argocd(settings)
             repo.fetch(settings.remote, settings.branch)
             publish = Publisher(repo, settings.remote, settings.branch, env, argocd,
                                 settings.argocd_timeout, on_event=say)
@@ -303,6 +298,16 @@ def promote_command(
          f"{env}: promoted {result.release.label} ({len(result.commits)} commits)")
 
 
+def _argocd(settings: Any) -> Any:
+    """The Argo CD client when ``release.argocd.server`` is configured, else None."""
+    if not settings.argocd_server:
+        return None
+    from pipeline.release.argocd import ArgoCD
+
+    return ArgoCD(settings.argocd_server, settings.argocd_token,
+                  namespace=settings.argocd_namespace)
+
+
 def _actor() -> str:
     from pipeline.release.gitops import actor
 
@@ -329,7 +334,10 @@ def rollback_command(gitops: Path, env: str, to: str | None, reason: str, as_jso
         from pipeline.release.environments import Publisher
 
         repo.fetch(settings.remote, settings.branch)
-        publish = Publisher(repo, settings.remote, settings.branch, env)
+        publish = Publisher(repo, settings.remote, settings.branch, env, _argocd(settings),
+                            settings.argocd_timeout,
+                            on_event=None if wants_json(as_json) else
+                            (lambda m: click.echo(m, err=True)))
     state, sha = rollback(repo, env, reason, to=to, publish=publish)
     emit({"environment": env, "image": state.image, "model": state.model,
           "release": state.release.label, "commit": sha, "status": state.status},

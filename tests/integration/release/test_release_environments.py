@@ -214,3 +214,21 @@ def test_in_cluster_abort_is_recorded_as_a_revert(tmp_path: Path) -> None:
     # Git (pushed) says what runs: the stable release's digests.
     assert _git("rev-parse", "main", cwd=remote).strip() == repo.head()
     assert repo.values("staging")["image"]["digest"] == "sha256:" + "a" * 64
+
+
+def test_cli_rollback_pushes_to_the_configured_remote(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    repo = GitOpsRepo(tmp_path / "gitops")
+    _git("remote", "add", "origin", str(remote), cwd=repo.path)
+    publish = Publisher(repo, "origin", "main", "dev")
+    promote(repo, "dev", IMG, MODEL, analyse=lambda w: GOOD, stages=[100], publish=publish)
+    promote(repo, "dev", IMG2, MODEL, analyse=lambda w: GOOD, stages=[100], publish=publish)
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("release:\n  gitops: {remote: origin, branch: main}\n")
+    monkeypatch.setenv("PIPELINE_CONFIG", str(config))
+    assert run(["rollback", "--gitops", str(repo.path), "--env", "dev", "--reason", "p99"]) == 0
+    assert _git("rev-parse", "main", cwd=remote).strip() == repo.head()
+    assert _git("log", "-1", "--format=%s", cwd=remote).startswith(
+        "dev: roll back to secure-runtime@sha256:aaaaaaaaaaaa + minilm@sha256:111111111111")
