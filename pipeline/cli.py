@@ -114,8 +114,14 @@ release_group = _group("release", "Release state kept in the GitOps repository: 
     "status": release.status_command,
 })
 
-for _command in (image_group, model_group, release_group, keys.keys_group, build.lock_group,
-                 policy.policy_group, chart.chart_group, workflow.workflow_group,
+gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applications per "
+                                "environment.", {
+    "init": release.gitops_init_command,
+})
+
+for _command in (image_group, model_group, release_group, gitops_group, keys.keys_group,
+                 build.lock_group, policy.policy_group, chart.chart_group,
+                 workflow.workflow_group,
                  admission.admission_group):
     main.add_command(_command)
 # The earlier name of `pipeline chart render`: the same command object (docs/cli.md).

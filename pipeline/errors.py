@@ -29,6 +29,8 @@ EXIT_BUILD = 13
 EXIT_RENDER = 14
 #: ``pipeline policy check`` found violations (docs/exit-codes.md): the code linters use.
 EXIT_VIOLATIONS = 1
+# 15 is left to a branch that was open when this was added.
+EXIT_CONFLICT = 16
 
 
 class PipelineError(Exception):
@@ -124,6 +126,14 @@ class ChartRenderError(InputError):
     """A Helm chart failed to render: values against values.schema.json, a template error."""
 
     exit_code = EXIT_RENDER
+
+
+class ConflictError(PipelineError):
+    """The shared state moved or is held: another promotion holds the environment's lock,
+    the GitOps working tree has local changes, a push was rejected (non-fast-forward), or
+    the requested change would change nothing (a roll-back to what already runs)."""
+
+    exit_code = EXIT_CONFLICT
 
 
 class RuntimeSecurityError(PipelineError):
