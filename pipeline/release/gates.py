@@ -31,20 +31,15 @@ from pipeline.release.gitops import Release, pin_values
 
 def render_chart(chart: Path, values: Mapping[str, Any], *, release: str = "secure-runtime",
                  namespace: str = "default") -> str:
-    """The chart's manifests (one YAML stream) for ``values``, by the real Helm engine."""
-    try:
-        import helm_python
-    except ImportError:
-        raise ConfigError("rendering the chart needs helm-python-sdk (the 'charts' extra)") \
-            from None
-    try:
-        with helm_python.Chart.load(chart) as loaded:
-            rendered = loaded.render(values=dict(values), name=release, namespace=namespace,
-                                     is_install=True)
-    except helm_python.HelmError as exc:
-        raise InputError(f"chart {chart} refused the values: {exc}") from None
-    return "\n---\n".join(text for path, text in sorted(rendered.items())
-                          if not path.endswith("NOTES.txt"))
+    """The chart's manifests (one YAML stream, ``# Source:`` lines kept) for ``values``.
+
+    Rendered by :func:`pipeline.charts.render`, the one render path: the gates see what
+    ``pipeline policy check`` and the PR check see. A chart that refuses the values is
+    ChartRenderError (exit 14).
+    """
+    from pipeline.charts import render
+
+    return render(chart, values=values, release_name=release, namespace=namespace).to_yaml()
 
 
 @dataclass

@@ -46,7 +46,7 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     # charts given to the PR check are rendered through pipeline/charts.
     "policy": frozenset({"distribution", "charts"}),
     "admission": frozenset({"policy"}),
-    "release": frozenset({"policy"}),
+    "release": frozenset({"policy", "charts"}),
     "workflow": frozenset({"workflows"}),
     "workflows": frozenset(),  # the Hera definitions (workflows/, installed as pipeline.workflows)
     "deploy": frozenset(),
