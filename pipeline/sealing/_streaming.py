@@ -51,8 +51,10 @@ from pipeline.sealing._segments import (
     Layout,
     check_segment_size,
     ciphertext_size,
+    max_segment_plaintext,
     parse_header,
     plaintext_size,
+    segment_groups,
 )
 
 __all__ = [
@@ -396,30 +398,14 @@ class SegmentReader:
             raise
 
     def groups(self, capacity: int) -> list[tuple[int, int]]:
-        """Consecutive ``(first, end)`` segment ranges whose plaintext fits ``capacity`` bytes.
-
-        Every group but the last fills as many whole segments as fit; a capacity below
-        one segment's plaintext is a ValueError (the caller sizes its ring from
-        :attr:`max_segment_plaintext`).
-        """
-        layout = self.layout
-        if capacity < self.max_segment_plaintext:
-            raise ValueError(f"capacity {capacity} is below one segment's plaintext")
-        result: list[tuple[int, int]] = []
-        first = 0
-        while first < layout.count:
-            start = layout.plaintext_bounds(first)[0]
-            end = first + 1
-            while end < layout.count and layout.plaintext_bounds(end)[1] - start <= capacity:
-                end += 1
-            result.append((first, end))
-            first = end
-        return result
+        """Consecutive ``(first, end)`` segment ranges whose plaintext fits ``capacity`` bytes
+        (``_segments.segment_groups``: greedy, whole segments; ValueError below one)."""
+        return segment_groups(self.layout, capacity)
 
     @property
     def max_segment_plaintext(self) -> int:
-        """The most plaintext one segment holds (a full middle segment)."""
-        return max(1, min(self.layout.segment_size - TAG_SIZE, self.layout.plaintext_size))
+        """The most plaintext one segment of this stream holds."""
+        return max_segment_plaintext(self.layout)
 
     def plaintext_range(self, first: int, end: int) -> tuple[int, int]:
         """``[start, stop)`` plaintext bytes of segments ``[first, end)``."""
