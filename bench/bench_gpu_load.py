@@ -193,11 +193,12 @@ def _fmt_row(label: str, result: dict[str, object], nbytes: int) -> str:
     seconds = float(result["seconds"])  # type: ignore[arg-type]
     if result["row"] == "d":  # the bandwidth applied to the model's bytes
         seconds = seconds * nbytes / float(result["bytes"])  # type: ignore[arg-type]
-    rss = int(result.get("peak_rss_beyond_baseline", 0)) / 2**20  # type: ignore[call-overload]
-    device = result.get("peak_device_bytes")
-    dev = f"{int(device) / 2**20:10.0f}" if device is not None else f"{'-':>10}"  # type: ignore[call-overload]
+    def mib(key: str, width: int) -> str:
+        value = result.get(key)
+        return f"{int(value) / 2**20:{width}.0f}" if value is not None else f"{'-':>{width}}"  # type: ignore[call-overload]
+
     return (f"  {label:<42}{seconds * 1000:10.1f}{nbytes / 1e9 / seconds:8.2f}"
-            f"{rss:12.0f}{dev}")
+            f"{mib('peak_rss_beyond_baseline', 12)}{mib('peak_device_bytes', 10)}")
 
 
 def main(argv: list[str] | None = None) -> int:
