@@ -102,7 +102,7 @@ class Copier(Protocol):
         """Block until every copy has finished."""
 
     def scrub(self) -> None:
-        """Wait for in-flight copies, then zero the destination (failure path)."""
+        """Wait for in-flight copies, zero the destination and drop it (failure path)."""
 
 
 class HostCopier:
@@ -140,6 +140,7 @@ class HostCopier:
         self._pending.clear()
         self._pool.shutdown(wait=True)
         self.destination.zero_()
+        self.destination = self.destination[:0]  # dropped: freed once nothing views it
 
 
 class CudaCopier:
@@ -178,6 +179,8 @@ class CudaCopier:
         self._events.clear()
         self.destination.zero_()
         torch.cuda.synchronize(self.device)
+        self.destination = self.destination[:0]
+        torch.cuda.empty_cache()  # the zeroed block goes back to the driver if unreferenced
 
 
 def byte_view(tensor: torch.Tensor) -> memoryview:
