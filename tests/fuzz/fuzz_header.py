@@ -11,10 +11,9 @@ Run by tests: tests/unit/sealing/test_fuzz_header.py (bounded number of runs).
 
 from __future__ import annotations
 
-import os
-import sys
-
 import atheris
+
+from tests.fuzz.harness import fuzz, mutate
 
 with atheris.instrument_imports(include=["pipeline"]):
     from pipeline.errors import IntegrityError
@@ -26,23 +25,9 @@ SEGMENT = sa.SEGMENT_SIZE_4KB
 PLAINTEXT = bytes(range(256)) * 40  # 10 KiB: three 4 KiB segments, short last one
 STREAM = sa.encrypt_bytes(KEY, PLAINTEXT, AD, segment_size=SEGMENT)
 SEGMENT_SIZES = (SEGMENT, sa.SEGMENT_SIZE_1MB, sa.MIN_SEGMENT_SIZE, 100, 65536)
-#: Set by the self-test to prove the harness reports a failing target.
-SELF_TEST = os.environ.get("FUZZ_HEADER_SELF_TEST") == "1"
-
-
-def _mutate(fdp: atheris.FuzzedDataProvider) -> bytes:
-    """A valid stream with fuzzer-chosen byte flips, a cut, and possibly appended bytes."""
-    stream = bytearray(STREAM)
-    for _ in range(fdp.ConsumeIntInRange(0, 4)):
-        index = fdp.ConsumeIntInRange(0, len(stream) - 1)
-        stream[index] ^= fdp.ConsumeIntInRange(0, 255)
-    cut = fdp.ConsumeIntInRange(0, len(stream))
-    return bytes(stream[:cut]) + fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64))
 
 
 def test_one_input(data: bytes) -> None:
-    if SELF_TEST:
-        raise ValueError("self-test: the harness must report this")
     fdp = atheris.FuzzedDataProvider(data)
     mode = fdp.ConsumeIntInRange(0, 3)
     try:
@@ -59,7 +44,7 @@ def test_one_input(data: bytes) -> None:
             sa.decrypt_bytes(KEY, short, AD, segment_size=SEGMENT)
             raise AssertionError("random bytes decrypted: forgery")
         else:
-            stream = _mutate(fdp)
+            stream = mutate(fdp, STREAM, flip=True, tail=64)
             out = sa.decrypt_bytes(KEY, stream, AD, segment_size=SEGMENT)
             if stream != STREAM or out != PLAINTEXT:
                 raise AssertionError("a modified stream decrypted: forgery")
@@ -67,10 +52,5 @@ def test_one_input(data: bytes) -> None:
         pass
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input)

@@ -11,10 +11,9 @@ Run by tests: tests/unit/policy/test_fuzz_manifests.py (bounded number of runs).
 
 from __future__ import annotations
 
-import os
-import sys
-
 import atheris
+
+from tests.fuzz.harness import fuzz
 
 with atheris.instrument_imports(include=["pipeline.policy"]):
     from pipeline.errors import InputError
@@ -29,12 +28,9 @@ SEED = (
     "    spec:\n      hostNetwork: true\n      containers:\n"
     "      - {name: a, image: 'x@sha256:00', securityContext: {runAsNonRoot: true}}\n---\n"
 )
-SELF_TEST = os.environ.get("FUZZ_MANIFESTS_SELF_TEST") == "1"
 
 
 def test_one_input(data: bytes) -> None:
-    if SELF_TEST:
-        raise ValueError("self-test: the harness must report this")
     fdp = atheris.FuzzedDataProvider(data)
     if fdp.ConsumeBool():
         # Mutate a valid manifest: structure survives often, so the evaluator is reached.
@@ -51,10 +47,5 @@ def test_one_input(data: bytes) -> None:
     check_objects(manifests, POLICIES)
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input)

@@ -14,10 +14,10 @@ Run by tests: tests/unit/oci/test_fuzz_oci.py (bounded number of runs).
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import atheris
+
+from tests.fuzz.harness import fuzz, mutate
 
 with atheris.instrument_imports(include=["pipeline"]):
     from pipeline.errors import InputError
@@ -26,7 +26,6 @@ with atheris.instrument_imports(include=["pipeline"]):
     from pipeline.oci.manifest import parse_manifest
     from pipeline.oci.reference import Reference
 
-SELF_TEST = os.environ.get("FUZZ_OCI_SELF_TEST") == "1"
 _DIGEST = "sha256:" + "ab" * 32
 #: A valid manifest whose bytes the fuzzer mutates (structure-aware start point).
 SEED_MANIFEST = json.dumps(
@@ -63,35 +62,22 @@ def _check_manifest(body: bytes, media_type: str | None) -> None:
             raise AssertionError(f"accepted a bad size: {descriptor!r}")
 
 
-def _mutate(fdp: atheris.FuzzedDataProvider, seed: bytes) -> bytes:
-    data = bytearray(seed)
-    for _ in range(fdp.ConsumeIntInRange(0, 4)):
-        index = fdp.ConsumeIntInRange(0, len(data) - 1)
-        data[index] = fdp.ConsumeIntInRange(0, 255)
-    cut = fdp.ConsumeIntInRange(0, len(data))
-    return bytes(data[:cut]) + fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 32))
-
-
 def test_one_input(data: bytes) -> None:
-    if SELF_TEST:
-        raise ValueError("self-test: the harness must report this")
     fdp = atheris.FuzzedDataProvider(data)
     mode = fdp.ConsumeIntInRange(0, 3)
     if mode == 0:
         _check_reference(fdp.ConsumeUnicodeNoSurrogates(fdp.ConsumeIntInRange(0, 300)))
     elif mode == 1:
         seed = SEED_REFERENCES[fdp.ConsumeIntInRange(0, len(SEED_REFERENCES) - 1)].encode()
-        _check_reference(_mutate(fdp, seed).decode("utf-8", "replace"))
+        _check_reference(mutate(fdp, seed, flip=False, tail=32).decode("utf-8", "replace"))
     else:
         media_type = MEDIA_TYPES[fdp.ConsumeIntInRange(0, len(MEDIA_TYPES) - 1)]
-        body = _mutate(fdp, SEED_MANIFEST) if mode == 2 else fdp.ConsumeBytes(512)
+        if mode == 2:
+            body = mutate(fdp, SEED_MANIFEST, flip=False, tail=32)
+        else:
+            body = fdp.ConsumeBytes(512)
         _check_manifest(body, media_type)
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input)

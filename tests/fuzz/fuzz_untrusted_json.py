@@ -12,11 +12,11 @@ Run by tests: tests/unit/test_json_fuzz.py (bounded number of runs).
 from __future__ import annotations
 
 import json
-import os
 import struct
-import sys
 
 import atheris
+
+from tests.fuzz.harness import fuzz
 
 with atheris.instrument_imports(include=["pipeline._json", "pipeline.sealing.manifest",
                                          "pipeline.admission.review",
@@ -43,12 +43,9 @@ SEEDS = [
                                            "containers": [{"name": "c", "image": "x"}]}}}}}),
     json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}),
 ]
-SELF_TEST = os.environ.get("FUZZ_UNTRUSTED_JSON_SELF_TEST") == "1"
 
 
 def test_one_input(data: bytes) -> None:
-    if SELF_TEST:
-        raise ValueError("self-test: the harness must report this")
     fdp = atheris.FuzzedDataProvider(data)
     seed = SEEDS[fdp.ConsumeIntInRange(0, len(SEEDS) - 1)]
     if fdp.ConsumeBool():
@@ -73,10 +70,5 @@ def test_one_input(data: bytes) -> None:
         pass
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input)

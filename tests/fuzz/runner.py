@@ -34,3 +34,19 @@ def run_target(
         text=True,
         timeout=120,
     )
+
+
+def assert_clean_run(name: str, artifacts: Path, runs: int, *, seed: int, max_len: int) -> None:
+    """``runs`` inputs raise nothing but the errors the target allows: no crash file."""
+    result = run_target(name, artifacts, runs, seed=seed, max_len=max_len)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"Done {runs} runs" in result.stderr
+    assert not list(artifacts.glob("crash-*"))
+
+
+def assert_harness_reports_a_crash(name: str, artifacts: Path, *, seed: int, max_len: int) -> None:
+    """Proves :func:`assert_clean_run` can fail: a target that raises is reported as a crash."""
+    result = run_target(name, artifacts, 10, seed=seed, max_len=max_len, FUZZ_SELF_TEST="1")
+    assert result.returncode != 0
+    assert "self-test: the harness must report this" in result.stdout + result.stderr
+    assert list(artifacts.glob("crash-*"))

@@ -8,25 +8,14 @@ crash file, which fails this test.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from tests.fuzz.runner import run_target
-
-
-def _run(tmp_path: Path, runs: int, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_target("fuzz_untrusted_json", tmp_path, runs, seed=1010, max_len=1024, **env)
+from tests.fuzz.runner import assert_clean_run, assert_harness_reports_a_crash
 
 
 def test_fuzz_untrusted_json_target_only_raises_input_error(tmp_path: Path) -> None:
-    result = _run(tmp_path, 5000)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "Done 5000 runs" in result.stderr
-    assert not list(tmp_path.glob("crash-*"))
+    assert_clean_run("fuzz_untrusted_json", tmp_path, 5000, seed=1010, max_len=1024)
 
 
 def test_fuzz_untrusted_json_harness_reports_a_failing_target(tmp_path: Path) -> None:
-    result = _run(tmp_path, 10, FUZZ_UNTRUSTED_JSON_SELF_TEST="1")
-    assert result.returncode != 0
-    assert "self-test: the harness must report this" in result.stdout + result.stderr
-    assert list(tmp_path.glob("crash-*"))
+    assert_harness_reports_a_crash("fuzz_untrusted_json", tmp_path, seed=1010, max_len=1024)

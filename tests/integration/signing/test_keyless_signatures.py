@@ -37,7 +37,14 @@ from tests.fixtures_registry import RegistryServer, write_image
 pytestmark = pytest.mark.integration
 ISSUER = "https://token.actions.githubusercontent.com"
 SUBJECT = "https://github.com/org/repo/.github/workflows/release.yml@refs/heads/main"
-NOW = datetime.datetime.now(datetime.UTC)
+
+
+def _now() -> datetime.datetime:
+    """The time when a certificate is made or a log entry is dated: at the call, not at
+    import, since a slow suite can reach these tests after a 10-minute leaf has expired."""
+    return datetime.datetime.now(datetime.UTC)
+
+
 OPTS = RegistryOptions(insecure=True)
 
 
@@ -58,8 +65,8 @@ def _ca(name: str, signer: CA | None = None) -> CA:
         .issuer_name(issuer_cert.subject if issuer_cert else subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - datetime.timedelta(days=1))
-        .not_valid_after(NOW + datetime.timedelta(days=1))
+        .not_valid_before(_now() - datetime.timedelta(days=1))
+        .not_valid_after(_now() + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(issuer_key, hashes.SHA384())
     )
@@ -76,7 +83,7 @@ def _leaf(ca: CA, key: ec.EllipticCurvePrivateKey, *, uri: str = SUBJECT,
           valid: tuple[datetime.datetime, datetime.datetime] | None = None) -> x509.Certificate:
     ca_cert, ca_key = ca
     minute = datetime.timedelta(minutes=1)
-    start, end = valid or (NOW - minute, NOW + 10 * minute)
+    start, end = valid or (_now() - minute, _now() + 10 * minute)
     usage = ExtendedKeyUsageOID.CODE_SIGNING if code_signing else ExtendedKeyUsageOID.SERVER_AUTH
     return (
         x509.CertificateBuilder()
@@ -180,7 +187,7 @@ def _add_bundle(signed, sigstore: Sigstore, **changes) -> None:
     payload, signature = _set_layer_annotation(registry, ref, digest, "", "")
     bundle = _rekor_bundle(changes.get("rekor_key", sigstore.rekor_key),
                            changes.get("payload", payload), changes.get("signature", signature),
-                           changes.get("cert", cert), changes.get("when", NOW))
+                           changes.get("cert", cert), changes.get("when", _now()))
     _set_layer_annotation(registry, ref, digest, keyless.BUNDLE_ANNOTATION, bundle)
 
 
@@ -246,7 +253,7 @@ def test_bad_rekor_entries_are_refused(signed, sigstore, change: str) -> None:
         "signature": (other_key.sign(b"x", ec.ECDSA(hashes.SHA256())), "another signature"),
         "payload": (b"another payload", "another payload"),
         "cert": (_leaf(sigstore.intermediate, other_key), "another certificate"),
-        "when": (NOW + datetime.timedelta(hours=2), "was not valid at"),
+        "when": (_now() + datetime.timedelta(hours=2), "was not valid at"),
     }
     value, reason = values[change]
     _add_bundle(signed, sigstore, **{change: value})

@@ -7,25 +7,14 @@ non-zero and write a crash file, which fails this test.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from tests.fuzz.runner import run_target
-
-
-def _run(tmp_path: Path, runs: int, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_target("fuzz_manifests", tmp_path, runs, seed=4242, max_len=1024, **env)
+from tests.fuzz.runner import assert_clean_run, assert_harness_reports_a_crash
 
 
 def test_fuzz_manifests_target_only_raises_input_error(tmp_path: Path) -> None:
-    result = _run(tmp_path, 5000)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "Done 5000 runs" in result.stderr
-    assert not list(tmp_path.glob("crash-*"))
+    assert_clean_run("fuzz_manifests", tmp_path, 5000, seed=4242, max_len=1024)
 
 
 def test_fuzz_manifests_harness_reports_a_failing_target(tmp_path: Path) -> None:
-    result = _run(tmp_path, 10, FUZZ_MANIFESTS_SELF_TEST="1")
-    assert result.returncode != 0
-    assert "self-test: the harness must report this" in result.stdout + result.stderr
-    assert list(tmp_path.glob("crash-*"))
+    assert_harness_reports_a_crash("fuzz_manifests", tmp_path, seed=4242, max_len=1024)

@@ -4,7 +4,7 @@ Every capability and core package has a curated ``__all__`` in its ``__init__``;
 checked-in snapshot (``public_api.json``) records them. Removing or renaming a public
 name breaks callers, so it must be a decision: the test fails until the snapshot is
 updated with it. New names must be recorded too, so the snapshot stays the whole API:
-``python -m tests.unit.test_public_api`` rewrites it from the code.
+``python -m tests.unit.project.test_public_api`` rewrites it from the code.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_no_public_name_disappears(facade: str) -> None:
     assert not recorded - exported, f"{facade} no longer exports {sorted(recorded - exported)}"
     assert not exported - recorded, (
         f"{facade} exports {sorted(exported - recorded)} not in {SNAPSHOT.name}: record them "
-        "(python -m tests.unit.test_public_api)"
+        "(python -m tests.unit.project.test_public_api)"
     )
 
 

@@ -7,26 +7,14 @@ a crash file, which fails this test.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from tests.fuzz.runner import run_target
-
-
-def _run(tmp_path: Path, runs: int, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_target("fuzz_header", tmp_path, runs, seed=12345, max_len=512, **env)
+from tests.fuzz.runner import assert_clean_run, assert_harness_reports_a_crash
 
 
 def test_fuzz_header_target_only_raises_integrity_error(tmp_path: Path) -> None:
-    result = _run(tmp_path, 3000)
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "Done 3000 runs" in result.stderr
-    assert not list(tmp_path.glob("crash-*"))
+    assert_clean_run("fuzz_header", tmp_path, 3000, seed=12345, max_len=512)
 
 
-def test_fuzz_harness_reports_a_failing_target(tmp_path: Path) -> None:
-    # Proves the test above can fail: a target that raises is reported as a crash.
-    result = _run(tmp_path, 10, FUZZ_HEADER_SELF_TEST="1")
-    assert result.returncode != 0
-    assert "self-test: the harness must report this" in result.stdout + result.stderr
-    assert list(tmp_path.glob("crash-*"))
+def test_fuzz_header_harness_reports_a_failing_target(tmp_path: Path) -> None:
+    assert_harness_reports_a_crash("fuzz_header", tmp_path, seed=12345, max_len=512)
