@@ -113,8 +113,14 @@ release_group = _group("release", "Release state kept in the GitOps repository: 
     "status": release.status_command,
 })
 
-for _command in (image_group, model_group, release_group, keys.keys_group, build.lock_group,
-                 policy.policy_group, workflow.workflow_group, admission.admission_group):
+gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applications per "
+                                "environment.", {
+    "init": release.gitops_init_command,
+})
+
+for _command in (image_group, model_group, release_group, gitops_group, keys.keys_group,
+                 build.lock_group, policy.policy_group, workflow.workflow_group,
+                 admission.admission_group):
     main.add_command(_command)
 
 #: Earlier top-level names → (group, command): each is the same command object.

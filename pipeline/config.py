@@ -33,11 +33,14 @@ from pipeline.errors import ConfigError
 __all__ = [
     "DEFAULT_KEYRING",
     "BuildSettings",
+    "EnvironmentSettings",
     "KeySettings",
     "Pkcs11Settings",
     "RegistrySettings",
+    "ReleaseSettings",
     "ScanSettings",
     "Settings",
+    "acting_user",
     "load_settings",
     "read_yaml_mapping",
 ]
@@ -192,6 +195,143 @@ class BuildSettings:
         )
 
 
+_ENV_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings:
+    """One environment of ``release.environments`` (the list is the promotion order).
+
+    ``values`` are the secure-runtime chart values of this environment (image and model
+    are pinned by ``pipeline promote``); ``approval: manual`` makes a promotion need
+    ``--approve``; ``namespace``/``cluster`` are where Argo CD deploys it.
+    """
+
+    name: str
+    namespace: str
+    values: dict[str, Any] = field(default_factory=dict)
+    approval: str | None = None
+    cluster: str = "https://kubernetes.default.svc"
+
+
+@dataclass(frozen=True)
+class ReleaseSettings:
+    """``release`` in pipeline.yaml: environments in order, the chart, the GitOps remote
+    and Argo CD. ``PIPELINE_GITOPS_REMOTE`` over ``gitops.remote``,
+    ``PIPELINE_ARGOCD_SERVER`` over ``argocd.server``; the Argo CD token only from
+    ``PIPELINE_ARGOCD_TOKEN`` or the file ``argocd.token_file`` names (never the file's
+    own values)."""
+
+    environments: tuple[EnvironmentSettings, ...] = ()
+    chart_repo_url: str | None = None
+    chart_path: str = "helm/secure-runtime"
+    chart_revision: str = "HEAD"
+    gitops_repo_url: str | None = None
+    remote: str | None = None
+    branch: str = "main"
+    argocd_server: str | None = None
+    argocd_token: str | None = field(default=None, repr=False)
+    argocd_namespace: str = "argocd"
+    argocd_project: str = "default"
+    argocd_timeout: float = 300.0
+    image_policy: Path | None = None
+    policies: Path | None = None
+
+    def environment(self, name: str) -> EnvironmentSettings:
+        """The environment called ``name``; ConfigError naming the known ones."""
+        for env in self.environments:
+            if env.name == name:
+                return env
+        known = ", ".join(e.name for e in self.environments) or "none declared"
+        raise ConfigError(f"unknown environment {name!r} (release.environments: {known})")
+
+    def predecessor(self, name: str) -> str | None:
+        """The environment before ``name`` in the promotion order (None for the first)."""
+        names = [e.name for e in self.environments]
+        index = names.index(self.environment(name).name)
+        return names[index - 1] if index else None
+
+    @classmethod
+    def resolve(cls, section: Mapping[str, Any], env: Env | None = None,
+                base: Path | None = None) -> ReleaseSettings:
+        import re
+
+        env = _env(env)
+
+        def sub(name: str) -> Mapping[str, Any]:
+            value = section.get(name) or {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"release.{name} must be a mapping")
+            return value
+
+        chart, gitops, argocd = sub("chart"), sub("gitops"), sub("argocd")
+        if "token" in argocd:
+            raise ConfigError("release.argocd.token is not allowed in pipeline.yaml: set "
+                              "PIPELINE_ARGOCD_TOKEN or release.argocd.token_file")
+        raw_envs = section.get("environments") or []
+        if not isinstance(raw_envs, list):
+            raise ConfigError("release.environments must be a list (the promotion order)")
+        envs: list[EnvironmentSettings] = []
+        for index, item in enumerate(raw_envs):
+            where = f"release.environments[{index}]"
+            if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+                raise ConfigError(f"{where}: expected a mapping with a 'name'")
+            unknown = sorted(set(item) - {"name", "namespace", "values", "approval", "cluster"})
+            if unknown:
+                raise ConfigError(f"{where}: unknown key(s) {unknown}")
+            name = item["name"]
+            if not re.match(_ENV_NAME, name) or name in {e.name for e in envs}:
+                raise ConfigError(f"{where}: invalid or repeated environment name {name!r}")
+            values = item.get("values") or {}
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{where}.values must be a mapping (chart values)")
+            approval = item.get("approval")
+            if approval not in (None, "manual"):
+                raise ConfigError(f"{where}.approval must be 'manual' or absent")
+            envs.append(EnvironmentSettings(
+                name, str(item.get("namespace") or name), dict(values), approval,
+                str(item.get("cluster") or "https://kubernetes.default.svc")))
+        token = env.get("PIPELINE_ARGOCD_TOKEN") or None
+        token_file = _text(argocd.get("token_file"))
+        if not token and token_file:
+            path = Path(token_file).expanduser()
+            if base is not None and not path.is_absolute():
+                path = base / path
+            try:
+                token = path.read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise ConfigError(f"release.argocd.token_file: cannot read {path}: "
+                                  f"{exc.strerror}") from None
+
+        def path_of(value: Any) -> Path | None:
+            text = _text(value)
+            if not text:
+                return None
+            found = Path(text).expanduser()
+            return base / found if base is not None and not found.is_absolute() else found
+
+        try:
+            timeout = float(argocd.get("timeout", 300))
+        except (TypeError, ValueError):
+            raise ConfigError("release.argocd.timeout must be a number of seconds") from None
+        return cls(
+            environments=tuple(envs),
+            chart_repo_url=_text(chart.get("repo_url")),
+            chart_path=str(chart.get("path") or "helm/secure-runtime"),
+            chart_revision=str(chart.get("target_revision") or "HEAD"),
+            gitops_repo_url=_text(gitops.get("repo_url")),
+            remote=_text(_pick(env, "PIPELINE_GITOPS_REMOTE", gitops, "remote")),
+            branch=str(gitops.get("branch") or "main"),
+            argocd_server=_text(_pick(env, "PIPELINE_ARGOCD_SERVER", argocd, "server")),
+            argocd_token=token,
+            argocd_namespace=str(argocd.get("namespace") or "argocd"),
+            argocd_project=str(argocd.get("project") or "default"),
+            argocd_timeout=timeout,
+            image_policy=path_of(section.get("image_policy")),
+            policies=path_of(section.get("policies")),
+        )
+
+
 @dataclass(frozen=True)
 class Settings:
     """The parsed configuration file; typed sections resolve against the environment.
@@ -233,6 +373,11 @@ class Settings:
         """Image-build locations (``build``), environment first."""
         return BuildSettings.resolve(self.section("build"), env)
 
+    def release(self, env: Env | None = None) -> ReleaseSettings:
+        """Environments, chart, GitOps remote and Argo CD (``release``), environment first."""
+        base = self.source.parent if self.source else None
+        return ReleaseSettings.resolve(self.section("release"), env, base)
+
     def keys(self, env: Env | None = None) -> KeySettings:
         """Keyring, key provider, signing-key password and trusted model signers."""
         env = _env(env)
@@ -248,6 +393,20 @@ class Settings:
             signing_key_password=_text(_pick(env, "PIPELINE_SIGNING_KEY_PASSWORD", {}, None)),
             trust=tuple(Path(p).expanduser() for p in trusted),
         )
+
+
+def acting_user(env: Env | None = None) -> str:
+    """Who is acting, for release records: ``GIT_AUTHOR_NAME`` when set (CI sets it to
+    the person or bot behind the job), else the login name."""
+    name = _env(env).get("GIT_AUTHOR_NAME")
+    if name:
+        return name
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "secure-model-pipeline"
 
 
 def _config_path(explicit: str | os.PathLike[str] | None, env: Env) -> Path | None:

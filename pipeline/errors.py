@@ -26,6 +26,8 @@ EXIT_NOT_FOUND = 10
 EXIT_POLICY = 11
 EXIT_AUTH = 12
 EXIT_BUILD = 13
+# 14 and 15 are left to branches that were open when this was added.
+EXIT_CONFLICT = 16
 
 
 class PipelineError(Exception):
@@ -104,6 +106,14 @@ class BuildError(PipelineError):
     """An image build or its lint failed."""
 
     exit_code = EXIT_BUILD
+
+
+class ConflictError(PipelineError):
+    """The shared state moved or is held: another promotion holds the environment's lock,
+    the GitOps working tree has local changes, a push was rejected (non-fast-forward), or
+    the requested change would change nothing (a roll-back to what already runs)."""
+
+    exit_code = EXIT_CONFLICT
 
 
 class RuntimeSecurityError(PipelineError):

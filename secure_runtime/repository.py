@@ -31,7 +31,15 @@ log = logging.getLogger("secure_runtime")
 
 
 def looks_like_oci_reference(model: str) -> bool:
-    """``registry/repo:tag`` or ``...@sha256:`` that is not an existing local path."""
+    """``registry/repo:tag`` or ``...@sha256:`` that is not an existing local path.
+
+    A reference by digest is always one, even where a local path of that name exists:
+    the admission webhook verified the artifact under that digest in the registry, so
+    the runtime must load exactly that (a directory baked into the image under the
+    same name would be a different model than the one admitted).
+    """
+    if "@sha256:" in model and not model.startswith((".", "/", "~")):
+        return True
     if os.path.exists(model) or model.startswith((".", "/", "~")):
         return False
     return "/" in model and (":" in model.rsplit("/", 1)[-1] or "@" in model)

@@ -25,7 +25,8 @@ def admission_group() -> None:
 @click.option("--policies", "policy_dirs", multiple=True, required=True,
               type=click.Path(path_type=Path), help="Policy directory or file (repeatable).")
 @click.option("--image-policy", required=True, type=click.Path(path_type=Path),
-              help="Image verification policy (YAML).")
+              help="Image policy: YAML documents of ours, sigstore ClusterImagePolicy, "
+                   "ClusterModelPolicy.")
 @click.option("--tls-cert", required=True, type=click.Path(path_type=Path),
               help="Server certificate (PEM), e.g. the Secret's tls.crt.")
 @click.option("--tls-key", required=True, type=click.Path(path_type=Path),

@@ -1,16 +1,17 @@
-"""``pipeline release promote|rollback|status`` (aliases ``promote``, ``rollback``).
+"""``pipeline release promote|rollback|status`` (aliases ``promote``, ``rollback``) and
+``pipeline gitops init``.
 
-Thin: parse, build the analysis (Prometheus + thresholds) and, with ``--local``, the
-local target (nginx + Prometheus in front of two OIP servers), call
-:mod:`pipeline.release.promote`, print. Exit 11 after a failed analysis, 9 when
-Prometheus is unreachable (both after the roll-back commit), 4 for a tag-only
-reference (docs/release.md, docs/exit-codes.md).
+Thin: parse, build the gates, the analysis (Prometheus + thresholds), the publisher
+(push, Argo CD) and, with ``--local``, the local target (nginx + Prometheus in front of
+two OIP servers); call :mod:`pipeline.release.promote`; print (live progress with rich
+on a terminal). Exit codes in docs/release.md and docs/exit-codes.md.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,50 +21,151 @@ from pipeline._cli._common import emit, json_option, wants_json
 from pipeline._cli._registry import registry_flags
 from pipeline.errors import ConfigError, InputError, NotFoundError
 from pipeline.oci.registry import RegistryOptions
-from pipeline.release.analysis import Prometheus, Thresholds, analyse
+from pipeline.release.analysis import Measurement, Prometheus, Thresholds, analyse
 from pipeline.release.gitops import GitOpsRepo, pinned
-from pipeline.release.promote import check_image_policy, parse_stages, promote, rollback
+from pipeline.release.promote import (
+    CallbackExecutor,
+    PromoteResult,
+    parse_stages,
+    promote,
+    rollback,
+)
+
+_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CHART = _ROOT / "helm" / "secure-runtime"
+DEFAULT_POLICIES = _ROOT / "policies"
 
 
-def _gitops_options(func: Any) -> Any:
-    func = click.option("--env", "env", required=True, help="Environment name (e.g. prod).")(func)
-    return click.option("--gitops", type=click.Path(path_type=Path), required=True,
-                        help="GitOps repository working tree (created with git init if "
-                             "missing).")(func)
+def _existing_repo(gitops: Path) -> GitOpsRepo:
+    """status and rollback read an existing repository; they never create one."""
+    if not gitops.exists():
+        raise NotFoundError(f"no GitOps repository at {gitops} (nothing was ever promoted "
+                            "there; `pipeline promote` or `pipeline gitops init` creates it)")
+    return GitOpsRepo(gitops, create=False)
+
+
+def _settings() -> Any:
+    from pipeline.config import load_settings
+
+    return load_settings().release()
+
+
+def _gitops_options(create: bool) -> Callable[[Any], Any]:
+    help_text = ("GitOps repository working tree (created with git init if missing)."
+                 if create else "GitOps repository working tree (must exist).")
+
+    def add(func: Any) -> Any:
+        func = click.option("--env", "env", required=True,
+                            help="Environment name (e.g. prod).")(func)
+        return click.option("--gitops", type=click.Path(path_type=Path), required=True,
+                            help=help_text)(func)
+    return add
+
+
+def _history_entry(c: Any) -> dict[str, Any]:
+    st = c.state
+    return {"commit": c.sha, "message": c.message, "author": c.author, "date": c.date,
+            "image": st.image, "model": st.model, "release": st.release.label,
+            "status": st.status, "stage": st.stage, "weight": st.weight,
+            "analysis": st.analysis, "reasons": list(st.reasons),
+            "failed": st.failed.to_dict() if st.failed else None,
+            "forced": st.forced or None, "approved_by": st.approved_by or None,
+            "who": st.who or c.author, "when": st.when or c.date,
+            "evidence": list(st.evidence)}
 
 
 @click.command("status")
-@_gitops_options
+@_gitops_options(create=False)
 @click.option("--history", is_flag=True, default=False, help="Also list every change.")
 @json_option
 def status_command(gitops: Path, env: str, history: bool, as_json: bool) -> None:
-    """Show what runs in ENV: image, model, canary weight, stage, status."""
-    repo = GitOpsRepo(gitops, create=False)
+    """Show what runs in ENV (image, model, weight, stage, status) and its history."""
+    repo = _existing_repo(gitops)
     state = repo.current(env)
     if state is None:
         raise NotFoundError(f"environment {env!r} has no release in {gitops}")
+    entries = [_history_entry(c) for c in repo.history(env)]
     result: dict[str, Any] = {
         "environment": env, "image": state.image, "model": state.model,
-         "weight": state.weight, "stage": state.stage, "status": state.status,
-         "stable": state.stable.to_dict() if state.stable else None,
-         "failed": state.failed.to_dict() if state.failed else None,
-        "reasons": list(state.reasons)}
-    if history:
-        result["history"] = [{"commit": c.sha, "message": c.message, "status": c.state.status,
-                              "weight": c.state.weight} for c in repo.history(env)]
-    lines = [f"{env}: {state.status} (stage {state.stage}, canary weight {state.weight}%)",
+        "release": state.release.label, "weight": state.weight, "stage": state.stage,
+        "status": state.status, "analysis": state.analysis,
+        "stable": state.stable.to_dict() if state.stable else None,
+        "failed": state.failed.to_dict() if state.failed else None,
+        "reasons": list(state.reasons), "history": entries}
+    lines = [f"{env}: {state.status} {state.release.label} (stage {state.stage}, "
+             f"canary weight {state.weight}%)",
              f"  image: {state.image}", f"  model: {state.model}"]
     if state.stable:
-        lines.append(f"  stable: {state.stable.image}")
+        lines.append(f"  stable: {state.stable.label}")
     lines += [f"  reason: {r}" for r in state.reasons]
-    lines += [f"  {h['commit'][:12]} {h['message']}" for h in result.get("history", [])]
+    if history:
+        lines += [f"  {h['commit'][:12]} {h['when']} {h['who']}: {h['message']}"
+                  for h in entries]
     emit(result, as_json, "\n".join(lines))
 
 
+@contextmanager
+def _live(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """Progress on stderr: rich, live, on a terminal; plain lines otherwise; silent with
+    --json (stdout stays the JSON)."""
+    if not enabled:
+        yield lambda _m: None
+        return
+    import sys
+
+    if not sys.stderr.isatty():
+        yield lambda m: click.echo(m, err=True)
+        return
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    rows: list[str] = []
+
+    def table() -> Table:
+        t = Table(show_header=False, box=None, pad_edge=False)
+        for row in rows[-12:]:
+            t.add_row(row)
+        return t
+
+    with Live(table(), console=console, refresh_per_second=8, transient=False) as live:
+        def say(message: str) -> None:
+            rows.append(message)
+            live.update(table())
+        yield say
+
+
+def _model_verifier(trust: tuple[Path, ...], registry_options: RegistryOptions
+                    ) -> Callable[[str], str] | None:
+    """Pull the sealed model (ciphertext only) and verify its signature against ``trust``."""
+    if not trust:
+        return None
+
+    def verify(model: str) -> str:
+        import tempfile
+
+        from pipeline.distribution.model_artifact import pull_model
+        from pipeline.signing.model import Trust
+
+        with tempfile.TemporaryDirectory(prefix="pipeline-gate-") as tmp:
+            pull_model(model, Path(tmp) / "model", trust=Trust(public_keys=tuple(trust)),
+                       registry_options=registry_options)
+        return "verified"
+    return verify
+
+
 @click.command("promote")
-@_gitops_options
-@click.option("--image", required=True, help="Image reference pinned by digest (REF@sha256:...).")
-@click.option("--model", required=True, help="Sealed model reference pinned by digest.")
+@_gitops_options(create=True)
+@click.option("--image", default=None, help="Image reference pinned by digest (REF@sha256:...).")
+@click.option("--model", default=None, help="Sealed model reference pinned by digest.")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue the interrupted promotion of ENV from its last committed step.")
+@click.option("--force", is_flag=True, default=False,
+              help="Promote although the previous environment did not (needs --reason).")
+@click.option("--reason", default=None, help="Why --force (recorded in git).")
+@click.option("--approve", is_flag=True, default=False,
+              help="Give the manual approval an environment requires (you are recorded).")
 @click.option("--stages", default="10,50,100", show_default=True,
               help="Canary weights in percent, ending at 100.")
 @click.option("--prometheus", "prometheus_url", default=None,
@@ -77,12 +179,23 @@ def status_command(gitops: Path, env: str, history: bool, as_json: bool) -> None
 @click.option("--min-requests", type=int, default=None, help="Fewer canary requests fail.")
 @click.option("--initial-delay", type=float, default=None,
               help="Seconds to wait after a weight change before the first measurement.")
+@click.option("--hold", "hold_seconds", type=float, default=30.0, show_default=True,
+              help="Seconds to hold (retrying) while Prometheus is unreachable, then roll back.")
 @click.option("--job", default="canary", show_default=True,
               help="Prometheus job label of the canary's scrape target.")
 @click.option("--image-policy", type=click.Path(path_type=Path), default=None,
-              help="Also require pipeline.policy.image_policy to allow the image (needs the "
-                   "registry).")
-@registry_flags(purpose=", with --image-policy")
+              help="Image policy (default: release.image_policy, else policies/image-policy.yaml).")
+@click.option("--trust", "trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="Trusted model-signer public key (PEM); default: trust "
+                                  "from pipeline.yaml / PIPELINE_TRUST.")
+@click.option("--policies", type=click.Path(path_type=Path), default=None,
+              help="Admission policies checked on the rendered chart (default: policies/).")
+@click.option("--chart", type=click.Path(path_type=Path), default=None,
+              help="The secure-runtime chart (default: helm/secure-runtime).")
+@click.option("-f", "--values", "values_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Extra chart values for ENV (over pipeline.yaml's).")
+@registry_flags(purpose=" (gates: image policy, model signature)")
 @click.option("--local", "local", is_flag=True, default=False,
               help="Split traffic locally: nginx + Prometheus in front of --stable-url and "
                    "--canary-url.")
@@ -95,31 +208,61 @@ def status_command(gitops: Path, env: str, history: bool, as_json: bool) -> None
               default=None, help="JSON request body for --traffic-path.")
 @json_option
 def promote_command(
-    gitops: Path, env: str, image: str, model: str, stages: str, prometheus_url: str | None,
+    gitops: Path, env: str, image: str | None, model: str | None, resume: bool, force: bool,
+    reason: str | None, approve: bool, stages: str, prometheus_url: str | None,
     thresholds: Path | None, interval: float | None, count: int | None, window: str | None,
-    min_requests: int | None, initial_delay: float | None, job: str,
-    image_policy: Path | None, registry_options: RegistryOptions,
+    min_requests: int | None, initial_delay: float | None, hold_seconds: float, job: str,
+    image_policy: Path | None, trust: tuple[Path, ...], policies: Path | None,
+    chart: Path | None, values_files: tuple[Path, ...], registry_options: RegistryOptions,
     local: bool, stable_url: str | None, canary_url: str | None, listen: int | None,
     traffic_path: str | None, traffic_body: Path | None, as_json: bool,
 ) -> None:
-    """Canary IMAGE+MODEL through the stages, gated on Prometheus analysis."""
-    image, model = pinned(image, "image"), pinned(model, "model")
+    """Canary IMAGE+MODEL through the stages, gated and analysed; every step a commit."""
+    from pipeline.config import load_settings
+    from pipeline.release.environments import Publisher, environment_values, merge_values
+    from pipeline.release.gates import Gates, load_values_file
+
+    loaded = load_settings()
+    settings = loaded.release()
+    if not resume and (image is None or model is None):
+        raise InputError("give --image and --model (or --resume)")
+    image = pinned(image, "image") if image else None
+    model = pinned(model, "model") if model else None
     weights = parse_stages(stages)
+    if force and not reason:
+        raise InputError("--force needs --reason TEXT (it is recorded)")
     limits = Thresholds.load(thresholds, interval=interval, count=count, window=window,
                              min_requests=min_requests, initial_delay=initial_delay)
-    if image_policy is not None:
-        check_image_policy(image, image_policy, registry_options)
     if local and not (stable_url and canary_url):
         raise InputError("--local needs --stable-url and --canary-url")
     if (traffic_path is None) != (traffic_body is None):
         raise InputError("--traffic-path and --traffic-body go together")
     if not local and not prometheus_url:
         raise ConfigError("no Prometheus to analyse with: give --prometheus URL (or --local)")
+    env_settings = settings.environment(env) if settings.environments else None
+    predecessor = settings.predecessor(env) if env_settings else None
+    values: dict[str, Any] = dict(env_settings.values) if env_settings else {}
+    for path in values_files:
+        values = merge_values(values, load_values_file(path))
+    trust = trust or loaded.keys().trust
+    policy_path = image_policy or settings.image_policy or DEFAULT_POLICIES / "image-policy.yaml"
+    gates = Gates(policy_path, policies or settings.policies or DEFAULT_POLICIES,
+                  chart or DEFAULT_CHART, values,
+                  env_settings.namespace if env_settings else env,
+                  _model_verifier(tuple(trust), registry_options), registry_options)
     repo = GitOpsRepo(gitops)
-    say = (lambda _m: None) if wants_json(as_json) else (lambda m: click.echo(m, err=True))
+    if env_settings is not None:
+        values = merge_values(environment_values(repo, env_settings), values)
     with ExitStack() as stack:
+        say = stack.enter_context(_live(not wants_json(as_json)))
+        publish = None
+        if settings.remote:
+            argocd = _argocd(settings)
+            repo.fetch(settings.remote, settings.branch)
+            publish = Publisher(repo, settings.remote, settings.branch, env, argocd,
+                                settings.argocd_timeout, on_event=say)
         apply_weight = None
-        if local:
+        if local and stable_url and canary_url:
             from pipeline.release.local import LocalTarget, TrafficLoop
 
             target = stack.enter_context(LocalTarget(stable_url, canary_url, listen_port=listen))
@@ -129,25 +272,87 @@ def promote_command(
             if traffic_path and traffic_body:
                 body = json.loads(traffic_body.read_text(encoding="utf-8"))
                 stack.enter_context(TrafficLoop(target.url, traffic_path, body))
+        if not prometheus_url:
+            raise ConfigError("no Prometheus to analyse with: give --prometheus URL")
         prom = Prometheus(prometheus_url)
 
-        def run_analysis(weight: int) -> Any:
-            return analyse(prom, job, limits, on_measurement=lambda m: say(
-                f"  {'ok' if m.ok else 'FAIL'}: {m.to_dict()}"))
+        def on_measurement(m: Measurement) -> None:
+            say(f"  {'ok  ' if m.ok else 'FAIL'} {m.describe(limits)}")
 
-        result = promote(repo, env, image, model, analyse=run_analysis, stages=weights,
-                         apply_weight=apply_weight, on_event=say)
+        def run_analysis(weight: int) -> Any:
+            return analyse(prom, job, limits, on_measurement=on_measurement)
+
+        current = repo.current(env) if resume else None
+        candidate = current.release if current is not None else None
+        from pipeline.release.gitops import Release
+
+        release = candidate or Release(image or "", model or "")
+        result: PromoteResult = promote(
+            repo, env, image, model, executor=CallbackExecutor(run_analysis, apply_weight),
+            stages=weights, on_event=say, predecessor=predecessor,
+            force_reason=reason if force else None,
+            require_approval=bool(env_settings and env_settings.approval == "manual"),
+            approved_by=_actor() if approve else None, gate=gates.gate(release, say),
+            publish=publish, hold_seconds=hold_seconds, resume=resume, values=values)
     emit(result.to_dict(), as_json,
-         f"{env}: promoted {image} with {model} ({len(result.commits)} commits)")
+         f"{env}: promoted {result.release.label} ({len(result.commits)} commits)")
+
+
+def _argocd(settings: Any) -> Any:
+    """The Argo CD client when ``release.argocd.server`` is configured, else None."""
+    if not settings.argocd_server:
+        return None
+    from pipeline.release.argocd import ArgoCD
+
+    return ArgoCD(settings.argocd_server, settings.argocd_token,
+                  namespace=settings.argocd_namespace)
+
+
+def _actor() -> str:
+    from pipeline.release.gitops import actor
+
+    return actor()
 
 
 @click.command("rollback")
-@_gitops_options
+@_gitops_options(create=False)
+@click.option("--to", "to", default=None,
+              help="The promoted release to return to: a commit, or its image/model reference "
+                   "(default: the last good one).")
 @click.option("--reason", default="manual roll-back", show_default=True,
               help="Recorded in the commit and in release.yaml.")
 @json_option
-def rollback_command(gitops: Path, env: str, reason: str, as_json: bool) -> None:
-    """Revert ENV to its last promoted release, as a new commit (Argo CD syncs it)."""
-    state, sha = rollback(GitOpsRepo(gitops, create=False), env, reason)
-    emit({"environment": env, "image": state.image, "model": state.model, "commit": sha,
-          "status": state.status}, as_json, f"{env}: rolled back to {state.image} ({sha[:12]})")
+def rollback_command(gitops: Path, env: str, to: str | None, reason: str, as_json: bool) -> None:
+    """Revert ENV's values to a promoted release, as a new commit (Argo CD syncs it).
+
+    Refused (exit 16, nothing committed) when ENV already runs that release.
+    """
+    settings = _settings()
+    repo = _existing_repo(gitops)
+    publish = None
+    if settings.remote:
+        from pipeline.release.environments import Publisher
+
+        repo.fetch(settings.remote, settings.branch)
+        publish = Publisher(repo, settings.remote, settings.branch, env, _argocd(settings),
+                            settings.argocd_timeout,
+                            on_event=None if wants_json(as_json) else
+                            (lambda m: click.echo(m, err=True)))
+    state, sha = rollback(repo, env, reason, to=to, publish=publish)
+    emit({"environment": env, "image": state.image, "model": state.model,
+          "release": state.release.label, "commit": sha, "status": state.status},
+         as_json, f"{env}: rolled back to {state.release.label} ({sha[:12]})")
+
+
+@click.command("init")
+@click.option("--gitops", type=click.Path(path_type=Path), required=True,
+              help="GitOps repository working tree (created with git init if missing).")
+@json_option
+def gitops_init_command(gitops: Path, as_json: bool) -> None:
+    """Write the Argo CD Applications for release.environments (pipeline.yaml) and commit."""
+    from pipeline.release.environments import init_repository
+
+    files, sha = init_repository(GitOpsRepo(gitops), _settings())
+    emit({"files": files, "commit": sha}, as_json,
+         f"{gitops}: {'committed ' + sha[:12] if sha else 'already up to date'} "
+         f"({', '.join(files)})")

@@ -27,13 +27,14 @@ from pipeline._facade import lazy_exports
 
 if TYPE_CHECKING:
     from pipeline.admission.cache import VerdictCache
-    from pipeline.admission.decide import IMAGE_POLICY, Decider, Decision
+    from pipeline.admission.decide import IMAGE_POLICY, MODEL_POLICY, Decider, Decision
     from pipeline.admission.review import AdmissionRequest, ReviewError, parse_review, response
     from pipeline.admission.server import bind, build_server, check_tls, create_app
 
 _LAZY = {
     "VerdictCache": "pipeline.admission.cache",
     "IMAGE_POLICY": "pipeline.admission.decide",
+    "MODEL_POLICY": "pipeline.admission.decide",
     "Decider": "pipeline.admission.decide",
     "Decision": "pipeline.admission.decide",
     "AdmissionRequest": "pipeline.admission.review",
@@ -48,6 +49,7 @@ _LAZY = {
 
 __all__ = [
     "IMAGE_POLICY",
+    "MODEL_POLICY",
     "AdmissionRequest",
     "Decider",
     "Decision",

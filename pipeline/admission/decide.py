@@ -10,6 +10,7 @@ denial with its reason, never a pass.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryOptions, open_client, resolve_digest
 from pipeline.policy.evaluate import evaluate
 from pipeline.policy.image_policy import ImagePolicy, PolicyResult
+from pipeline.policy.model_policy import model_references
 from pipeline.policy.vap import PolicySet, resource_of
 from pipeline.policy.workloads import ImageSlot, find_images
 
@@ -28,6 +30,8 @@ from pipeline.policy.workloads import ImageSlot, find_images
 IMAGE_POLICY = "image-policy"
 #: The label of a denial for a kind whose images this webhook cannot find.
 UNKNOWN_KIND = "unknown-kind"
+#: The label of the model policy (the sealed models pods load) in reasons and metrics.
+MODEL_POLICY = "model-policy"
 
 
 @dataclass
@@ -39,6 +43,10 @@ class Decision:
     warnings: list[str] = field(default_factory=list)
     patch: list[dict[str, Any]] = field(default_factory=list)
     denied_by: list[str] = field(default_factory=list)
+    #: False for an operation the webhook does not judge (DELETE, CONNECT): allowed as is.
+    judged: bool = True
+    #: Policies in warn/audit mode that would have denied (counted in the metrics).
+    would_deny: list[str] = field(default_factory=list)
 
     def deny(self, policy: str, reason: str) -> None:
         self.allowed = False
@@ -58,12 +66,20 @@ class Decider:
         self.registry_options = registry_options or RegistryOptions()
         self.cache = cache if cache is not None else VerdictCache()
         self._bound = policies.bound()
+        #: Model verification runs beside the image checks of the same request.
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="model-verify")
 
     # -- the two webhooks ----------------------------------------------------------------
     def validate(self, request: AdmissionRequest) -> Decision:
         """CEL policies, then the image policy for every container image."""
         decision = Decision()
+        if not request.judged:
+            decision.judged = False
+            return decision
         self._cel(request, decision)
+        # The models are verified while the images are: both are registry round trips.
+        models = self._start_models(request)
+        namespace = request.namespace or None
         verdicts: dict[str, PolicyResult] = {}
         for slot in self._slots(request, decision):
             ref = self._parse(slot, decision)
@@ -71,20 +87,60 @@ class Decider:
                 continue
             image = slot.image
             if image not in verdicts:
-                verdicts[image] = self._verdict(ref) if ref.digest else \
-                    self.image_policy.evaluate(ref, self.registry_options)
+                verdicts[image] = self._verdict(ref, namespace) if ref.digest else \
+                    self.image_policy.evaluate(ref, self.registry_options, namespace=namespace)
             self._apply(slot, verdicts[image], decision)
+        self._finish_models(models, decision)
         return decision
+
+    def _start_models(self, request: AdmissionRequest) -> list[tuple[Any, Any]]:
+        """Start verifying the sealed models the pod will load (with a model policy)."""
+        models = self.image_policy.models
+        if models is None:
+            return []
+        slots, refused = model_references(request.object)
+        started: list[tuple[Any, Any]] = [(None, reason) for reason in refused]
+        namespace = request.namespace or None
+        for slot in slots:
+            key = f"model|{namespace if models.namespaced else ''}|{slot.reference}"
+            cached = self.cache.get(key) if "@" in slot.reference else None
+            if cached is not None:
+                started.append((slot, cached))
+                continue
+            future = self._pool.submit(models.evaluate, slot.reference, self.registry_options,
+                                       namespace=namespace)
+            started.append((slot, (key, future)))
+        return started
+
+    def _finish_models(self, started: list[tuple[Any, Any]], decision: Decision) -> None:
+        for slot, state in started:
+            if slot is None:
+                decision.deny(MODEL_POLICY, f"{MODEL_POLICY}: {state}")
+                continue
+            if isinstance(state, PolicyResult):
+                verdict = state
+            else:
+                key, future = state
+                verdict = future.result()  # an exception is an internal error: denied
+                self.cache.put(key, verdict)
+            self._record(verdict, decision)
+            if not verdict.allowed:
+                reasons = "; ".join(verdict.reasons) or "refused"
+                decision.deny(MODEL_POLICY, f"{MODEL_POLICY}: {slot.label}: model "
+                                            f"{slot.reference} refused: {reasons}")
 
     def mutate(self, request: AdmissionRequest) -> Decision:
         """Pin every tag-only image to its verified digest; deny what the policy refuses."""
         decision = Decision()
+        if not request.judged:
+            decision.judged = False
+            return decision
         for slot in self._slots(request, decision):
             ref = self._parse(slot, decision)
             if ref is None:
                 continue
             if ref.digest:
-                self._apply(slot, self._verdict(ref), decision)
+                self._apply(slot, self._verdict(ref, request.namespace or None), decision)
                 continue
             try:
                 digest = self._resolve(ref)
@@ -92,7 +148,7 @@ class Decider:
                 decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {slot.label}: "
                                             f"cannot resolve {slot.image} to a digest: {exc}")
                 continue
-            verdict = self._verdict(ref.with_digest(digest))
+            verdict = self._verdict(ref.with_digest(digest), request.namespace or None)
             if self._apply(slot, verdict, decision):
                 decision.patch += pin_operations(slot.pointer, slot.value, digest)
                 decision.warnings.append(f"{slot.label}: image {slot.image} "
@@ -142,18 +198,35 @@ class Decider:
         with open_client(ref, None, self.registry_options) as registry:
             return resolve_digest(registry, ref)
 
-    def _verdict(self, pinned: Reference) -> PolicyResult:
-        """The image policy's verdict on a digest-pinned reference, from the cache if fresh."""
-        key = f"{pinned.name}@{pinned.digest}"
+    def _verdict(self, pinned: Reference, namespace: str | None = None) -> PolicyResult:
+        """The image policy's verdict on a digest-pinned reference, from the cache if fresh.
+
+        Keyed by digest, and by namespace too when some rule applies only in some.
+        """
+        scope = (namespace or "") if self.image_policy.namespaced else ""
+        name = f"{pinned.name}@{pinned.digest}"
+        key = f"{scope}|{name}" if scope else name
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        result = self.image_policy.evaluate(pinned, self.registry_options)
+        result = self.image_policy.evaluate(pinned, self.registry_options, namespace=namespace)
         self.cache.put(key, result)
         return result
 
     @staticmethod
-    def _apply(slot: ImageSlot, verdict: PolicyResult, decision: Decision) -> bool:
+    def _record(verdict: PolicyResult, decision: Decision) -> None:
+        """Warn/audit rules that would have denied: a warning each, counted per rule."""
+        for rule, why in verdict.would_deny:
+            # Warnings are cut at 256 characters: say the verdict first, not the reference.
+            why = why.replace(f"rule {rule}: ", "").replace(verdict.reference, "it")
+            decision.warnings.append(f"rule {rule} (warn mode) would deny "
+                                     f"{verdict.reference.rsplit('/', 1)[-1][:40]}: {why}")
+            if rule not in decision.would_deny:
+                decision.would_deny.append(rule)
+
+    @classmethod
+    def _apply(cls, slot: ImageSlot, verdict: PolicyResult, decision: Decision) -> bool:
+        cls._record(verdict, decision)
         if verdict.allowed:
             if not verdict.rules:
                 decision.warnings.append(f"image {slot.image} matches no image-policy rule; "
@@ -175,4 +248,5 @@ def unknown_kind_reason(obj: Mapping[str, Any]) -> str:
             "here (the admission-webhook chart registers only the kinds it judges)")
 
 
-__all__ = ["IMAGE_POLICY", "UNKNOWN_KIND", "Decider", "Decision", "unknown_kind_reason"]
+__all__ = ["IMAGE_POLICY", "MODEL_POLICY", "UNKNOWN_KIND", "Decider", "Decision",
+           "unknown_kind_reason"]

@@ -1,7 +1,8 @@
 """Prometheus metrics of the webhook: decisions by result and policy, latency, cache.
 
 A private registry per app (tests build several). Labels are bounded: ``webhook`` is
-validate|mutate, ``result`` allowed|denied|error|bad_request, and ``policy`` is a loaded
+validate|mutate, ``result`` allowed|denied|error|bad_request|not_judged
+(DELETE/CONNECT), and ``policy`` is a loaded
 policy's name, ``image-policy`` or ``internal``, never anything taken from a request.
 """
 
@@ -29,6 +30,9 @@ class AdmissionMetrics:
         self.denials = Counter("admission_denials_total",
                                "Denials by the policy that refused (one per policy).",
                                ["webhook", "policy"], registry=r)
+        self.would_deny = Counter("admission_would_deny_total",
+                                  "Requests a warn/audit-mode rule would have denied (allowed "
+                                  "with a warning), by rule.", ["webhook", "rule"], registry=r)
         self.latency = Histogram("admission_decision_seconds",
                                  "Time from request received to answer.", ["webhook"],
                                  buckets=LATENCY_BUCKETS, registry=r)

@@ -22,6 +22,10 @@ API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 #: Operations whose ``object`` we can judge (the chart registers only CREATE and UPDATE).
 OPERATIONS = ("CREATE", "UPDATE")
+#: Operations Kubernetes may send that this webhook does not judge: answered ``allowed:
+#: true`` (as peers do) when a configuration registers them, never HTTP 400. DELETE carries
+#: no ``object`` (only ``oldObject``) and CONNECT an options object: nothing runs from them.
+NOT_JUDGED = ("DELETE", "CONNECT")
 #: Kubernetes truncates longer warnings; keep ours readable and bounded.
 MAX_WARNING_CHARS = 256
 MAX_WARNINGS = 20
@@ -44,6 +48,11 @@ class AdmissionRequest:
     name: str
     object: dict[str, Any]
     raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def judged(self) -> bool:
+        """False for DELETE and CONNECT: the answer is ``allowed: true`` without a decision."""
+        return self.operation in OPERATIONS
 
     @property
     def kind(self) -> str:
@@ -118,9 +127,11 @@ def parse_review(body: bytes | str, max_bytes: int | None = None) -> AdmissionRe
     if not uid.strip():
         raise ReviewError("request.uid is empty")
     operation = _need(request, "operation", str, "request")
+    if operation in NOT_JUDGED:
+        return _not_judged(request, uid, operation)
     if operation not in OPERATIONS:
-        raise ReviewError(f"request.operation {_short(operation)} is not handled by this webhook "
-                          f"(register it for {' and '.join(OPERATIONS)} only)")
+        raise ReviewError(f"request.operation {_short(operation)} is not a Kubernetes "
+                          f"admission operation (CREATE, UPDATE, DELETE, CONNECT)")
     obj = _need(request, "object", dict, "request")
     for key in ("apiVersion", "kind"):
         if not _need(obj, key, str, "request.object").strip():
@@ -134,6 +145,20 @@ def parse_review(body: bytes | str, max_bytes: int | None = None) -> AdmissionRe
     if not isinstance(namespace, str) or not isinstance(name, str):
         raise ReviewError("request.namespace and request.name must be strings")
     return AdmissionRequest(uid, operation, namespace, name, obj, request)
+
+
+def _not_judged(request: dict[str, Any], uid: str, operation: str) -> AdmissionRequest:
+    """A DELETE or CONNECT: only what the log line needs (kind and name), nothing decided.
+
+    ``object`` is null for a DELETE (the API server sends ``oldObject``) and a
+    ``*Options`` object for a CONNECT; neither runs an image, so neither is judged.
+    """
+    namespace, name = request.get("namespace", ""), request.get("name", "")
+    gvk = request.get("kind")
+    kind = gvk.get("kind") if isinstance(gvk, dict) else None
+    obj = {"kind": kind} if isinstance(kind, str) else {}
+    return AdmissionRequest(uid, operation, namespace if isinstance(namespace, str) else "",
+                            name if isinstance(name, str) else "", obj, request)
 
 
 def _bounded(warnings: Sequence[str]) -> list[str]:
@@ -167,4 +192,5 @@ def response(
     return {"apiVersion": API_VERSION, "kind": KIND, "response": answer}
 
 
-__all__ = ["API_VERSION", "KIND", "AdmissionRequest", "ReviewError", "parse_review", "response"]
+__all__ = ["API_VERSION", "KIND", "NOT_JUDGED", "OPERATIONS", "AdmissionRequest", "ReviewError",
+           "parse_review", "response"]

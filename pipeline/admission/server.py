@@ -85,7 +85,8 @@ def create_app(decider: Decider, *, max_request_bytes: int = DEFAULT_MAX_REQUEST
             return _json({"error": f"malformed AdmissionReview: {exc}", "code": 400}, 400)
         try:
             decision = await run_in_threadpool(decide, review)
-            result = "allowed" if decision.allowed else "denied"
+            result = ("not_judged" if not decision.judged
+                      else "allowed" if decision.allowed else "denied")
         except Exception as exc:  # noqa: BLE001 - any failure must be a denial
             log.error("%s: uid %s: %s: internal error, denied: %s", webhook, review.uid,
                       review.label, exc.__class__.__name__)
@@ -96,6 +97,8 @@ def create_app(decider: Decider, *, max_request_bytes: int = DEFAULT_MAX_REQUEST
         metrics.decisions.labels(webhook, result).inc()
         for policy in decision.denied_by:
             metrics.denials.labels(webhook, policy).inc()
+        for rule in decision.would_deny:
+            metrics.would_deny.labels(webhook, rule).inc()
         metrics.latency.labels(webhook).observe(time.perf_counter() - started)
         log.info("%s: uid %s: %s: %s%s", webhook, review.uid, review.label, result,
                  "" if decision.allowed else " by " + ", ".join(decision.denied_by))

@@ -5,7 +5,9 @@ promotion gate. Modules, one job each: ``manifests`` (load objects), ``cel`` (th
 environment), ``vap`` (policy model, compile, match), ``evaluate`` (one policy, one
 object), ``check`` (orchestration), ``report`` (output formats), ``image_policy`` (which
 images need which signers and attestations; the signature checks themselves are
-``pipeline.signing``'s), ``workloads`` (which kinds run containers and where their images
+``pipeline.signing``'s; sigstore ``ClusterImagePolicy`` documents are mapped onto it by
+``cluster_image_policy``), ``model_policy`` (which sealed models pods may load, checked
+at admission from the registry), ``workloads`` (which kinds run containers and where their images
 are: the one list the webhook, the PR check and the webhook chart share). See
 docs/policies.md and docs/image-signatures.md.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 from pipeline.policy.check import CheckResult, Violation, check, check_objects
 from pipeline.policy.image_policy import ImagePolicy, PolicyResult
 from pipeline.policy.manifests import Manifest, load_manifests, parse_manifests
+from pipeline.policy.model_policy import ModelPolicy, model_references
 from pipeline.policy.vap import PolicySet, load_policies
 from pipeline.policy.workloads import Images, ImageSlot, WorkloadKind, find_images, workload_kind
 
@@ -32,6 +35,7 @@ __all__ = [
     "ImageSlot",
     "Images",
     "Manifest",
+    "ModelPolicy",
     "PolicyResult",
     "PolicySet",
     "Violation",
@@ -41,6 +45,7 @@ __all__ = [
     "find_images",
     "load_manifests",
     "load_policies",
+    "model_references",
     "parse_manifests",
     "workload_kind",
 ]

@@ -19,6 +19,9 @@ Format (YAML, see policies/image-policy.yaml)::
     rules:
       - name: team
         images: ["registry.example/team/*"]   # '*' within a path segment, '**' across
+        mode: enforce                         # enforce (deny) | warn | audit (allow, warn,
+                                              # count the would-be denial)
+        namespaces: [team-a]                  # optional: only for pods in these namespaces
         authorities:
           - key: keys/release.pub             # path (relative to this file, $VARS
                                               # expanded) or inline PEM
@@ -36,6 +39,13 @@ Format (YAML, see policies/image-policy.yaml)::
       requireTlog: true                       # default; false = cosign's
                                               # --insecure-ignore-tlog
 
+A file may hold several YAML documents: at most one of ours without
+``metadata.namespace`` (it carries ``default``, ``requireDigest`` and ``trustRoot``),
+ours with ``metadata: {namespace: N}`` (their rules apply only in N), sigstore
+policy-controller ``ClusterImagePolicy`` documents (mapped onto these rules by
+:mod:`pipeline.policy.cluster_image_policy`) and ``ClusterModelPolicy`` documents (the
+models pods load, :mod:`pipeline.policy.model_policy`). See docs/policies.md.
+
 Keyless authorities are verified against the local ``trustRoot`` (Sigstore's TUF
 repository is not reachable here; see pipeline.signing.keyless). Without one they
 are parsed and validated but never satisfied (fail closed). Attestations are
@@ -51,15 +61,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import read_yaml_mapping
 from pipeline.errors import ConfigError, InputError, PipelineError
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryOptions, open_client, resolve_digest
 from pipeline.signing import Identity, TrustRoot, VerifyKey, intoto, load_verify_key
 
-_TOP_KEYS = {"version", "default", "requireDigest", "rules", "apiVersion", "kind", "trustRoot"}
+_TOP_KEYS = {"version", "default", "requireDigest", "rules", "apiVersion", "kind", "trustRoot",
+             "metadata", "models"}
 _TRUST_ROOT_KEYS = {"fulcio", "rekor", "requireTlog"}
-_RULE_KEYS = {"name", "images", "authorities", "threshold", "identity", "attestations"}
+_RULE_KEYS = {"name", "images", "authorities", "threshold", "identity", "attestations", "mode",
+              "namespaces"}
+#: ``mode`` of a rule: enforce denies; warn and audit allow, answer a warning and count it.
+MODES = ("enforce", "warn", "audit")
 _ATTESTATION_KEYS = {"type", "conditions", "threshold"}
 _CONDITION_TESTS = {"equals", "in", "matches", "exists"}
 
@@ -88,9 +101,35 @@ class KeylessAuthority:
 
 @dataclass(frozen=True)
 class AttestationRequirement:
+    """Statements of one predicate type, signed by the rule's keys, meeting every test.
+
+    ``policy`` (ClusterImagePolicy ``attestations[].policy``): a compiled policy with
+    ``check(statement) -> str | None`` (None: compliant, else why not); at least one
+    verified statement must satisfy it.
+    """
+
     predicate_type: str
     conditions: tuple[Mapping[str, Any], ...] = ()
     threshold: int = 1
+    policy: Any = field(default=None, compare=False)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Authority:
+    """One ``authorities[]`` entry of a ClusterImagePolicy: any one of them admits.
+
+    With ``attestations`` only those are checked (policy-controller's rule); without, a
+    signature by one of ``keys``/``keyless``. ``static``: ``pass`` admits, ``fail`` denies
+    with ``message``, without looking at the registry.
+    """
+
+    name: str
+    keys: tuple[VerifyKey, ...] = ()
+    keyless: tuple[KeylessAuthority, ...] = ()
+    attestations: tuple[AttestationRequirement, ...] = ()
+    static: str | None = None
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,11 +143,32 @@ class Rule:
     threshold: int = 1
     identity: str | None = None
     attestations: tuple[AttestationRequirement, ...] = ()
+    mode: str = "enforce"
+    #: Empty: every namespace; else only pods (objects) in one of these.
+    namespaces: tuple[str, ...] = ()
+    #: A ClusterImagePolicy's authorities (any one passes); then keys/keyless are unused.
+    alternatives: tuple[Authority, ...] = ()
+    #: Globs also match ``name@digest`` / ``name:tag`` (policy-controller matches the
+    #: whole reference, so ``**demo**`` or ``repo@*`` mean what they say there).
+    match_reference: bool = False
     _patterns: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
 
     def matches(self, ref: Reference) -> bool:
         name = _match_name(ref.registry, ref.repository)
-        return any(p.fullmatch(name) for p in self._patterns)
+        if any(p.fullmatch(name) for p in self._patterns):
+            return True
+        if not self.match_reference:
+            return False
+        full = f"{name}@{ref.digest}" if ref.digest else f"{name}:{ref.tag or 'latest'}"
+        return any(p.fullmatch(full) for p in self._patterns)
+
+    def applies_in(self, namespace: str | None) -> bool:
+        """A namespaced rule applies only in its namespaces; ``None`` (unknown) applies all."""
+        return not self.namespaces or namespace is None or namespace in self.namespaces
+
+    @property
+    def enforcing(self) -> bool:
+        return self.mode == "enforce"
 
 
 #: Hosts that serve exactly what docker.io names (the registry client talks to the first).
@@ -146,6 +206,8 @@ class PolicyResult:
     reference: str
     digest: str | None = None
     rules: list[str] = field(default_factory=list)
+    #: Rules in warn/audit mode that would have denied: ``(rule name, why)``.
+    would_deny: list[tuple[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +216,7 @@ class PolicyResult:
             "reference": self.reference,
             "digest": self.digest,
             "rules": list(self.rules),
+            "wouldDeny": [{"rule": rule, "reason": why} for rule, why in self.would_deny],
         }
 
 
@@ -248,7 +311,7 @@ def _parse_attestations(raw: Any, where: str) -> list[AttestationRequirement]:
     return out
 
 
-def _parse_rule(raw: Any, index: int, base: Path) -> Rule:
+def _parse_rule(raw: Any, index: int, base: Path, scope: Sequence[str] = ()) -> Rule:
     where = f"rules[{index}]"
     if not isinstance(raw, dict):
         raise _fail(where, "must be a mapping")
@@ -268,6 +331,19 @@ def _parse_rule(raw: Any, index: int, base: Path) -> Rule:
     identity = raw.get("identity")
     if identity is not None and not isinstance(identity, str):
         raise _fail(where, "'identity' must be a string")
+    mode = raw.get("mode", "enforce")
+    if mode not in MODES:
+        raise _fail(where, f"'mode' must be one of {', '.join(MODES)}, not {mode!r}")
+    namespaces = raw.get("namespaces", [])
+    if isinstance(namespaces, str):
+        namespaces = [namespaces]
+    if not isinstance(namespaces, list) or not all(isinstance(n, str) and n
+                                                   for n in namespaces):
+        raise _fail(where, "'namespaces' must be a list of namespace names")
+    namespaces = sorted({*namespaces, *scope})
+    if scope and set(namespaces) != set(scope):
+        raise _fail(where, f"'namespaces' {namespaces} reach outside this document's "
+                           f"namespace {scope[0]!r}")
     return Rule(
         name=name,
         images=tuple(images),
@@ -276,6 +352,8 @@ def _parse_rule(raw: Any, index: int, base: Path) -> Rule:
         threshold=threshold,
         identity=identity,
         attestations=tuple(_parse_attestations(raw.get("attestations"), where)),
+        mode=mode,
+        namespaces=tuple(namespaces),
         _patterns=tuple(_pattern_regex(p) for p in images),
     )
 
@@ -314,50 +392,106 @@ class ImagePolicy:
         default_allow: bool = False,
         require_digest: bool = True,
         trust_root: TrustRoot | None = None,
+        models: Any | None = None,
     ) -> None:
         self.rules = list(rules)
         self.default_allow = default_allow
         self.require_digest = require_digest
         self.trust_root = trust_root
+        #: The model policy (:class:`pipeline.policy.model_policy.ModelPolicy`) or None.
+        self.models = models
+
+    @property
+    def namespaced(self) -> bool:
+        """True when a verdict depends on the namespace (a rule applies only in some)."""
+        return any(rule.namespaces for rule in self.rules)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: Path | None = None) -> ImagePolicy:
-        """Build from parsed YAML; relative key paths resolve against ``base``."""
-        _unknown(data, _TOP_KEYS, "image policy")
-        version = data.get("version", 1)
-        if version != 1:
-            raise ConfigError(f"image policy: unsupported version {version!r} (expected 1)")
-        default = data.get("default", "deny")
+        """Build from one parsed document of ours; relative key paths resolve against ``base``."""
+        return cls.from_documents([data], base)
+
+    @classmethod
+    def from_documents(cls, documents: Sequence[Any], base: Path | None = None) -> ImagePolicy:
+        """Build from several documents: ours, ClusterImagePolicy, ClusterModelPolicy.
+
+        Rules keep the order of the documents. Exactly one document of ours (the one
+        without ``metadata.namespace``) may carry the settings; with none, the defaults
+        hold (``default: deny``, ``requireDigest: true``, no trustRoot).
+        """
+        from pipeline.policy import cluster_image_policy, model_policy
+
+        base = base or Path.cwd()
+        rules: list[Rule] = []
+        settings: tuple[int, Mapping[str, Any]] | None = None
+        model_documents: list[tuple[int, Mapping[str, Any]]] = []
+        for number, data in enumerate(documents):
+            where = f"document {number}" if len(documents) > 1 else "image policy"
+            if data is None:
+                continue
+            if not isinstance(data, dict):
+                raise ConfigError(f"{where}: expected a mapping")
+            if cluster_image_policy.is_cluster_image_policy(data):
+                rules.extend(cluster_image_policy.to_rules(data, where, base))
+                continue
+            if model_policy.is_model_policy(data):
+                model_documents.append((number, data))
+                continue
+            _unknown(data, _TOP_KEYS, where)
+            scope = _document_namespace(data, where)
+            if scope:
+                extra = set(data) & {"default", "requireDigest", "trustRoot", "models"}
+                if extra:
+                    raise ConfigError(f"{where}: {', '.join(sorted(extra))} can only be set in "
+                                      "the document without metadata.namespace")
+            elif settings is not None:
+                raise ConfigError(f"{where}: a second image-policy document without "
+                                  f"metadata.namespace (the first is document {settings[0]}); "
+                                  "give it a namespace or merge the two")
+            else:
+                settings = (number, data)
+            version = data.get("version", 1)
+            if version != 1:
+                raise ConfigError(f"{where}: unsupported version {version!r} (expected 1)")
+            raw_rules = data.get("rules") or []
+            if not isinstance(raw_rules, list):
+                raise ConfigError(f"{where}: 'rules' must be a list")
+            for index, rule in enumerate(raw_rules):
+                try:
+                    rules.append(_parse_rule(rule, index, base, scope))
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc}" if len(documents) > 1 else str(exc)
+                                      ) from None
+        top = settings[1] if settings else {}
+        default = top.get("default", "deny")
         if default not in ("deny", "allow"):
             raise ConfigError("image policy: 'default' must be 'deny' or 'allow'")
-        require_digest = data.get("requireDigest", True)
+        require_digest = top.get("requireDigest", True)
         if not isinstance(require_digest, bool):
             raise ConfigError("image policy: 'requireDigest' must be true or false")
-        raw_rules = data.get("rules") or []
-        if not isinstance(raw_rules, list):
-            raise ConfigError("image policy: 'rules' must be a list")
-        base = base or Path.cwd()
-        rules = [_parse_rule(rule, index, base) for index, rule in enumerate(raw_rules)]
+        trust_root = _parse_trust_root(top.get("trustRoot"), base)
+        models = model_policy.build(top.get("models"), model_documents, base)
         return cls(rules, default_allow=default == "allow", require_digest=require_digest,
-                   trust_root=_parse_trust_root(data.get("trustRoot"), base))
+                   trust_root=trust_root, models=models)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ImagePolicy:
-        """Load a policy file (ConfigError names the field that is wrong)."""
+        """Load a policy file of one or more documents (ConfigError names what is wrong)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"image policy not found: {path}")
         try:
-            return cls.from_mapping(read_yaml_mapping(path), path.parent)
+            documents = _read_documents(path)
+            return cls.from_documents(documents, path.parent)
         except ConfigError as exc:
             message = str(exc)
             raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}"
                               ) from None
 
-    def rules_for(self, image_ref: str | Reference) -> list[Rule]:
-        """The rules whose patterns match the image's ``registry/repository``."""
+    def rules_for(self, image_ref: str | Reference, namespace: str | None = None) -> list[Rule]:
+        """The rules whose patterns match the image's ``registry/repository`` (and namespace)."""
         ref = image_ref if isinstance(image_ref, Reference) else Reference.parse(image_ref)
-        return [rule for rule in self.rules if rule.matches(ref)]
+        return [rule for rule in self.rules if rule.matches(ref) and rule.applies_in(namespace)]
 
     def evaluate(
         self,
@@ -366,26 +500,34 @@ class ImagePolicy:
         *,
         resolve: bool = False,
         client: Any | None = None,
+        namespace: str | None = None,
     ) -> PolicyResult:
-        """Decide whether ``image_ref`` may run; never raises for a deniable problem."""
+        """Decide whether ``image_ref`` may run; never raises for a deniable problem.
+
+        ``namespace``: where the pod runs; rules of other namespaces do not apply. None
+        (not known, e.g. a manifest without one) applies every rule (the stricter answer).
+        A failing rule in warn/audit mode allows, and says so in ``would_deny``.
+        """
         text = str(image_ref)
         try:
             ref = image_ref if isinstance(image_ref, Reference) else Reference.parse(image_ref)
         except InputError as exc:
             return PolicyResult(False, [str(exc)], text)
-        rules = self.rules_for(ref)
+        rules = self.rules_for(ref, namespace)
         if not rules:
             if self.default_allow:
                 return PolicyResult(True, ["no rule matches; policy default is allow"], text,
                                     ref.digest)
             return PolicyResult(False, [f"no policy rule matches {ref.name} (default deny)"],
                                 text, ref.digest)
+        names = [r.name for r in rules]
         if not ref.digest and self.require_digest and not resolve:
             return PolicyResult(
                 False, [f"{ref}: tag-only reference refused: pin the image by digest"], text,
-                None, [r.name for r in rules],
+                None, names,
             )
         reasons: list[str] = []
+        would_deny: list[tuple[str, str]] = []
         allowed = True
         digest = ref.digest
         try:
@@ -396,57 +538,153 @@ class ImagePolicy:
                 pinned = ref.with_digest(digest)
                 for rule in rules:
                     ok, why = self._check_rule(rule, pinned, registry, self.trust_root)
-                    allowed = allowed and ok
                     reasons.extend(why)
+                    if not ok and not rule.enforcing:
+                        would_deny.append((rule.name, "; ".join(why) or "refused"))
+                    elif not ok:
+                        allowed = False
         except PipelineError as exc:
-            return PolicyResult(False, [*reasons, str(exc)], text, digest,
-                                [r.name for r in rules])
-        return PolicyResult(allowed, reasons, text, digest, [r.name for r in rules])
+            # The registry failed: every matching rule fails; only an all-warn set allows.
+            if all(not rule.enforcing for rule in rules):
+                return PolicyResult(True, [*reasons, str(exc)], text, digest, names,
+                                    [(rule.name, str(exc)) for rule in rules])
+            return PolicyResult(False, [*reasons, str(exc)], text, digest, names)
+        return PolicyResult(allowed, reasons, text, digest, names, would_deny)
+
+    @classmethod
+    def _check_rule(
+        cls, rule: Rule, ref: Reference, registry: Any, trust_root: TrustRoot | None = None
+    ) -> tuple[bool, list[str]]:
+        prefix = f"rule {rule.name}"
+        if rule.alternatives:
+            return cls._check_alternatives(rule, ref, registry, trust_root)
+        ok, reasons, checked = _check_signers(prefix, rule.keys, rule.keyless, rule.threshold,
+                                              rule.identity, ref, registry, trust_root)
+        if not checked:
+            return False, reasons
+        for requirement in rule.attestations:
+            passed, why = _check_attestation(prefix, requirement, rule.keys, ref, registry)
+            ok = ok and passed
+            reasons.append(why)
+        return ok, reasons
 
     @staticmethod
-    def _check_rule(
-        rule: Rule, ref: Reference, registry: Any, trust_root: TrustRoot | None = None
+    def _check_alternatives(
+        rule: Rule, ref: Reference, registry: Any, trust_root: TrustRoot | None
     ) -> tuple[bool, list[str]]:
-        from pipeline.signing.attestation import verify_attestations
-        from pipeline.signing.image import verify_image
+        """policy-controller's rule: the policy passes when any one authority passes."""
+        failures: list[str] = []
+        for authority in rule.alternatives:
+            prefix = f"rule {rule.name}: authority {authority.name}"
+            if authority.static is not None:
+                if authority.static == "pass":
+                    return True, [f"{prefix}: static pass"]
+                failures.append(f"{prefix}: disallowed by static policy"
+                                + (f": {authority.message}" if authority.message else ""))
+                continue
+            if authority.attestations:
+                results = [_check_attestation(prefix, requirement, authority.keys, ref, registry)
+                           for requirement in authority.attestations]
+                if all(passed for passed, _ in results):
+                    return True, [why for _, why in results]
+                failures.extend(why for passed, why in results if not passed)
+                continue
+            ok, reasons, _ = _check_signers(prefix, authority.keys, authority.keyless, 1, None,
+                                            ref, registry, trust_root)
+            if ok:
+                return True, reasons
+            failures.extend(reasons)
+        return False, [f"rule {rule.name}: no authority passed", *failures]
 
-        reasons: list[str] = []
-        ok = True
-        prefix = f"rule {rule.name}"
-        identities = [Identity(a.issuer, a.subject) for a in rule.keyless] if trust_root else []
-        if rule.keyless and not trust_root:
-            reasons.append(f"{prefix}: {len(rule.keyless)} keyless authority(ies) cannot be "
-                           "verified without a trustRoot (Fulcio CA, Rekor key): not counted")
-        verifiable = len(rule.keys) + len(identities)
-        if not verifiable or rule.threshold > verifiable:
-            return False, [*reasons, f"{prefix}: threshold {rule.threshold} cannot be met by "
-                                     f"{verifiable} verifiable authority(ies)"]
-        try:
-            result = verify_image(ref, list(rule.keys), threshold=rule.threshold,
-                                  identity=rule.identity, client=registry,
-                                  keyless=identities, trust_root=trust_root)
-            reasons.append(f"{prefix}: signed by {len(result['signers'])} trusted signer(s) "
-                           f"(threshold {rule.threshold})")
-        except PipelineError as exc:
-            ok = False
-            reasons.append(f"{prefix}: signature: {exc}")
-        for requirement in rule.attestations:
-            try:
-                statements = verify_attestations(
-                    ref, requirement.predicate_type, list(rule.keys),
-                    threshold=requirement.threshold, conditions=requirement.conditions,
-                    client=registry,
-                )
-                reasons.append(f"{prefix}: {requirement.predicate_type}: "
-                               f"{len(statements)} verified statement(s)")
-            except PipelineError as exc:
-                ok = False
-                reasons.append(f"{prefix}: attestation: {exc}")
-        return ok, reasons
+
+def _check_signers(
+    prefix: str, keys: Sequence[VerifyKey], keyless: Sequence[KeylessAuthority],
+    threshold: int, identity: str | None, ref: Reference, registry: Any,
+    trust_root: TrustRoot | None,
+) -> tuple[bool, list[str], bool]:
+    """Signatures by ``threshold`` distinct authorities (keys, and keyless with a trustRoot).
+
+    The third value is False when the threshold cannot be met at all (nothing checked).
+    """
+    from pipeline.signing.image import verify_image
+
+    reasons: list[str] = []
+    identities = [Identity(a.issuer, a.subject) for a in keyless] if trust_root else []
+    if keyless and not trust_root:
+        reasons.append(f"{prefix}: {len(keyless)} keyless authority(ies) cannot be "
+                       "verified without a trustRoot (Fulcio CA, Rekor key): not counted")
+    verifiable = len(keys) + len(identities)
+    if not verifiable or threshold > verifiable:
+        return False, [*reasons, f"{prefix}: threshold {threshold} cannot be met by "
+                                 f"{verifiable} verifiable authority(ies)"], False
+    try:
+        result = verify_image(ref, list(keys), threshold=threshold, identity=identity,
+                              client=registry, keyless=identities, trust_root=trust_root)
+    except PipelineError as exc:
+        return False, [*reasons, f"{prefix}: signature: {exc}"], True
+    return True, [*reasons, f"{prefix}: signed by {len(result['signers'])} trusted signer(s) "
+                            f"(threshold {threshold})"], True
+
+
+def _check_attestation(
+    prefix: str, requirement: AttestationRequirement, keys: Sequence[VerifyKey],
+    ref: Reference, registry: Any,
+) -> tuple[bool, str]:
+    """Verified statements of the type, meeting the conditions and the policy if any."""
+    from pipeline.signing.attestation import verify_attestations
+
+    label = requirement.name or requirement.predicate_type
+    if not keys:
+        return False, f"{prefix}: attestation {label}: no key to verify it with"
+    try:
+        statements = verify_attestations(
+            ref, requirement.predicate_type, list(keys), threshold=requirement.threshold,
+            conditions=requirement.conditions, client=registry,
+        )
+    except PipelineError as exc:
+        return False, f"{prefix}: attestation: {exc}"
+    if requirement.policy is None:
+        return True, (f"{prefix}: {requirement.predicate_type}: {len(statements)} verified "
+                      "statement(s)")
+    refusals = []
+    for statement in statements:
+        why = requirement.policy.check(statement)
+        if why is None:
+            return True, f"{prefix}: attestation {label}: policy satisfied"
+        refusals.append(why)
+    return False, (f"{prefix}: attestation {label}: {len(statements)} verified statement(s), "
+                   f"none satisfies its policy ({'; '.join(dict.fromkeys(refusals))})")
+
+
+def _document_namespace(data: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    metadata = data.get("metadata")
+    if metadata is None:
+        return ()
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"{where}: metadata must be a mapping")
+    _unknown(metadata, {"name", "namespace", "labels", "annotations"}, f"{where}.metadata")
+    namespace = metadata.get("namespace")
+    if namespace is None:
+        return ()
+    if not isinstance(namespace, str) or not namespace:
+        raise ConfigError(f"{where}: metadata.namespace must be a namespace name")
+    return (namespace,)
+
+
+def _read_documents(path: Path) -> list[Any]:
+    """Every YAML document of ``path`` (``---``-separated); ConfigError when unreadable."""
+    import yaml
+
+    try:
+        return list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML: {exc}") from None
 
 
 __all__ = [
+    "MODES",
     "AttestationRequirement",
+    "Authority",
     "ImagePolicy",
     "KeylessAuthority",
     "PolicyResult",

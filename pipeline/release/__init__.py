@@ -2,9 +2,11 @@
 
 Git is the database: per environment the chart values pinning the image and sealed
 model digests, and a release record, one commit per step; rollback is a revert.
-``promote`` walks the canary stages (10% -> 50% -> 100% by default), each gated on the
-same PromQL analysis Argo Rollouts runs; ``local`` and ``traffic`` split traffic on one
-machine (nginx weights, a local Prometheus). See docs/release.md.
+``promote`` walks the canary stages (10% -> 50% -> 100% by default), checking the gates
+(``gates``) before each and analysing each with PromQL; a :class:`CanaryExecutor` carries
+the steps out (today ``local`` and ``traffic``: nginx weights, a local Prometheus).
+``environments`` and ``argocd`` lay the repository out for Argo CD, push, and wait for
+the sync; ``lock`` keeps one promotion per environment. See docs/release.md.
 
 Usage::
 
@@ -29,11 +31,18 @@ if TYPE_CHECKING:
         Thresholds,
         analyse,
     )
+    from pipeline.release.argocd import ArgoCD
+    from pipeline.release.environments import Publisher, init_repository
+    from pipeline.release.gates import Gates
     from pipeline.release.gitops import STATUSES, Commit, GitOpsRepo, Release, ReleaseState, pinned
     from pipeline.release.local import LocalTarget, PrometheusServer, TrafficLoop
+    from pipeline.release.lock import EnvironmentLock
     from pipeline.release.promote import (
         DEFAULT_STAGES,
+        CallbackExecutor,
+        CanaryExecutor,
         PromoteResult,
+        Stage,
         check_image_policy,
         parse_stages,
         promote,
@@ -42,6 +51,14 @@ if TYPE_CHECKING:
     from pipeline.release.traffic import Nginx
 
 _LAZY = {
+    "ArgoCD": "pipeline.release.argocd",
+    "Publisher": "pipeline.release.environments",
+    "init_repository": "pipeline.release.environments",
+    "Gates": "pipeline.release.gates",
+    "EnvironmentLock": "pipeline.release.lock",
+    "CallbackExecutor": "pipeline.release.promote",
+    "CanaryExecutor": "pipeline.release.promote",
+    "Stage": "pipeline.release.promote",
     "AnalysisResult": "pipeline.release.analysis",
     "Measurement": "pipeline.release.analysis",
     "Prometheus": "pipeline.release.analysis",
@@ -69,7 +86,12 @@ __all__ = [
     "DEFAULT_STAGES",
     "STATUSES",
     "AnalysisResult",
+    "ArgoCD",
+    "CallbackExecutor",
+    "CanaryExecutor",
     "Commit",
+    "EnvironmentLock",
+    "Gates",
     "GitOpsRepo",
     "LocalTarget",
     "Measurement",
@@ -77,12 +99,15 @@ __all__ = [
     "Prometheus",
     "PrometheusServer",
     "PromoteResult",
+    "Publisher",
     "Release",
     "ReleaseState",
+    "Stage",
     "Thresholds",
     "TrafficLoop",
     "analyse",
     "check_image_policy",
+    "init_repository",
     "parse_stages",
     "pinned",
     "promote",

@@ -5,6 +5,9 @@ docs/runtime.md) so the same numbers gate a local rollout and the chart's Argo
 Rollouts AnalysisTemplate. Every doubt fails closed:
 
 * no traffic, too little traffic or a NaN result is a failed measurement, never a pass;
+* the success-rate numerator is ``(... or vector(0))``: a canary answering only errors
+  has no non-error series at all, and an empty numerator would divide into NaN (read
+  as "no data") instead of 0.000 (read as "all failed");
 * a Prometheus that cannot be reached raises :class:`UnreachableError` (exit 9), and
   the caller rolls back before re-raising it;
 * a measurement is taken ``count`` times, ``interval`` seconds apart, and every one
@@ -88,6 +91,8 @@ class Measurement:
     success_rate: float
     p99_seconds: float
     failures: tuple[str, ...] = field(default_factory=tuple)
+    #: The numbers next to their thresholds, as people read them (set by :func:`judge`).
+    summary: str = ""
 
     @property
     def ok(self) -> bool:
@@ -97,8 +102,14 @@ class Measurement:
         def num(x: float) -> float | None:
             return None if math.isnan(x) else round(x, 6)
 
-        return {"requests": num(self.requests), "success_rate": num(self.success_rate),
-                "p99_seconds": num(self.p99_seconds), "failures": list(self.failures)}
+        requests_seen = None if math.isnan(self.requests) else int(round(self.requests))
+        return {"requests": requests_seen, "success_rate": num(self.success_rate),
+                "p99_seconds": num(self.p99_seconds), "ok": self.ok,
+                "summary": self.summary, "failures": list(self.failures)}
+
+    def describe(self, t: Thresholds) -> str:
+        """One readable line: each number formatted, next to its threshold."""
+        return "; ".join(format_numbers(self.requests, self.success_rate, self.p99_seconds, t))
 
 
 @dataclass(frozen=True)
@@ -118,25 +129,50 @@ def queries(job: str, t: Thresholds) -> dict[str, str]:
     sel = f'job="{job}",endpoint=~"{t.endpoints}"'
     return {
         "requests": f"sum(increase({REQUESTS}{{{sel}}}[{t.window}]))",
-        "success_rate": (f'sum(rate({REQUESTS}{{{sel},status!~"{ERROR_STATUS}"}}[{t.window}]))'
-                         f" / sum(rate({REQUESTS}{{{sel}}}[{t.window}]))"),
+        "success_rate": (f'(sum(rate({REQUESTS}{{{sel},status!~"{ERROR_STATUS}"}}[{t.window}]))'
+                         f" or vector(0)) / sum(rate({REQUESTS}{{{sel}}}[{t.window}]))"),
         "p99_seconds": (f"histogram_quantile(0.99, sum by (le) "
                         f"(rate({LATENCY}{{{sel}}}[{t.window}])))"),
     }
 
 
+def format_numbers(requests_seen: float, success_rate: float, p99: float,
+                   t: Thresholds) -> list[str]:
+    """``requests 120 >= 20``, ``success rate 0.000 < 0.990``, ``p99 4.2 ms <= 500 ms``.
+
+    Why one formatter: the live progress, the failure reasons and the commit messages
+    must read the same; a number without its threshold explains nothing.
+    """
+    seen = 0 if math.isnan(requests_seen) else int(round(requests_seen))
+    parts = [f"requests {seen} {'>=' if seen >= t.min_requests else '<'} {t.min_requests}"]
+    if math.isnan(success_rate):
+        parts.append(f"success rate n/a (no requests) < {t.success_rate:.3f}")
+    else:
+        cmp = ">=" if success_rate >= t.success_rate else "<"
+        parts.append(f"success rate {success_rate:.3f} {cmp} {t.success_rate:.3f}")
+    limit = f"{t.p99_seconds * 1000:.0f} ms"
+    if math.isnan(p99):
+        parts.append(f"p99 n/a (no requests) > {limit}")
+    else:
+        parts.append(f"p99 {p99 * 1000:.1f} ms {'<=' if p99 <= t.p99_seconds else '>'} {limit}")
+    return parts
+
+
 def judge(requests_seen: float, success_rate: float, p99: float, t: Thresholds) -> Measurement:
-    """Compare one set of numbers with the thresholds (pure: unit-tested directly)."""
+    """Compare one set of numbers with the thresholds (pure: unit-tested directly).
+
+    NaN never passes: no requests means nothing was shown to work.
+    """
+    too_few, rate, latency = format_numbers(requests_seen, success_rate, p99, t)
     failures = []
     if math.isnan(requests_seen) or requests_seen < t.min_requests:
-        seen = 0.0 if math.isnan(requests_seen) else requests_seen
-        failures.append(f"too little traffic: {seen:.0f} request(s) in {t.window}, "
-                        f"need {t.min_requests}")
+        failures.append(f"too little traffic: {too_few} in {t.window}")
     if math.isnan(success_rate) or success_rate < t.success_rate:
-        failures.append(f"success rate {success_rate:.4f} below {t.success_rate}")
+        failures.append(rate)
     if math.isnan(p99) or p99 > t.p99_seconds:
-        failures.append(f"p99 latency {p99 * 1000:.1f} ms above {t.p99_seconds * 1000:.0f} ms")
-    return Measurement(requests_seen, success_rate, p99, tuple(failures))
+        failures.append(latency)
+    return Measurement(requests_seen, success_rate, p99, tuple(failures),
+                       "; ".join((too_few, rate, latency)))
 
 
 class Prometheus:
@@ -145,12 +181,15 @@ class Prometheus:
     def __init__(self, url: str, timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        # One kept-alive connection: a new TCP connection per query cost more than the
+        # query itself (bench/bench_promote.py).
+        self._session = requests.Session()
 
     def query(self, promql: str) -> float:
         """A scalar from an instant query: the first sample, NaN when the result is empty."""
         try:
-            response = requests.get(f"{self.url}/api/v1/query", params={"query": promql},
-                                    timeout=self.timeout)
+            response = self._session.get(f"{self.url}/api/v1/query",
+                                         params={"query": promql}, timeout=self.timeout)
         except requests.RequestException as exc:
             raise UnreachableError(f"Prometheus at {self.url} is unreachable: "
                                    f"{exc.__class__.__name__}") from None
@@ -193,5 +232,5 @@ def analyse(prom: Prometheus, job: str, t: Thresholds,
     return AnalysisResult(True, tuple(taken))
 
 
-__all__ = ["AnalysisResult", "Measurement", "Prometheus", "Thresholds", "analyse", "judge",
-           "measure", "queries"]
+__all__ = ["AnalysisResult", "Measurement", "Prometheus", "Thresholds", "analyse",
+           "format_numbers", "judge", "measure", "queries"]

@@ -1,10 +1,14 @@
 """Release state in a GitOps repository: git is the database.
 
-Each environment has one file, ``environments/<env>/release.yaml``, that pins what
-runs there (image digest, sealed-model digest, canary weight) and how far the rollout
-got (stage, status). Every change is one commit, so ``git log`` is the audit trail,
-Argo CD syncs whatever the last commit says, and "the last good release" is a query
-over history rather than a separate store that could disagree with it.
+Each environment has two files: ``environments/<env>/values.yaml``, the secure-runtime
+chart values that pin the image digest and the sealed-model digest (what Argo CD's
+Application for the environment renders the chart with, so they must pass the chart's
+``values.schema.json``), and ``environments/<env>/release.yaml``, the release record:
+what (image, model, canary weight, stage, status), when, who, why (a forced promotion's
+reason, a roll-back's reasons) and the analysis evidence. Every change is one commit of
+both, so ``git log`` is the audit trail, Argo CD syncs whatever the last commit says,
+and "the last good release" is a query over history rather than a separate store that
+could disagree with it.
 
 Only digest-pinned references are ever written: a tag can move after the analysis
 passed, a digest cannot.
@@ -12,9 +16,12 @@ passed, a digest cannot.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +29,7 @@ from typing import Any
 import yaml
 
 from pipeline._fileio import write_atomic
-from pipeline.errors import ConfigError, InputError, NotFoundError
+from pipeline.errors import ConfigError, ConflictError, InputError, NotFoundError
 from pipeline.oci.reference import Reference
 
 STATUSES = ("progressing", "promoted", "rolled-back")
@@ -58,6 +65,15 @@ class Release:
     def to_dict(self) -> dict[str, str]:
         return {"image": self.image, "model": self.model}
 
+    @property
+    def label(self) -> str:
+        """``app@sha256:aaaaaaaaaaaa + model@sha256:111111111111``: both halves, always.
+
+        Why both: a release that changes only the model would otherwise read as a
+        re-deploy (or a roll-back) of the image that already runs.
+        """
+        return f"{short(self.image)} + {short(self.model)}"
+
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Release:
         if not isinstance(data, dict) or not isinstance(data.get("image"), str) \
@@ -88,6 +104,17 @@ class ReleaseState:
     failed: Release | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
     analysis: str = ""
+    #: The canary weights of this promotion (so ``--resume`` walks the same ones).
+    stages: tuple[int, ...] = field(default_factory=tuple)
+    #: Who made the change and when (UTC, ISO 8601): the record says it, not only git.
+    who: str = ""
+    when: str = ""
+    #: The measurements behind this stage's verdict (numbers, thresholds, failures).
+    evidence: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    #: ``--force --reason``: why a predecessor environment was skipped.
+    forced: str = ""
+    #: A manual-approval gate: who approved.
+    approved_by: str = ""
 
     @property
     def release(self) -> Release:
@@ -108,6 +135,10 @@ class ReleaseState:
             data["failed"] = self.failed.to_dict()
         if self.reasons:
             data["reasons"] = list(self.reasons)
+        for key in ("stages", "who", "when", "evidence", "forced", "approved_by"):
+            value = getattr(self, key)
+            if value:
+                data[key] = list(value) if isinstance(value, tuple) else value
         header = "# Written by `pipeline promote` / `pipeline rollback`; one commit per change.\n"
         return header + yaml.safe_dump(data, sort_keys=False)
 
@@ -132,6 +163,11 @@ class ReleaseState:
                 if data.get("failed") else None,
                 reasons=tuple(str(r) for r in data.get("reasons") or ()),
                 analysis=str(data.get("analysis") or ""),
+                stages=tuple(int(w) for w in data.get("stages") or ()),
+                who=str(data.get("who") or ""), when=str(data.get("when") or ""),
+                evidence=tuple(dict(e) for e in data.get("evidence") or ()),
+                forced=str(data.get("forced") or ""),
+                approved_by=str(data.get("approved_by") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: missing or invalid field: {exc}") from None
@@ -150,6 +186,44 @@ class Commit:
     sha: str
     message: str
     state: ReleaseState
+    author: str = ""
+    date: str = ""
+
+
+def actor() -> str:
+    """Who is acting: the git author when the caller set one, else the login name."""
+    from pipeline.config import acting_user
+
+    return acting_user()
+
+
+def now() -> str:
+    """UTC now, to the second, ISO 8601 (the record's ``when``)."""
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+
+
+def split_reference(ref: str) -> dict[str, str]:
+    """``{repository, digest}`` of a pinned reference: the chart's image/model values."""
+    parsed = Reference.parse(ref)
+    if not parsed.digest:
+        raise InputError(f"{ref!r} is not pinned by digest")
+    return {"repository": parsed.name, "digest": parsed.digest}
+
+
+def pin_values(base: Mapping[str, Any], release: Release) -> dict[str, Any]:
+    """``base`` chart values with ``image`` and ``model`` pinned to ``release``.
+
+    Everything else in ``base`` (the environment's own values) is kept; the pinned keys
+    are exactly those the secure-runtime chart's values.schema.json declares, and a
+    ``tag`` is dropped (the chart refuses tags).
+    """
+    values = copy.deepcopy(dict(base))
+    for key, ref in (("image", release.image), ("model", release.model)):
+        section = dict(values.get(key) or {})
+        section.pop("tag", None)
+        section.update(split_reference(ref))
+        values[key] = section
+    return values
 
 
 class GitOpsRepo:
@@ -183,9 +257,95 @@ class GitOpsRepo:
 
     @staticmethod
     def relpath(env: str) -> str:
+        """The release record of ``env``."""
         if not _ENV_RE.match(env):
             raise InputError(f"invalid environment name {env!r} (lowercase letters, digits, -)")
         return f"environments/{env}/release.yaml"
+
+    @classmethod
+    def values_relpath(cls, env: str) -> str:
+        """The chart values of ``env`` (what Argo CD renders the chart with)."""
+        return cls.relpath(env).replace("release.yaml", "values.yaml")
+
+    @property
+    def git_dir(self) -> Path:
+        return Path(self._git("rev-parse", "--absolute-git-dir").strip())
+
+    def head(self) -> str | None:
+        return self._git("rev-parse", "--verify", "-q", "HEAD", check=False).strip() or None
+
+    def values(self, env: str) -> dict[str, Any]:
+        """The committed chart values of ``env`` ({} before the first commit of them)."""
+        if not self.head():
+            return {}
+        text = self._git("show", f"HEAD:{self.values_relpath(env)}", check=False)
+        data = yaml.safe_load(text) if text else None
+        return data if isinstance(data, dict) else {}
+
+    def local_changes(self, *paths: str) -> list[str]:
+        """Uncommitted changes (tracked or untracked) below ``paths`` (default: all)."""
+        out = self._git("status", "--porcelain", "--untracked-files=all", "--", *paths)
+        return [line[3:] for line in out.splitlines() if line.strip()]
+
+    def require_clean(self) -> None:
+        """ConflictError when the working tree has local changes: a promotion would
+        commit on top of an edit nobody reviewed, or lose it."""
+        changed = self.local_changes()
+        if changed:
+            raise ConflictError(f"{self.path} has local changes ({', '.join(changed[:5])}): "
+                                "commit or discard them before promoting")
+
+    def discard(self, env: str) -> list[str]:
+        """Undo uncommitted changes to ``env``'s files (a step a crash interrupted)."""
+        paths = [self.relpath(env), self.values_relpath(env)]
+        changed = self.local_changes(*paths)
+        for rel in changed:
+            tracked = self._git("ls-files", "--", rel).strip()
+            if tracked:
+                self._git("checkout", "-q", "HEAD", "--", rel)
+            else:
+                (self.path / rel).unlink(missing_ok=True)
+        return changed
+
+    def write_file(self, rel: str, text: str) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, text, mode=0o644)
+
+    def commit_files(self, files: Mapping[str, str], message: str) -> str:
+        """Write ``files`` (relative path → text) and commit exactly them."""
+        for rel, text in files.items():
+            self.write_file(rel, text)
+        self._git("add", "--", *files)
+        self._git("commit", "-q", "--allow-empty", "-m", message, "--", *files)
+        return self._git("rev-parse", "HEAD").strip()
+
+    def fetch(self, remote: str, branch: str) -> None:
+        """Bring ``branch`` from ``remote`` in and fast-forward to it (ConflictError if the
+        histories diverged: someone else promoted meanwhile)."""
+        self._git("fetch", "-q", remote, branch)
+        if not self.head():
+            self._git("checkout", "-q", "-B", branch, "FETCH_HEAD")
+            return
+        done = subprocess.run(["git", "-C", str(self.path), "merge", "-q", "--ff-only",
+                               "FETCH_HEAD"], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise ConflictError(f"{self.path} has diverged from {remote}/{branch}: "
+                                f"{(done.stderr or done.stdout).strip()[:300]}")
+
+    def push(self, remote: str, branch: str) -> None:
+        """Push HEAD to ``remote``/``branch``; a rejected push is a ConflictError."""
+        done = subprocess.run(["git", "-C", str(self.path), "push", "--porcelain", remote,
+                               f"HEAD:refs/heads/{branch}"], capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode == 0:
+            return
+        text = (done.stderr + done.stdout).strip()
+        if "rejected" in text or "non-fast-forward" in text or "fetch first" in text:
+            raise ConflictError(f"push to {remote} {branch} was rejected (non-fast-forward: "
+                                "someone else pushed first); nothing was overwritten: "
+                                "fetch, check what runs, and run again")
+        raise ConfigError(f"git push to {remote} failed: {text[:300]}")
 
     def current(self, env: str) -> ReleaseState | None:
         """The committed state of ``env`` (HEAD), or None before its first release."""
@@ -195,30 +355,48 @@ class GitOpsRepo:
         text = self._git("show", f"HEAD:{rel}", check=False)
         return ReleaseState.from_yaml(text, rel) if text else None
 
-    def commit(self, state: ReleaseState, message: str) -> str:
-        """Write ``state`` and commit it alone (other files are left untouched)."""
-        rel = self.relpath(state.environment)
-        target = self.path / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, state.to_yaml(), mode=0o644)
-        self._git("add", "--", rel)
-        self._git("commit", "-q", "--allow-empty", "-m", message, "--", rel)
-        return self._git("rev-parse", "HEAD").strip()
+    def commit(self, state: ReleaseState, message: str, *,
+               base_values: Mapping[str, Any] | None = None) -> str:
+        """Write ``state`` and the chart values pinning its release; commit those two.
+
+        The values keep the environment's own settings (``base_values``, else what is
+        committed) and pin ``image``/``model`` to ``state``'s release: the candidate
+        while progressing, the last good release after a roll-back. Other files of the
+        repository are left untouched. ``who``/``when`` are filled in when empty.
+        """
+        env = state.environment
+        state = state.with_(who=state.who or actor(), when=state.when or now())
+        base = self.values(env) if base_values is None else base_values
+        values = pin_values(base, state.release)
+        header = ("# Chart values of helm/secure-runtime for this environment, written by "
+                  "`pipeline promote`/`rollback`.\n# image and model are pinned by digest; "
+                  "environments/<env>/release.yaml says why.\n")
+        return self.commit_files({
+            self.values_relpath(env): header + yaml.safe_dump(values, sort_keys=False),
+            self.relpath(env): state.to_yaml(),
+        }, message)
 
     def history(self, env: str) -> list[Commit]:
         """Every committed state of ``env``, newest first."""
         rel = self.relpath(env)
         if not self._git("rev-parse", "--verify", "-q", "HEAD", check=False).strip():
             return []
-        out = self._git("log", "--format=%H%x1f%s", "--", rel)
+        out = self._git("log", "--format=%H%x1f%an%x1f%aI%x1f%s", "--", rel)
         commits = []
         for line in out.splitlines():
-            sha, _, subject = line.partition("\x1f")
+            sha, author, date, subject = (line.split("\x1f", 3) + ["", "", ""])[:4]
             text = self._git("show", f"{sha}:{rel}", check=False)
             if text:
                 state = ReleaseState.from_yaml(text, f"{sha[:12]}:{rel}")
-                commits.append(Commit(sha, subject, state))
+                commits.append(Commit(sha, subject, state, author, date))
         return commits
+
+    def promoted(self, env: str, release: Release) -> Commit | None:
+        """The commit that promoted ``release`` in ``env``, if it ever was."""
+        for entry in self.history(env):
+            if entry.state.status == "promoted" and entry.state.release == release:
+                return entry
+        return None
 
     def last_promoted(self, env: str, *, exclude: Release | None = None) -> Commit | None:
         """The newest commit whose status is ``promoted`` (and not ``exclude``), if any."""
@@ -235,4 +413,5 @@ def short(ref: str) -> str:
     return f"{name.rsplit('/', 1)[-1]}@{algo}:{hexpart[:12]}"
 
 
-__all__ = ["Commit", "GitOpsRepo", "Release", "ReleaseState", "STATUSES", "pinned", "short"]
+__all__ = ["Commit", "GitOpsRepo", "Release", "ReleaseState", "STATUSES", "actor", "now",
+           "pin_values", "pinned", "short", "split_reference"]

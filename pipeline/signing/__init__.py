@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         sign_model,
         verify_model,
         verify_model_signature,
+        verify_model_signature_bytes,
     )
     from pipeline.signing.token_keys import create_token_signing_key, token_key_uri
 
@@ -75,6 +76,7 @@ _LAZY = {
     "sign_model": "pipeline.signing.model",
     "verify_model": "pipeline.signing.model",
     "verify_model_signature": "pipeline.signing.model",
+    "verify_model_signature_bytes": "pipeline.signing.model",
     "create_token_signing_key": "pipeline.signing.token_keys",
     "token_key_uri": "pipeline.signing.token_keys",
 }
@@ -106,6 +108,7 @@ __all__ = [
     "verify_image",
     "verify_model",
     "verify_model_signature",
+    "verify_model_signature_bytes",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -53,6 +53,15 @@ def read_bundle(signature_path: Path) -> tuple[bytes, dict[str, Any]]:
         raise VerificationError(
             f"malformed model signature {signature_path}: larger than {MAX_SIGNATURE_BYTES} bytes"
         )
+    return raw, parse_bundle(raw, signature_path)
+
+
+def parse_bundle(raw: bytes, signature_path: Path | str) -> dict[str, Any]:
+    """The bundle's JSON from bytes read once (a file, or a registry blob at admission)."""
+    if len(raw) > MAX_SIGNATURE_BYTES:
+        raise VerificationError(
+            f"malformed model signature {signature_path}: larger than {MAX_SIGNATURE_BYTES} bytes"
+        )
     # Strict (pipeline._json): two parsers reading one document must agree on it, so a
     # bundle with a duplicate key (first vs last wins), NaN or a huge integer is refused.
     data = loads_strict(raw, f"malformed model signature {signature_path}",
@@ -71,7 +80,7 @@ def read_bundle(signature_path: Path) -> tuple[bytes, dict[str, Any]]:
             f"malformed model signature {signature_path}: "
             "no verificationMaterial / dsseEnvelope (only DSSE bundles are model signatures)"
         )
-    return raw, data
+    return data
 
 
 @dataclass(frozen=True)
@@ -180,7 +189,7 @@ def parse_signature(raw: bytes, data: dict[str, Any], sigstore_bundle: bool) -> 
     return sign_sigstore_pb.Signature(bundle_pb.Bundle.from_dict(parsed))
 
 
-def _check_statement(signature_path: Path, data: dict[str, Any]) -> None:
+def _check_statement(signature_path: Path | str, data: dict[str, Any]) -> None:
     """The verified payload must be the v1.0 predicate, files/sha256, with safe names."""
     try:
         # Duplicate keys were rejected on read, so this is the payload the verifier saw.

@@ -37,11 +37,13 @@ def _pae_compat(payload: bytes) -> bytes:
 class _NativeKeyVerifier:
     """model-signing's ``sign_ec_key.Verifier`` for a :class:`_KeyBundle`, on cryptography."""
 
-    def __init__(self, public_key_path: Path) -> None:
+    def __init__(self, public_key: Path | bytes) -> None:
+        """``public_key``: a PEM file, or PEM bytes (a key inlined in an admission policy)."""
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        key = serialization.load_pem_public_key(public_key_path.read_bytes())
+        pem = public_key if isinstance(public_key, bytes) else public_key.read_bytes()
+        key = serialization.load_pem_public_key(pem)
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise ValueError(f"not an elliptic curve key ({type(key).__name__})")
         # sign_ec_key._check_supported_ec_key and get_ec_key_hash
@@ -53,6 +55,11 @@ class _NativeKeyVerifier:
         self._key = key
         self._algorithm = ec.ECDSA(digests[key.curve.key_size])
         self._hint = pem_hint(key)
+
+    @property
+    def hint(self) -> str:
+        """The key's fingerprint hint, as bundles name it (for messages)."""
+        return self._hint
 
     def verify(self, bundle: _KeyBundle) -> dict[str, Any]:
         """The verified in-toto statement; ValueError/InvalidSignature when not valid."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from pipeline.errors import (
 from pipeline.signing._ecdsa import pem_hint
 from pipeline.signing._model_bundle import (
     _check_statement,
+    parse_bundle,
     parse_signature,
     plain_key_bundle,
     read_bundle,
@@ -219,6 +220,46 @@ def verify_bundle(
     raise VerificationError(
         f"model signature {signature_path} is not valid for any trusted signer ({detail})"
     )
+
+
+def verify_key_bundle_bytes(
+    raw: bytes, public_keys: Sequence[bytes], where: str
+) -> dict[str, str]:
+    """A key-signed bundle held in memory, against PEM public keys; the signed manifest.
+
+    For admission, which reads the bundle from the registry and must not write it to
+    disk. Only the plain key-bundle shape is accepted (what key signing writes): a
+    keyless or certificate bundle is a VerificationError saying so.
+    """
+    if not public_keys:
+        raise VerificationError(f"{where}: no trusted model keys configured: refusing it")
+    data = parse_bundle(raw, where)
+    key_bundle = plain_key_bundle(data)
+    if key_bundle is None:
+        kind = _material_kind(data["verificationMaterial"])
+        raise VerificationError(f"model signature {where} was made with {kind}; only "
+                                "key-signed model signatures are verified here")
+    failures = []
+    for index, pem in enumerate(public_keys):
+        try:
+            verifier = _NativeKeyVerifier(pem)
+        except Exception as exc:  # not PEM, not EC, unsupported curve
+            raise ConfigError(f"trusted model key {index}: not a usable P-256/P-384/P-521 "
+                              f"key: {_short(exc)}") from None
+        try:
+            statement = verifier.verify(key_bundle)
+        except Exception as exc:
+            failures.append(f"key {index} ({verifier.hint}): {_short(exc, 120)}")
+            continue
+        _check_statement(where, data)
+        try:
+            return statement_digests(statement)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise VerificationError(
+                f"model signature {where}: inconsistent manifest ({_short(exc)})"
+            ) from None
+    raise VerificationError(f"model signature {where} is not valid for any trusted key "
+                            f"({'; '.join(failures)})")
 
 
 def _material_kind(material: dict[str, Any]) -> str:

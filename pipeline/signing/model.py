@@ -21,7 +21,7 @@ Two ways to verify, because the runtime must not read the weights twice:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ __all__ = [
     "sign_model",
     "verify_model",
     "verify_model_signature",
+    "verify_model_signature_bytes",
 ]
 
 
@@ -125,6 +126,18 @@ def verify_model_signature(
     _model_hashing.check_signature_name(signature_name)
     model_dir = _model_hashing.check_model_dir(Path(model_dir))
     return _model_verify.verify_bundle(model_dir / signature_name, trust)
+
+
+def verify_model_signature_bytes(
+    bundle: bytes, public_keys: Sequence[bytes], *, where: str
+) -> dict[str, str]:
+    """Check a key-signed bundle held in memory against PEM keys; the signed {path: sha256}.
+
+    Why: the admission webhook reads a model's signature from the registry (a small blob)
+    and must decide without pulling the model or writing anything; it then compares the
+    signed digests with the artifact's layer digests. ``where`` names the bundle in errors.
+    """
+    return _model_verify.verify_key_bundle_bytes(bundle, public_keys, where)
 
 
 def verify_model(

@@ -112,3 +112,42 @@ def test_only_config_reads_the_environment_for_settings() -> None:
             if read:
                 readers.append(f"{path.relative_to(root.parent)}:{node.lineno}")
     assert not readers, readers
+
+
+def test_release_environments_in_order_with_gates_and_argocd(tmp_path: Path) -> None:
+    from pipeline.config import ReleaseSettings
+
+    (tmp_path / "token").write_text("s3cret\n")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "release:\n"
+        "  gitops: {remote: origin, branch: trunk}\n"
+        "  argocd: {server: 'https://argocd.example', token_file: token, timeout: 60}\n"
+        "  image_policy: policies/image-policy.yaml\n"
+        "  environments:\n"
+        "    - {name: dev, values: {replicaCount: 1}}\n"
+        "    - {name: staging, namespace: ml-staging}\n"
+        "    - {name: prod, approval: manual}\n")
+    release = load_settings(path, env={}).release(env={})
+    assert [e.name for e in release.environments] == ["dev", "staging", "prod"]
+    assert release.predecessor("dev") is None and release.predecessor("prod") == "staging"
+    assert release.environment("dev").values == {"replicaCount": 1}
+    assert release.environment("staging").namespace == "ml-staging"
+    assert release.environment("prod").approval == "manual"
+    assert (release.remote, release.branch, release.argocd_timeout) == ("origin", "trunk", 60.0)
+    assert release.argocd_token == "s3cret" and "s3cret" not in repr(release)
+    assert release.image_policy == tmp_path / "policies/image-policy.yaml"
+    env = {"PIPELINE_GITOPS_REMOTE": "upstream", "PIPELINE_ARGOCD_TOKEN": "from-env"}
+    over = load_settings(path, env=env).release(env=env)
+    assert (over.remote, over.argocd_token) == ("upstream", "from-env")
+    with pytest.raises(ConfigError, match="unknown environment 'qa' .*dev, staging, prod"):
+        release.environment("qa")
+    for bad, why in [
+        ({"argocd": {"token": "x"}}, "token is not allowed"),
+        ({"environments": [{"name": "dev"}, {"name": "dev"}]}, "repeated"),
+        ({"environments": [{"name": "dev", "approvals": "manual"}]}, "unknown key"),
+        ({"environments": [{"name": "dev", "approval": "yes"}]}, "approval must be"),
+        ({"environments": {"dev": {}}}, "must be a list"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            ReleaseSettings.resolve(bad, env={})

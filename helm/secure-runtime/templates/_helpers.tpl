@@ -208,8 +208,14 @@ metadata:
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
-  {{- if or .Values.trust.publicKey .Values.podAnnotations }}
+  {{- if or (not .Values.model.volume.enabled) .Values.trust.publicKey .Values.podAnnotations }}
   annotations:
+    {{- /* The sealed model the pod loads, by digest: the admission webhook verifies it
+    (signature, key provider, attestations) before the pod runs; the runtime pulls the
+    same digest. A volume-mounted model has no registry digest to name. */}}
+    {{- if not .Values.model.volume.enabled }}
+    secure-model-pipeline.dev/model: {{ include "secure-runtime.modelArg" . | quote }}
+    {{- end }}
     {{- if .Values.trust.publicKey }}
     checksum/trust: {{ .Values.trust.publicKey | sha256sum }}
     {{- end }}

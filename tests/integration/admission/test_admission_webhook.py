@@ -145,7 +145,8 @@ def test_recorded_reviews_name_their_kind_consistently(path: Path) -> None:
     """request.kind/resource are what the API server sends for the object: a judged kind's
     registered group, version and plural (the unknown-kind fixture excepted)."""
     request = json.loads(path.read_text())["request"]
-    gvk, gvr, obj = request["kind"], request["resource"], request["object"]
+    gvk, gvr = request["kind"], request["resource"]
+    obj = request["object"] or request["oldObject"]  # a DELETE sends only oldObject
     assert obj["apiVersion"] == (f"{gvk['group']}/{gvk['version']}" if gvk["group"]
                                  else gvk["version"])
     assert obj["kind"] == gvk["kind"] and request["requestKind"] == gvk
@@ -309,7 +310,7 @@ def _malformed(webhook: Webhook) -> dict[str, bytes]:
         "no request": edited(lambda d: d.pop("request")),
         "no uid": edited(lambda d: d["request"].pop("uid")),
         "no object": edited(lambda d: d["request"].pop("object")),
-        "delete": edited(lambda d: d["request"].update(operation="DELETE")),
+        "not an operation": edited(lambda d: d["request"].update(operation="PATCH")),
         "too large": edited(lambda d: d["request"]["object"]["metadata"].update(
             annotations={"x": "y" * 300_000})),
     }
@@ -322,6 +323,27 @@ def test_malformed_reviews_are_http_400_never_allowed(webhook: Webhook) -> None:
             assert reply.status_code == 400, (case, path, reply.text)
             assert set(reply.json()) == {"error", "code"}, (case, reply.text)
             assert reply.json()["error"].startswith("malformed AdmissionReview: "), case
+
+
+@pytest.mark.parametrize("path", ["/validate", "/mutate"])
+def test_delete_and_connect_are_allowed_without_judging(webhook: Webhook, path: str) -> None:
+    """Operations the webhook does not judge get ``allowed: true`` (as peers answer), not
+    HTTP 400: a configuration registered for DELETE must not block deleting pods. The
+    DELETE is a recorded review (object null, oldObject the pod); the image in oldObject is
+    unsigned here, so an answer that judged it would deny."""
+    review = webhook.review("recorded-pod-delete.json")
+    review["request"]["oldObject"]["spec"]["containers"][0]["image"] = (
+        f"{webhook.subs['REGISTRY']}/adm/unsigned@{webhook.subs['DIGEST_UNSIGNED']}")
+    answer = webhook.decide(path, review)
+    assert answer == {"uid": review["request"]["uid"], "allowed": True}
+    connect = copy.deepcopy(review)
+    connect["request"].update(operation="CONNECT", oldObject=None, subResource="exec",
+                              object={"apiVersion": "v1", "kind": "PodExecOptions",
+                                      "command": ["sh"]})
+    assert webhook.decide(path, connect)["allowed"] is True
+    metrics = webhook.http.get(webhook.url + "/metrics").text
+    webhook_name = path.strip("/")
+    assert f'admission_decisions_total{{result="not_judged",webhook="{webhook_name}"}}' in metrics
 
 
 def test_health_readiness_and_metrics(webhook: Webhook) -> None:

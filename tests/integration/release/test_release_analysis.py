@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import start_http_server
 
-from pipeline.cli import run
 from pipeline.errors import UnreachableError
 from pipeline.release.analysis import Prometheus, Thresholds, analyse
 from pipeline.release.gitops import GitOpsRepo, Release, ReleaseState
 from pipeline.release.local import PrometheusServer, free_port
+from pipeline.release.promote import promote
 from secure_runtime.metrics import RuntimeMetrics
 
 pytestmark = pytest.mark.timeout(90)
@@ -82,20 +82,22 @@ def test_unreachable_prometheus_is_exit_9(tmp_path: Path) -> None:
         Prometheus(f"http://127.0.0.1:{free_port()}").query("up")
 
 
-def test_promote_fails_closed_without_prometheus(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_promote_holds_then_rolls_back_without_prometheus(tmp_path: Path) -> None:
     repo = GitOpsRepo(tmp_path / "g")
     repo.commit(ReleaseState("prod", IMG, MODEL, 100, "1/1", "promoted", Release(IMG, MODEL)),
                 "prod: promote a")
-    code = run(["promote", "--gitops", str(repo.path), "--env", "prod", "--image", IMG2,
-                "--model", MODEL, "--prometheus", f"http://127.0.0.1:{free_port()}",
-                "--interval", "0"])
-    assert code == 9
-    err = capsys.readouterr().err
-    assert "unreachable" in err and "rolled back prod to app@sha256:aaaaaaaaaaaa" in err
+    prom = Prometheus(f"http://127.0.0.1:{free_port()}")
+    t = Thresholds(interval=0, count=1)
+    with pytest.raises(UnreachableError, match="unreachable.*held 1s, then rolled back prod to "
+                                               "app@sha256:aaaaaaaaaaaa"):
+        promote(repo, "prod", IMG2, MODEL, analyse=lambda w: analyse(prom, "canary", t),
+                hold_seconds=1, hold_poll=0.2)
     state = repo.current("prod")
     assert state is not None
     assert (state.status, state.weight, state.image) == ("rolled-back", 0, IMG)
     assert state.reasons[0].startswith("analysis impossible: Prometheus at")
+    # Both outcomes are in git: the hold, then the roll-back; never a pass.
     assert [c.message.split(":")[1].strip().split(" ")[0] for c in repo.history("prod")] == [
-        "roll", "canary", "promote"]
+        "roll", "hold", "canary", "promote"]
+    held = repo.history("prod")[1].state
+    assert held.status == "progressing" and held.analysis.startswith("held: Prometheus at")

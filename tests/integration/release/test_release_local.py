@@ -4,7 +4,9 @@ Three ``python -m secure_runtime`` processes serve sealed models: the stable tin
 model, a second copy of it as a healthy canary, and a canary whose forward raises on
 real inputs (warm-up with zeros passes, so it becomes ready and then fails requests).
 ``pipeline promote --local`` puts nginx and Prometheus in front of them; the verdicts
-come from PromQL over what Prometheus scraped.
+come from PromQL over what Prometheus scraped. The release promoted is a real one in a
+real registry (signed, attested image; signed sealed model), since the gates cannot be
+skipped.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import pytest
 import yaml
 
 from pipeline.cli import run
-from pipeline.release.gitops import GitOpsRepo
+from pipeline.release.gitops import GitOpsRepo, Release
 from pipeline.release.local import TrafficLoop, free_port
 from pipeline.release.traffic import Nginx
+from tests.fixtures_registry import RegistryServer
 from tests.support.runtime import (
     TINY,
     Runtime,
@@ -29,13 +32,12 @@ from tests.support.runtime import (
     seal,
     start_runtime,
 )
+from tests.support.signed_release import SignedRelease, make_signed_release
 
 pytestmark = pytest.mark.timeout(120)
 
 OLD_IMAGE = f"registry.local/tiny@sha256:{'a' * 64}"
-NEW_IMAGE = f"registry.local/tiny@sha256:{'b' * 64}"
 OLD_MODEL = f"registry.local/tiny-model@sha256:{'1' * 64}"
-NEW_MODEL = f"registry.local/tiny-model@sha256:{'2' * 64}"
 INFER = "/v2/models/tiny/infer"
 BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
                     "data": [0.1 * i for i in range(1, 17)]}]}
@@ -62,11 +64,26 @@ def _broken_project(directory: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runtimes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Runtime]]:
+def built(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
+          ) -> tuple[Path, Path, Path, SignedRelease, object]:
     root = tmp_path_factory.mktemp("release")
     ws = make_workspace(root / "ws")
     good = seal(ws, TINY, root / "tiny.sealed")
     bad = seal(ws, _broken_project(root / "broken"), root / "broken.sealed")
+    unsigned = seal(ws, TINY, root / "unsigned.sealed", sign=False)
+    signed = make_signed_release(registry, root / "pushed", good, unsigned, ws.private, ws.public)
+    return root, good, bad, signed, ws
+
+
+@pytest.fixture(scope="module")
+def signed(built: tuple[Path, Path, Path, SignedRelease, object]) -> SignedRelease:
+    return built[3]
+
+
+@pytest.fixture(scope="module")
+def runtimes(built: tuple[Path, Path, Path, SignedRelease, object]
+             ) -> Iterator[dict[str, Runtime]]:
+    root, good, bad, _signed, ws = built
     started: dict[str, Runtime] = {}
     try:
         for name, model in (("stable", good), ("canary", good), ("broken", bad)):
@@ -103,16 +120,19 @@ def test_nginx_weights_split_real_traffic(runtimes: dict[str, Runtime]) -> None:
         assert _split(nginx, rts, 20) == {"canary": 20}
 
 
-def _promote(gitops: Path, canary: Runtime, stable: Runtime, body: Path, *extra: str) -> int:
+def _promote(gitops: Path, release: SignedRelease, canary: Runtime, stable: Runtime,
+             body: Path, *extra: str) -> int:
     return run(["--json", "promote", "--gitops", str(gitops), "--env", "prod",
-                "--image", NEW_IMAGE, "--model", NEW_MODEL, "--stages", "50,100", "--local",
+                "--image", release.image, "--model", release.model, "--stages", "50,100",
+                "--image-policy", str(release.image_policy), "--trust", str(release.trust),
+                "--insecure", "--local",
                 "--stable-url", stable.url, "--canary-url", canary.url,
                 "--traffic-path", INFER, "--traffic-body", str(body), *FAST, *extra])
 
 
 def _seed(gitops: Path) -> GitOpsRepo:
     """A repository whose prod runs OLD (promoted), as after an earlier release."""
-    from pipeline.release.gitops import Release, ReleaseState
+    from pipeline.release.gitops import ReleaseState
 
     repo = GitOpsRepo(gitops)
     old = Release(OLD_IMAGE, OLD_MODEL)
@@ -121,44 +141,52 @@ def _seed(gitops: Path) -> GitOpsRepo:
     return repo
 
 
-def test_healthy_canary_is_promoted(runtimes: dict[str, Runtime], tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_healthy_canary_is_promoted(runtimes: dict[str, Runtime], signed: SignedRelease,
+                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = _seed(tmp_path / "gitops")
     body = tmp_path / "body.json"
     body.write_text(json.dumps(BODY))
-    assert _promote(tmp_path / "gitops", runtimes["canary"], runtimes["stable"], body) == 0
+    label = Release(signed.image, signed.model).label
+    assert _promote(tmp_path / "gitops", signed, runtimes["canary"], runtimes["stable"],
+                    body) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "promoted"
     assert [s["passed"] for s in out["stages"]] == [True, True]
     for stage in out["stages"]:
         for m in stage["measurements"]:
             assert m["success_rate"] == 1.0 and m["requests"] >= 5
+            assert isinstance(m["requests"], int)
     history = repo.history("prod")
     assert [c.message for c in history][:4] == [
-        f"prod: promote tiny@sha256:{'b' * 12} (100%, analysis passed)",
-        f"prod: canary tiny@sha256:{'b' * 12} at 100% (stage 2/2)",
-        "prod: analysis passed at 50% (stage 1/2)",
-        f"prod: canary tiny@sha256:{'b' * 12} at 50% (stage 1/2)",
+        f"prod: promote {label} (100%, analysis passed)",
+        f"prod: canary {label} at 100% (stage 2/2)",
+        f"prod: analysis passed at 50% (stage 1/2) for {label}",
+        f"prod: canary {label} at 50% (stage 1/2)",
     ]
     state = yaml.safe_load((tmp_path / "gitops/environments/prod/release.yaml").read_text())
     assert state["status"] == "promoted" and state["weight"] == 100
-    assert state["image"] == NEW_IMAGE and state["stable"]["model"] == NEW_MODEL
+    assert state["image"] == signed.image and state["stable"]["model"] == signed.model
 
 
 def test_failing_canary_rolls_back_with_exit_11(
-    runtimes: dict[str, Runtime], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    runtimes: dict[str, Runtime], signed: SignedRelease, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = _seed(tmp_path / "gitops")
     body = tmp_path / "body.json"
     body.write_text(json.dumps(BODY))
-    assert _promote(tmp_path / "gitops", runtimes["broken"], runtimes["stable"], body) == 11
+    label = Release(signed.image, signed.model).label
+    assert _promote(tmp_path / "gitops", signed, runtimes["broken"], runtimes["stable"],
+                    body) == 11
     err = capsys.readouterr().err
-    assert "analysis failed at 50%" in err and "success rate" in err
+    # Every request of the canary failed: a rate of zero, not NaN.
+    assert "analysis failed at 50%" in err and "success rate 0.000 < 0.990" in err
+    assert "nan" not in err.lower()
     current = repo.current("prod")
     assert current is not None
     assert (current.status, current.weight, current.image) == ("rolled-back", 0, OLD_IMAGE)
-    assert current.failed is not None and current.failed.image == NEW_IMAGE
-    assert any("success rate" in r for r in current.reasons)
+    assert current.failed is not None and current.failed.image == signed.image
+    assert any("success rate 0.000 < 0.990" in r for r in current.reasons)
     assert repo.history("prod")[0].message.startswith(
-        f"prod: roll back tiny@sha256:{'b' * 12} at 50% (stage 1/2)")
+        f"prod: roll back {label} at 50% (stage 1/2)")
     assert len(repo.history("prod")) == 3  # seed, stage 1/2, roll-back: no result commit

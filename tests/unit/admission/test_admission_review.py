@@ -2,7 +2,8 @@
 
 The property test is the fail-closed guarantee: arbitrary JSON sent to the app never
 gets ``allowed: true``; only a well-formed review of a compliant object could, and with
-a default-deny image policy and no registry none of these objects is compliant.
+a default-deny image policy and no registry none of these objects is compliant. The one
+exception is a well-formed DELETE or CONNECT, which is not judged (``allowed: true``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipeline.admission.cache import VerdictCache
 from pipeline.admission.decide import Decider
-from pipeline.admission.review import ReviewError, parse_review, response
+from pipeline.admission.review import NOT_JUDGED, ReviewError, parse_review, response
 from pipeline.admission.server import create_app
 from pipeline.cli import run
 from pipeline.errors import EXIT_CONFIG
@@ -68,7 +69,8 @@ def _never_allowed(body: bytes) -> None:
             assert set(reply.json()) == {"error", "code"}, reply.text
             continue
         assert reply.status_code == 200, reply.text
-        assert reply.json()["response"]["allowed"] is False, reply.text
+        if reply.json()["response"]["allowed"]:
+            assert parse_review(body).operation in NOT_JUDGED, reply.text
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -234,3 +236,20 @@ def test_deep_object_inside_a_valid_review_is_a_bad_request() -> None:
     reply = _decide({"apiVersion": "v1", "kind": "Pod", "metadata": {"annotations": deep},
                      "spec": {}})
     assert reply.status_code == 400 and "nested deeper than 100" in reply.text
+
+
+@pytest.mark.parametrize("operation", ["DELETE", "CONNECT"])
+def test_operations_not_judged_are_allowed_even_without_an_object(operation: str) -> None:
+    """Kubernetes sends what a configuration registers for; DELETE carries ``object: null``.
+    Allowed as is (not judged), never HTTP 400; an unknown operation still is one."""
+    review = _review(None, operation=operation)
+    review["request"]["kind"] = {"group": "", "version": "v1", "kind": "Pod"}
+    for path in ("/validate", "/mutate"):
+        reply = CLIENT.post(path, content=json.dumps(review))
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["response"] == {"uid": "u-1", "allowed": True}
+    assert parse_review(json.dumps(review)).judged is False
+    with pytest.raises(ReviewError, match="not a Kubernetes admission operation"):
+        parse_review(json.dumps(_review({"apiVersion": "v1", "kind": "Pod"},
+                                        operation="PATCH")))
+

@@ -40,7 +40,8 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     "distribution": frozenset(),
     "build": frozenset(),
     "scan": frozenset(),
-    "policy": frozenset(),
+    # The model policy reads model artifacts and their attached signatures (issue 13).
+    "policy": frozenset({"distribution"}),
     "admission": frozenset({"policy"}),
     "release": frozenset({"policy"}),
     "workflow": frozenset({"workflows"}),

@@ -19,10 +19,11 @@ def test_healthy_numbers_pass() -> None:
 
 
 @pytest.mark.parametrize(("requests", "rate", "p99", "why"), [
-    (100, 0.98, 0.2, "success rate 0.9800 below 0.99"),
-    (100, 1.0, 0.75, "p99 latency 750.0 ms above 500 ms"),
-    (3, 1.0, 0.1, "too little traffic: 3 request(s) in 30s, need 10"),
-    (math.nan, math.nan, math.nan, "too little traffic: 0 request(s)"),
+    (100, 0.98, 0.2, "success rate 0.980 < 0.990"),
+    (100, 0.0, 0.2, "success rate 0.000 < 0.990"),
+    (100, 1.0, 0.75, "p99 750.0 ms > 500 ms"),
+    (3.4, 1.0, 0.1, "too little traffic: requests 3 < 10 in 30s"),
+    (math.nan, math.nan, math.nan, "too little traffic: requests 0 < 10"),
 ])
 def test_unhealthy_or_missing_numbers_fail(requests: float, rate: float, p99: float,
                                            why: str) -> None:
@@ -32,7 +33,23 @@ def test_unhealthy_or_missing_numbers_fail(requests: float, rate: float, p99: fl
 
 def test_no_data_never_passes() -> None:
     # NaN from an empty result (no canary traffic) is a failure on every count.
-    assert len(judge(math.nan, math.nan, math.nan, T).failures) == 3
+    failures = judge(math.nan, math.nan, math.nan, T).failures
+    assert len(failures) == 3 and not any("nan" in f.lower() for f in failures), failures
+
+
+def test_measurement_reads_as_formatted_numbers_with_thresholds() -> None:
+    m = judge(119.6, 1.0, 0.0042, T)
+    assert m.describe(T) == "requests 120 >= 10; success rate 1.000 >= 0.990; p99 4.2 ms <= 500 ms"
+    assert m.to_dict()["requests"] == 120 and m.to_dict()["ok"] is True
+    failed = judge(50, 0.0, 0.003, T)
+    assert failed.failures == ("success rate 0.000 < 0.990",)
+
+
+def test_all_errors_query_divides_into_zero_not_nan() -> None:
+    # The numerator of a canary answering only 5xx has no series: "or vector(0)" makes
+    # it 0, so the rate reads 0.000 instead of NaN.
+    q = queries("canary", T)["success_rate"]
+    assert q.startswith("(sum(rate(") and " or vector(0)) / sum(rate(" in q
 
 
 def test_queries_select_the_canary_job_and_inference_endpoints() -> None:
