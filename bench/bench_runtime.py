@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_runtime [--project examples/tiny] [--requests 1500]
                                             [--concurrency 8] [--starts 3] [--rounds 3]
+                                            [--device cpu|cuda] [--batch 1]
 
 Both servers run as subprocesses on 127.0.0.1 with the same module and weights:
 the plain one (bench/baseline_server.py) reads the plaintext safetensors; ours
@@ -16,6 +17,10 @@ data key unwrapped, decrypted in memory, hardened). Measured:
   divided by its requests (Linux ``/proc``), median over the rounds. The client
   shares the cores, so requests/s moves with whatever else runs; the server's
   own CPU cost per request is the steadier measure of serving overhead.
+
+``--device cuda`` serves both on the GPU (the runtime's ``--device cuda``, the plain
+server's ``--device cuda``); ``--batch N`` sends N inputs per request (N texts, or N
+rows of the declared input). bench/gpu_check.sh runs it with MiniLM at batch 1 and 32.
 
 Targets (docs/performance.md, "Runtime serving"): throughput and latency within
 5% of plain; cold start <= 1.3x plain. The client shares the CPU with the server,
@@ -153,17 +158,19 @@ def load(port: int, model: str, body: bytes, total: int, concurrency: int
     return total / elapsed, p50 * 1000, p99 * 1000
 
 
-def request_body(project: Path) -> tuple[str, bytes]:
-    """A valid request for the project's declared input (batch of 1)."""
+def request_body(project: Path, batch: int = 1) -> tuple[str, bytes]:
+    """A valid request for the project's declared input, ``batch`` inputs in one request."""
     import yaml
 
     spec = yaml.safe_load((project / "pipeline.yaml").read_text())
     name = spec.get("name", project.name)
     section = spec["model"]
     if section.get("task") in ("text-embedding", "text-classification", "text"):
-        return name, json.dumps({"text": ["A sealed model is decrypted only in memory."]}).encode()
+        texts = [f"A sealed model is decrypted only in memory ({i})." for i in range(batch)]
+        return name, json.dumps({"text": texts}).encode()
     spec_in = section["inputs"][0]
     shape = [1 if d == -1 else d for d in spec_in["shape"]]
+    shape[0] = batch if spec_in["shape"][0] == -1 else shape[0]
     count = 1
     for dim in shape:
         count *= dim
@@ -179,6 +186,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: both servers")
+    parser.add_argument("--batch", type=int, default=1, help="inputs per request")
     parser.add_argument("--runtime-args", default="",
                         help="extra runtime flags, e.g. '--no-grpc' (space-separated)")
     args = parser.parse_args()
@@ -187,13 +196,15 @@ def main() -> int:
     try:
         sealed, public, keyring = seal_project(project, work)
         plain = Server("plain", lambda p: [sys.executable, "-m", "bench.baseline_server",
-                                           str(project), "--port", str(p)], work / "plain.log")
+                                           str(project), "--port", str(p), "--device",
+                                           args.device], work / "plain.log")
         ours = Server("secure_runtime", lambda p: [
             sys.executable, "-m", "secure_runtime", "--model", str(sealed), "--trust",
             str(public), "--key-file", str(keyring), "--port", str(p), "--grpc-port",
-            str(_port()), "--allow-root", "--log-level", "warning", *args.runtime_args.split()],
+            str(_port()), "--allow-root", "--log-level", "warning", "--device", args.device,
+            *args.runtime_args.split()],
             work / "ours.log")
-        model, body = request_body(project)
+        model, body = request_body(project, args.batch)
         cold: dict[str, list[float]] = {"plain": [], "secure_runtime": []}
         for _ in range(args.starts):
             for server in (plain, ours):
@@ -226,7 +237,8 @@ def main() -> int:
     p, o = best["plain"], best["secure_runtime"]
     print(f"project: {project.relative_to(ROOT) if project.is_relative_to(ROOT) else project}  "
           f"requests: {args.requests} x {args.rounds} rounds, concurrency {args.concurrency}, "
-          f"cpu cores: {os.cpu_count()}")
+          f"batch {args.batch}, device {args.device}, cpu cores: {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print("medians over rounds; cold start: median of starts")
     cpu_med = {name: statistics.median(values) for name, values in cpu.items()}
     print(f"{'':16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cold start s':>14}"

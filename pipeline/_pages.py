@@ -19,6 +19,7 @@ import errno
 import mmap
 from collections.abc import Callable
 
+MADV_DONTNEED = 4
 MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
 
@@ -93,3 +94,23 @@ def populator(address: int, size: int, advice: int) -> Callable[[int, int], None
             supported[0] = False
 
     return populate
+
+
+def releaser(address: int, size: int) -> Callable[[int, int], None]:
+    """A function that unmaps bytes ``[start, end)`` of a *shared file* mapping at ``address``.
+
+    For a ciphertext the loader has finished reading: ``MADV_DONTNEED`` on a shared file
+    mapping drops the process's page-table entries only (the page cache keeps the
+    file), so a 16 GiB model does not leave 16 GiB of file pages counted in the
+    process's resident set. Only whole pages inside the range are released.
+    Best effort, like :func:`populator`; never use it on private or anonymous memory.
+    """
+    page = mmap.PAGESIZE
+
+    def release(start: int, end: int) -> None:
+        low = -(-(address + max(0, start)) // page) * page
+        high = (address + min(end, size)) // page * page
+        if high > low:
+            madvise(low, high - low, MADV_DONTNEED)
+
+    return release

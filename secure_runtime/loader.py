@@ -1,12 +1,21 @@
 """Load a sealed model into memory and onto its device; never touch disk with plaintext.
 
-verify (signature, manifest) -> unwrap the data key -> decrypt each weight file
-into one preallocated buffer (fresh anonymous memory, faulted in by the decrypting
-threads; pinned when the target is CUDA so the copy to the GPU is a DMA) ->
-safetensors tensors as views over that buffer -> to the device. Key material is
-zeroed as soon as decryption ends; host plaintext is zeroed once the tensors live
-on the GPU. How the buffer's pages are chosen (no huge-page advice by default, so
-never a compaction stall) is ``_hostmem``'s job.
+verify (signature, manifest) -> unwrap the data key -> decrypt -> safetensors tensors
+as views over the plaintext, on their device. Two ways to decrypt (``strategy``):
+
+* **direct** (the CPU default): each weight file straight into its own final buffer
+  (fresh anonymous memory, faulted in by the decrypting threads); one pass.
+* **ring** (the CUDA default; also runs on the CPU): segment groups decrypt into a
+  small ring of pinned host buffers while the previous group copies into one device
+  allocation on a CUDA stream (``_ring``). Host plaintext never exceeds the ring.
+
+Key material is zeroed as soon as decryption ends; on any failure every buffer that
+held plaintext (host or device) is zeroed before the error leaves, and the error
+names the file and segment. Sharded checkpoints (``model-0000k-of-0000N`` + the
+``*.safetensors.index.json``) load as several weight files, checked against their
+index. How host pages are chosen (no huge-page advice by default, so never a
+compaction stall) is ``_hostmem``'s job. A CPU load never calls into ``torch.cuda``
+beyond ``resolve_device``'s ``auto``.
 
 The model's code (``model.py``) and configuration come from the same verified,
 in-memory copy of the sealed directory: ``build_module`` executes those bytes, it
@@ -38,7 +47,7 @@ from pipeline.sealing.open import (
 )
 from pipeline.sealing.safetensors_buffer import parse_header, tensors_from_buffer
 from pipeline.signing.model import Trust
-from secure_runtime import _hostmem
+from secure_runtime import _hostmem, _ring
 
 #: Below this a weight file goes into an ordinary ``torch.empty`` buffer (malloc'd memory
 #: that may already be faulted in); above it, into its own anonymous mapping.
@@ -122,30 +131,83 @@ def buffer_prefaulter(buffer: torch.Tensor) -> Callable[[int, int], None] | None
 
 
 def _decrypt_weights(
-    opened: OpenedModel, data_key: bytearray, device: str, threads: int | None
-) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], float]:
-    pin = device.startswith("cuda")
+    opened: OpenedModel, data_key: bytearray, threads: int | None
+) -> tuple[dict[str, torch.Tensor], dict[str, str], list[torch.Tensor]]:
+    """The direct CPU path: each file decrypted straight into its own final host buffer."""
     tensors: dict[str, torch.Tensor] = {}
+    origins: dict[str, str] = {}
     buffers: list[torch.Tensor] = []
-    started = time.perf_counter()
     try:
         for entry in opened.manifest.sealed_files:
-            buffer = host_buffer(entry.size, pin=pin)
+            buffer = host_buffer(entry.size)
             buffers.append(buffer)
-            view = memoryview(buffer.numpy()) if entry.size else memoryview(bytearray())
-            prefault = None if pin else buffer_prefaulter(buffer)
+            view = _ring.byte_view(buffer) if entry.size else memoryview(bytearray())
             decrypt_file_into(opened, entry, data_key, view, threads=threads,
-                              prefault=prefault)
+                              prefault=buffer_prefaulter(buffer))
             header = parse_header(view)
             for name, tensor in tensors_from_buffer(buffer, header).items():
                 if name in tensors:
                     raise InputError(f"tensor {name!r} appears in more than one weight file")
                 tensors[name] = tensor
+                origins[name] = entry.path
     except BaseException:
         for buffer in buffers:
             buffer.zero_()
         raise
-    return tensors, buffers, time.perf_counter() - started
+    return tensors, origins, buffers
+
+
+def _decrypt_pipelined(
+    opened: OpenedModel, data_key: bytearray, device: str, threads: int | None,
+    ring: _ring.RingConfig | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, str], list[torch.Tensor]]:
+    """The ring path (``_ring``): one destination on ``device``, host plaintext = the ring."""
+    _, total = _ring.layout(opened.manifest.sealed_files)
+    copier = _ring.new_copier(device, total, host_buffer)
+    tensors, origins = _ring.decrypt_through_ring(opened, data_key, copier, ring=ring,
+                                                  threads=threads)
+    return tensors, origins, [copier.destination]
+
+
+def check_shard_index(opened: OpenedModel, origins: dict[str, str]) -> None:
+    """A sharded checkpoint's ``*.safetensors.index.json`` must describe the shards loaded.
+
+    Hugging Face writes ``model.safetensors.index.json`` beside ``model-0000k-of-0000N``
+    shards: ``weight_map`` names the shard of every tensor. The shards are what is
+    loaded; the index (verified like every file) must agree with them exactly, so a
+    model is never served with a tensor missing or taken from another shard than the
+    one its index names. ``origins`` maps each loaded tensor to its weight file.
+    """
+    shards = {entry.path for entry in opened.manifest.sealed_files}
+    for name, raw in sorted(opened.files.items()):
+        if not name.endswith(".safetensors.index.json"):
+            continue
+        try:
+            index = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise InputError(f"{name}: invalid JSON: {exc}") from None
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()
+        ):
+            raise InputError(f"{name}: weight_map must map tensor names to shard files")
+        folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+        expected = {tensor: folder + shard for tensor, shard in weight_map.items()}
+        absent = sorted(set(expected.values()) - shards)
+        if absent:
+            raise InputError(f"{name}: names shards not in the model: {', '.join(absent)}")
+        wrong = sorted(t for t, shard in expected.items() if origins.get(t) != shard)
+        if wrong:
+            raise InputError(f"{name}: tensors not in the shard it names: {', '.join(wrong[:5])}")
+        listed = set(expected.values())
+        extra = sorted(t for t, origin in origins.items() if origin in listed and t not in expected)
+        if extra:
+            raise InputError(
+                f"{name}: shards hold tensors it does not list: {', '.join(extra[:5])}")
+
+
+#: How the weights get to their device (``load_sealed_model``'s ``strategy``).
+STRATEGIES = ("auto", "direct", "ring")
 
 
 def load_sealed_model(
@@ -156,28 +218,49 @@ def load_sealed_model(
     allow_unsigned: bool = False,
     settings: Settings | None = None,
     threads: int | None = None,
+    strategy: str = "auto",
+    ring: _ring.RingConfig | None = None,
 ) -> LoadedModel:
-    """Verify, unwrap, decrypt in memory and place every tensor of a sealed model on ``device``."""
+    """Verify, unwrap, decrypt in memory and place every tensor of a sealed model on ``device``.
+
+    ``strategy``: ``direct`` decrypts each file straight into its final host buffer
+    (CPU only: the fastest CPU load, one pass); ``ring`` pipelines decryption into a
+    small ring of host buffers with the copy into one ``device`` allocation (the CUDA
+    path; on the CPU the same pipeline with a memcpy, for tests and the benchmark);
+    ``auto`` is ``direct`` on the CPU and ``ring`` on CUDA. ``ring`` sizes the ring.
+    """
     started = time.perf_counter()
     device = resolve_device(device)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown load strategy {strategy!r} (use {', '.join(STRATEGIES)})")
+    if strategy == "auto":
+        strategy = "direct" if device == "cpu" else "ring"
+    if strategy == "direct" and device != "cpu":
+        raise ConfigError(f"load strategy 'direct' is for the CPU, not {device!r}")
     settings = settings or load_settings()
     opened = open_sealed(path, trust=trust, allow_unsigned=allow_unsigned, settings=settings)
     project = _project(opened)
     data_key = unwrap_data_key(opened, settings)
+    decrypt_started = time.perf_counter()
     try:
-        tensors, buffers, decrypt_seconds = _decrypt_weights(opened, data_key, device, threads)
+        if strategy == "direct":
+            tensors, origins, buffers = _decrypt_weights(opened, data_key, threads)
+        else:
+            tensors, origins, buffers = _decrypt_pipelined(opened, data_key, device, threads,
+                                                           ring)
     finally:
         zero(data_key)
-    to_device_started = time.perf_counter()
-    if device != "cpu":
-        tensors = {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
-        torch.cuda.synchronize()
-        for buffer in buffers:
+    decrypt_seconds = time.perf_counter() - decrypt_started
+    try:
+        check_shard_index(opened, origins)
+    except BaseException:
+        for buffer in buffers:  # host or device: a refused model leaves no plaintext
             buffer.zero_()
-        buffers = []
+        tensors.clear()
+        raise
     timings = dict(opened.timings)
     timings["decrypt"] = decrypt_seconds
-    timings["to_device"] = time.perf_counter() - to_device_started
+    timings["to_device"] = 0.0  # the ring's copies overlap decryption (counted there)
     timings["total"] = time.perf_counter() - started
     name = project.get("name") if isinstance(project.get("name"), str) else opened.manifest.name
     return LoadedModel(
@@ -189,7 +272,7 @@ def load_sealed_model(
         device=device,
         manifest_sha256=opened.manifest_sha256,
         signature_verified=opened.signature_verified,
-        host_buffers=buffers,
+        host_buffers=[b for b in buffers if b.device.type == "cpu"],
     )
 
 
@@ -249,9 +332,10 @@ def build_module(model: LoadedModel, code: types.ModuleType | None = None) -> to
             config = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5000-digit integer
             raise InputError(f"{config_name}: invalid JSON: {exc}") from None
-    module = factory(config)
-    if hasattr(module, "load_weights"):
-        module.load_weights(model.tensors)
+    module: torch.nn.Module = factory(config)
+    load_weights = getattr(module, "load_weights", None)
+    if callable(load_weights):
+        load_weights(model.tensors)
     else:
         try:
             module.load_state_dict(model.tensors, strict=True, assign=True)

@@ -162,3 +162,38 @@ class Layout:
         """[start, end) of segment ``index``'s ciphertext (tag included, header excluded)."""
         start = HEADER_SIZE if index == 0 else index * self.segment_size
         return start, min((index + 1) * self.segment_size, self.ciphertext_size)
+
+
+def max_segment_plaintext(layout: Layout) -> int:
+    """The most plaintext any one segment of ``layout`` holds."""
+    sizes = {0, layout.count - 1} | ({1} if layout.count > 1 else set())
+    return max(end - start for start, end in map(layout.plaintext_bounds, sizes))
+
+
+def segment_groups(layout: Layout, capacity: int) -> list[tuple[int, int]]:
+    """Split the stream into consecutive ``(first, end)`` segment ranges for a ring buffer.
+
+    Each range holds as many whole segments as fit ``capacity`` bytes of plaintext
+    (greedy: adding the next segment would overflow), so a ring buffer of that size
+    takes any group. Arithmetic per group, not per segment: a 16 GiB stream of 4 KiB
+    segments has four million of them. ``capacity`` below the largest segment's
+    plaintext is a ValueError.
+    """
+    if capacity < max_segment_plaintext(layout):
+        raise ValueError(f"capacity {capacity} is below one segment's plaintext")
+    per = layout.segment_size - TAG_SIZE
+    count = layout.count
+    groups: list[tuple[int, int]] = []
+    first = 0
+    while first < count:
+        start = layout.plaintext_bounds(first)[0]
+        if first == 0:
+            end = 1 + max(0, capacity - layout.first_plaintext) // per
+        else:
+            end = first + capacity // per
+        end = max(first + 1, min(count, end))
+        if end == count - 1 and layout.plaintext_bounds(count - 1)[1] - start <= capacity:
+            end = count  # the short last segment still fits
+        groups.append((first, end))
+        first = end
+    return groups

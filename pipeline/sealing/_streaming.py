@@ -51,8 +51,10 @@ from pipeline.sealing._segments import (
     Layout,
     check_segment_size,
     ciphertext_size,
+    max_segment_plaintext,
     parse_header,
     plaintext_size,
+    segment_groups,
 )
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "SEGMENT_SIZE_4KB",
     "TAG_SIZE",
     "EncryptResult",
+    "SegmentReader",
     "Header",
     "ciphertext_size",
     "decrypt_bytes",
@@ -276,8 +279,13 @@ def _decrypt_worker(
     failed: list[int],
     prefault: Callable[[int, int], None] | None = None,
     prefetch: Callable[[int, int], None] | None = None,
+    dst_base: int = 0,
 ) -> Callable[[int, int], bool]:
     """The per-segment loop, kept lean: with 4 KiB segments Python overhead is the cost.
+
+    ``dst`` holds the plaintext from byte ``dst_base`` of the stream on (0: the whole
+    stream; a segment group's start when decrypting into a ring buffer); ``prefault``
+    gets offsets into ``dst``.
 
     Full middle segments are walked with running offsets; only segment 0 (header) and
     the last segment (short, flagged) take the general path. Slices are temporaries
@@ -311,6 +319,7 @@ def _decrypt_worker(
     def one(i: int, src: memoryview, base: int) -> bool:
         c0, c1 = layout.ciphertext_bounds(i)
         p0, p1 = layout.plaintext_bounds(i)
+        p0, p1 = p0 - dst_base, p1 - dst_base
         try:
             decrypt(nonce_of(prefix, i, i == last), src[c0 - base : c1 - base], None, dst[p0:p1])
         except InvalidTag:
@@ -323,7 +332,8 @@ def _decrypt_worker(
         if prefetch is not None:
             prefetch(layout.ciphertext_bounds(start)[0], layout.ciphertext_bounds(end - 1)[1])
         if prefault is not None:
-            prefault(layout.plaintext_bounds(start)[0], layout.plaintext_bounds(end - 1)[1])
+            prefault(layout.plaintext_bounds(start)[0] - dst_base,
+                     layout.plaintext_bounds(end - 1)[1] - dst_base)
         # Copy about 1 MiB at a time: the copy is still in cache when the AEAD reads it.
         for first in range(start, end, window):
             if not window_work(first, min(first + window, end)):
@@ -339,7 +349,7 @@ def _decrypt_worker(
             start = 1
         stop = min(end, last)
         c0 = start * segment - base
-        p0 = layout.first_plaintext + (start - 1) * per
+        p0 = layout.first_plaintext + (start - 1) * per - dst_base
         for i in range(start, stop):
             try:
                 decrypt(
@@ -355,6 +365,98 @@ def _decrypt_worker(
         return True
 
     return work
+
+
+class SegmentReader:
+    """One stream, decrypted a group of segments at a time into buffers the caller reuses.
+
+    What the runtime's pipelined loader needs: the header is parsed and the segment key
+    derived once, then :meth:`decrypt` fills a ring buffer with the plaintext of segments
+    ``[first, end)`` while the previous buffer is still being copied elsewhere. Same
+    checks as :func:`decrypt_into` (every segment authenticated with its position and
+    the last-segment flag), and the same rule on failure: the buffer is zeroed before
+    the IntegrityError (naming the segment) leaves.
+    """
+
+    def __init__(
+        self,
+        key: bytes | bytearray,
+        ciphertext: bytes | memoryview,
+        associated_data: bytes,
+        *,
+        segment_size: int = SEGMENT_SIZE_1MB,
+    ) -> None:
+        check_segment_size(segment_size)
+        self._ct = _byte_view(ciphertext, writable=False)
+        try:
+            self.layout = Layout.for_ciphertext(len(self._ct), segment_size)
+            header = parse_header(self._ct[:HEADER_SIZE])
+            self._prefix = header.nonce_prefix
+            self._aead = _segment_aead(key, header.salt, associated_data)
+        except BaseException:
+            self._ct.release()
+            raise
+
+    def groups(self, capacity: int) -> list[tuple[int, int]]:
+        """Consecutive ``(first, end)`` segment ranges whose plaintext fits ``capacity`` bytes
+        (``_segments.segment_groups``: greedy, whole segments; ValueError below one)."""
+        return segment_groups(self.layout, capacity)
+
+    @property
+    def max_segment_plaintext(self) -> int:
+        """The most plaintext one segment of this stream holds."""
+        return max_segment_plaintext(self.layout)
+
+    def plaintext_range(self, first: int, end: int) -> tuple[int, int]:
+        """``[start, stop)`` plaintext bytes of segments ``[first, end)``."""
+        return self.layout.plaintext_bounds(first)[0], self.layout.plaintext_bounds(end - 1)[1]
+
+    def decrypt(
+        self,
+        first: int,
+        end: int,
+        out: memoryview,
+        *,
+        threads: int | None = None,
+        prefetch: Callable[[int, int], None] | None = None,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
+        """Authenticate and decrypt segments ``[first, end)`` into ``out`` (exactly their bytes).
+
+        ``pool`` (optional) lends the worker threads, so a load of many groups does not
+        start threads per group; the calling thread works too.
+        """
+        layout = self.layout
+        if not 0 <= first < end <= layout.count:
+            raise ValueError(f"segments [{first}, {end}) outside the stream's {layout.count}")
+        workers = _threads(threads)
+        dst = _byte_view(out, writable=True)
+        try:
+            p0, p1 = self.plaintext_range(first, end)
+            if dst.nbytes != p1 - p0:
+                raise InputError(f"output buffer is {dst.nbytes} bytes, segments "
+                                 f"[{first}, {end}) hold {p1 - p0}")
+            failed: list[int] = []
+            work = _decrypt_worker(self._aead, self._prefix, layout, self._ct, dst, failed,
+                                   None, prefetch, dst_base=p0)
+            chunk = max(1, _CHUNK_BYTES // layout.segment_size)
+            _for_chunks(end - first, chunk, workers, lambda s, e: work(first + s, first + e),
+                        pool)
+            if failed:
+                raise IntegrityError(
+                    f"sealed stream segment {min(failed)} of {layout.count} failed "
+                    "authentication (tampered, truncated, reordered, or wrong key / "
+                    "associated data)"
+                )
+        except BaseException:
+            _zero(dst)
+            raise
+        finally:
+            dst.release()
+
+    def close(self) -> None:
+        """Release the ciphertext view (the caller's mapping can then be closed)."""
+        self._ct.release()
 
 
 def decrypt_bytes(

@@ -30,6 +30,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +51,9 @@ from pipeline.signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from pipeline.signing.model import Trust
+
+#: Bytes of AEAD tag per segment: a segment's plaintext is its size less this.
+TAG_SIZE = _streaming.TAG_SIZE
 
 
 @dataclass
@@ -293,6 +297,89 @@ def decrypt_file_into(
         except IntegrityError as exc:
             # The stream layer knows segments, not files: say which file is bad.
             raise IntegrityError(f"{entry.stored_path}: {exc}") from None
+
+
+class SealedStream:
+    """One sealed file open for decryption a segment group at a time (the pipelined loader).
+
+    Errors name the file: ``model-00002-of-00004.safetensors.sealed: sealed stream
+    segment 17 of 64 failed authentication ...``, after the output buffer was zeroed.
+    """
+
+    def __init__(self, entry: FileEntry, reader: _streaming.SegmentReader,
+                 prefetch: Callable[[int, int], None] | None,
+                 release: Callable[[int, int], None] | None = None) -> None:
+        self.entry = entry
+        self._reader = reader
+        self._prefetch = prefetch
+        self._release = release
+
+    @property
+    def segment_count(self) -> int:
+        return self._reader.layout.count
+
+    @property
+    def max_segment_plaintext(self) -> int:
+        return self._reader.max_segment_plaintext
+
+    def groups(self, capacity: int) -> list[tuple[int, int]]:
+        """Segment ranges whose plaintext fits ``capacity`` bytes (see ``SegmentReader``)."""
+        return self._reader.groups(capacity)
+
+    def plaintext_range(self, first: int, end: int) -> tuple[int, int]:
+        return self._reader.plaintext_range(first, end)
+
+    def decrypt(self, first: int, end: int, out: memoryview, *, threads: int | None = None,
+                pool: ThreadPoolExecutor | None = None) -> None:
+        """Decrypt segments ``[first, end)`` into ``out``; zeroed and IntegrityError if bad."""
+        try:
+            self._reader.decrypt(first, end, out, threads=threads, prefetch=self._prefetch,
+                                 pool=pool)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{self.entry.stored_path}: {exc}") from None
+        if self._release is not None:
+            # Read and authenticated: unmap it, so the process's resident set holds the
+            # ring, not the whole ciphertext (the page cache keeps the file).
+            layout = self._reader.layout
+            self._release(layout.ciphertext_bounds(first)[0], layout.ciphertext_bounds(end - 1)[1])
+
+
+@contextlib.contextmanager
+def sealed_stream(
+    model: OpenedModel, entry: FileEntry, data_key: bytes | bytearray
+) -> Iterator[SealedStream]:
+    """Map ``entry``'s ciphertext and yield it as a :class:`SealedStream`.
+
+    The file must still be the size ``seal.json`` records (checked when the model was
+    opened, checked again here: one that shrank since would otherwise be a stream of
+    another valid size, or a fault past the end of the mapping).
+    """
+    expected = entry.sealed_size
+    if expected is None:
+        raise ValueError(f"{entry.path} is not a sealed file")
+    with mapped_ciphertext(model.path / entry.stored_path) as ciphertext:
+        if ciphertext.nbytes != expected:
+            segment = model.manifest.segment_size
+            at = min(ciphertext.nbytes, expected) // segment
+            raise IntegrityError(
+                f"{entry.stored_path}: {ciphertext.nbytes} bytes now, {MANIFEST_NAME} says "
+                f"{expected}: truncated or extended after it was opened (from "
+                f"segment {at} of {-(-expected // segment)})"
+            )
+        address = _pages.buffer_address(ciphertext)
+        prefetch = _pages.populator(address, ciphertext.nbytes, _pages.MADV_POPULATE_READ)
+        release = _pages.releaser(address, ciphertext.nbytes)
+        try:
+            reader = _streaming.SegmentReader(
+                data_key, ciphertext, associated_data(entry.path),
+                segment_size=model.manifest.segment_size,
+            )
+        except IntegrityError as exc:
+            raise IntegrityError(f"{entry.stored_path}: {exc}") from None
+        try:
+            yield SealedStream(entry, reader, prefetch, release)
+        finally:
+            reader.close()
 
 
 def zero(buffer: bytearray | memoryview) -> None:
