@@ -6,10 +6,11 @@ any release, so it is three cached layers from two locks, like a runtime image:
 
 * **base**: the distroless base of :mod:`pipeline.build.base` from its own Debian lock
   (``locks/debian-pipeline.lock``), whose roots add ``git`` and ``bash`` to the
-  runtime's. The step scripts are bash (the templates' ``command: [bash]``) and git's
-  local transport runs ``/bin/sh -c git-upload-pack ...``, so these are kept, and
-  ``/bin/sh`` is a symlink to bash. Still left out: perl (git's perl commands are not
-  used), coreutils, apt, dpkg, every other shell and every other program in a bin dir.
+  runtime's. The step scripts are bash (the templates' ``command: [bash]``) and call
+  ``git``, ``rm`` and ``mkdir`` besides ``pipeline``; git's local transport runs
+  ``/bin/sh -c git-upload-pack ...``. So those four programs are kept, and ``/bin/sh`` is
+  a symlink to bash. Left out: perl (git's perl commands are not used), the rest of
+  coreutils, apt, dpkg, every other shell and every other program in a bin dir.
 * **python dependencies**: the CLI's requirements without torch (pyproject's
   dependencies, plus what the steps call from the ``build`` and ``charts`` extras), from
   its own hash-pinned lock (``locks/python-pipeline.lock``). trivy arrives as the binary
@@ -45,12 +46,15 @@ NAME = "pipeline"
 LOCKS = Path(__file__).resolve().parent / "locks"
 DEBIAN_LOCK = LOCKS / "debian-pipeline.lock"
 PYTHON_LOCK = LOCKS / "python-pipeline.lock"
-#: The Debian roots: the runtime base's, plus git and the shell its scripts run in.
-DEBIAN_ROOTS: tuple[str, ...] = (*ROOTS, "bash", "git")
-#: Excluded as for the runtime base, except bash; perl and git's docs stay out.
-DEBIAN_EXCLUDED: frozenset[str] = (EXCLUDED - {"bash"}) | {"perl", "liberror-perl", "git-man"}
-#: The programs of bin dirs the step image keeps (the base keeps python3.11 only).
-KEEP_BIN: frozenset[str] = KEEP_IN_BIN | {"bin/bash", "usr/bin/git"}
+#: The Debian roots: the runtime base's, plus git, the shell the scripts run in, and
+#: coreutils for the two programs the scripts call besides ``pipeline`` and ``git``.
+DEBIAN_ROOTS: tuple[str, ...] = (*ROOTS, "bash", "coreutils", "git")
+#: Excluded as for the runtime base, except bash and coreutils; perl and git's docs out.
+DEBIAN_EXCLUDED: frozenset[str] = ((EXCLUDED - {"bash", "coreutils"})
+                                   | {"perl", "liberror-perl", "git-man"})
+#: The programs of bin dirs the step image keeps (the base keeps python3.11 only): the
+#: scripts' ``rm -rf`` and ``mkdir -p``; everything else of coreutils is dropped.
+KEEP_BIN: frozenset[str] = KEEP_IN_BIN | {"bin/bash", "bin/mkdir", "bin/rm", "usr/bin/git"}
 #: The shells the lint allows in this image, and only here.
 SHELLS: frozenset[str] = frozenset({"bin/bash", "bin/sh"})
 #: What the steps run: the CLI's dependencies (pyproject ``dependencies``, no torch),
