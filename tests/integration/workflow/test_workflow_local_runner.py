@@ -10,7 +10,6 @@ policy check of the secure-runtime chart rendered with the pushed digests.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,42 +18,12 @@ import yaml
 
 from pipeline.cli import run
 from pipeline.errors import EXIT_VIOLATIONS
-from tests.support.helm import render_chart
 from tests.support.sarif import validate_sarif
+from tests.support.workflows import REQUIRED, image_policy, release_secrets
+from tests.support.workflows import git_repo as _git_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[3]
-PROJECT = ROOT / "tests" / "fixtures" / "build_project"
-REQUIRED = {"image": {"digest": "sha256:" + "a1" * 32}, "model": {"digest": "sha256:" + "b2" * 32}}
-
-
-def _git_repo(root: Path, extra_manifest: str | None = None,
-              image_policy: str | None = None, prod_values: str | None = None) -> Path:
-    """A git repository: the build project, a model, the runtime chart with values for two
-    environments (staging, prod), manifests."""
-    repo = root / "source"
-    shutil.copytree(PROJECT, repo)
-    shutil.copytree(ROOT / "examples" / "tiny", repo / "model",
-                    ignore=shutil.ignore_patterns("requirements.lock", "__pycache__"))
-    chart = repo / "helm" / "secure-runtime"
-    shutil.copytree(ROOT / "helm" / "secure-runtime", chart)
-    (chart / "values-staging.yaml").write_text(yaml.safe_dump(REQUIRED))
-    (chart / "values-prod.yaml").write_text(prod_values or yaml.safe_dump(
-        {**REQUIRED, "replicaCount": 3, "rollout": {"enabled": True}}))
-    (repo / "deploy").mkdir()
-    (repo / "deploy" / "runtime.yaml").write_text(
-        yaml.safe_dump_all(render_chart(ROOT / "helm" / "secure-runtime", REQUIRED)))
-    if extra_manifest:
-        (repo / "deploy" / "bad.yaml").write_text(extra_manifest)
-    if image_policy:
-        (repo / "policies").mkdir()
-        (repo / "policies" / "image-policy.yaml").write_text(image_policy)
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "source"], check=True)
-    return repo
 
 
 def _record(workdir: Path) -> dict:
@@ -150,20 +119,8 @@ def test_release_runs_end_to_end_against_the_registry(
     build_env, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from pipeline.signing.keypair import create_signing_keypair
-
-    signing, kek = tmp_path / "secrets" / "signing", tmp_path / "secrets" / "kek"
-    signing.mkdir(parents=True)
-    kek.mkdir(mode=0o700)
-    create_signing_keypair(signing / "release.key", signing / "release.pub")
-    monkeypatch.setenv("PIPELINE_KEYRING", str(kek / "keyring.json"))
-    assert run(["keys", "create", "release-kek"]) == 0
-    monkeypatch.delenv("PIPELINE_KEYRING")
-    policy = (f"version: 1\ndefault: deny\nrequireDigest: true\nrules:\n"
-              f"  - name: release\n    images: ['{registry.host}/ml/**']\n"
-              "    authorities: [{key: '${PIPELINE_RELEASE_PUBLIC_KEY}'}]\n"
-              "    threshold: 1\n"
-              "    attestations: [{type: slsaprovenance}, {type: cyclonedx}, {type: vuln}]\n")
+    signing, kek = release_secrets(tmp_path)
+    policy = image_policy(registry.host)
     repo = _git_repo(tmp_path, image_policy=policy)
     revision = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()
