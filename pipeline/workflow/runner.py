@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline._fileio import write_atomic
+from pipeline._process import without_git_repository_env
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.workflow.plan import Plan, Task
 from pipeline.workflow.substitute import substitute, unresolved
@@ -77,12 +78,21 @@ def _now() -> str:
 
 
 def resolve_parameters(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
-    """Declared defaults overridden by ``given``; unknown names are a ConfigError."""
+    """Declared defaults overridden by ``given``; unknown names are a ConfigError.
+
+    ``git-repo`` (empty: the current directory) is made absolute here, against the
+    directory the run was started from (:func:`pipeline.workflow.gitrepo.resolve_git_repo`).
+    """
+    from pipeline.workflow.gitrepo import resolve_git_repo
+
     unknown = sorted(set(given) - set(plan.parameters))
     if unknown:
         raise ConfigError(f"unknown parameter(s) for {plan.name}: {', '.join(unknown)} "
                           f"(declared: {', '.join(plan.parameters)})")
-    return {**plan.parameters, **given}
+    values = {**plan.parameters, **given}
+    if "git-repo" in values:
+        values["git-repo"] = resolve_git_repo(values["git-repo"])
+    return values
 
 
 class _Mounts:
@@ -145,7 +155,8 @@ class Runner:
         self.logs = self.workdir / "logs"
         self.scripts = self.workdir / "scripts"
         self.max_parallel = max(1, max_parallel)
-        self.env = dict(os.environ if env is None else env)
+        # A git hook's GIT_DIR & co. must not reach the steps' own git commands.
+        self.env = without_git_repository_env(os.environ if env is None else env)
         bindir = str(Path(sys.executable).parent)
         self.env["PATH"] = bindir + os.pathsep + self.env.get("PATH", "")
         self.on_event = on_event or (lambda _event, _step: None)
