@@ -322,12 +322,31 @@ def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
                  on_event: Callable[[str, StepRecord], None] | None = None) -> RunResult:
     """Run workflow ``name`` locally; raise :class:`WorkflowStepError` when a step fails.
 
-    The run record (``workdir/run.json``) is written in every case.
+    The run record (``workdir/run.json``) is written in every case. A local ``git-repo``
+    contributes its project's parameters (the ``workflows`` section of its pipeline.yaml
+    at ``git-revision``, :mod:`pipeline.workflow.params`) under ``parameters``.
     """
-    runner = Runner(load_plan(name), parameters, workdir, max_parallel=max_parallel,
+    plan = load_plan(name)
+    parameters = {**_project_defaults(plan, parameters), **parameters}
+    runner = Runner(plan, parameters, workdir, max_parallel=max_parallel,
                     on_event=on_event)
     result = runner.run()
     return result
+
+
+def _project_defaults(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
+    """The project's own parameters for ``plan``, read from the repository it will clone."""
+    from pipeline.workflow.gitrepo import is_remote, resolve_git_repo
+    from pipeline.workflow.params import project_parameters, read_project_file
+
+    if "git-repo" not in plan.parameters:
+        return {}
+    repo = given.get("git-repo", plan.parameters["git-repo"])
+    if repo and is_remote(repo):
+        return {}
+    revision = given.get("git-revision", plan.parameters.get("git-revision", "HEAD"))
+    data = read_project_file(Path(resolve_git_repo(repo)), revision or "HEAD")
+    return project_parameters(data, plan.name, set(plan.parameters))
 
 
 def failure_summary(result: RunResult, tail_lines: int = 15) -> str:
