@@ -151,6 +151,11 @@ def init_project(directory: Path, *, name: str | None = None,
     with atomic_directory(directory, mode=0o755, take_empty=True) as tmp:
         shutil.copytree(EXAMPLE, tmp / "model", ignore=shutil.ignore_patterns(
             "__pycache__", "*.pyc", "requirements.lock"))
+        model_file = tmp / "model" / "pipeline.yaml"
+        model = yaml.safe_load(model_file.read_text(encoding="utf-8"))
+        model["name"] = name
+        model_file.write_text("# The model the release seals and signs (model-dir).\n"
+                              + yaml.safe_dump(model, sort_keys=False), encoding="utf-8")
         for item in EXAMPLE.iterdir():
             if item.is_file() and item.suffix != ".safetensors" and item.name != "pipeline.yaml":
                 shutil.copy2(item, tmp / item.name)
