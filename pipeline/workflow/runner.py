@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline._fileio import write_atomic
+from pipeline._process import without_git_repository_env
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.workflow.isolation import (
     ISOLATIONS,
@@ -84,12 +85,21 @@ def _now() -> str:
 
 
 def resolve_parameters(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
-    """Declared defaults overridden by ``given``; unknown names are a ConfigError."""
+    """Declared defaults overridden by ``given``; unknown names are a ConfigError.
+
+    ``git-repo`` (empty: the current directory) is made absolute here, against the
+    directory the run was started from (:func:`pipeline.workflow.gitrepo.resolve_git_repo`).
+    """
+    from pipeline.workflow.gitrepo import resolve_git_repo
+
     unknown = sorted(set(given) - set(plan.parameters))
     if unknown:
         raise ConfigError(f"unknown parameter(s) for {plan.name}: {', '.join(unknown)} "
                           f"(declared: {', '.join(plan.parameters)})")
-    return {**plan.parameters, **given}
+    values = {**plan.parameters, **given}
+    if "git-repo" in values:
+        values["git-repo"] = resolve_git_repo(values["git-repo"])
+    return values
 
 
 class _Mounts:
@@ -161,7 +171,8 @@ class Runner:
         self.logs = self.workdir / "logs"
         self.scripts = self.workdir / "scripts"
         self.max_parallel = max(1, max_parallel)
-        self.env = dict(os.environ if env is None else env)
+        # A git hook's GIT_DIR & co. must not reach the steps' own git commands.
+        self.env = without_git_repository_env(os.environ if env is None else env)
         bindir = str(Path(sys.executable).parent)
         self.env["PATH"] = bindir + os.pathsep + self.env.get("PATH", "")
         self.on_event = on_event or (lambda _event, _step: None)
@@ -347,9 +358,12 @@ def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
 
     ``isolation="image"`` runs every step inside the image the ``pipeline-image``
     parameter pins (pulled with ``client_factory(ref)``, see :mod:`.isolation`).
-    The run record (``workdir/run.json``) is written in every case.
+    The run record (``workdir/run.json``) is written in every case. A local ``git-repo``
+    contributes its project's parameters (the ``workflows`` section of its pipeline.yaml
+    at ``git-revision``, :mod:`pipeline.workflow.params`) under ``parameters``.
     """
     plan = load_plan(name)
+    parameters = {**_project_defaults(plan, parameters), **parameters}
     image = None
     if isolation not in ISOLATIONS:
         raise ConfigError(f"unknown isolation {isolation!r} (known: {', '.join(ISOLATIONS)})")
@@ -362,6 +376,21 @@ def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
                     on_event=on_event, image=image)
     result = runner.run()
     return result
+
+
+def _project_defaults(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
+    """The project's own parameters for ``plan``, read from the repository it will clone."""
+    from pipeline.workflow.gitrepo import is_remote, resolve_git_repo
+    from pipeline.workflow.params import project_parameters, read_project_file
+
+    if "git-repo" not in plan.parameters:
+        return {}
+    repo = given.get("git-repo", plan.parameters["git-repo"])
+    if repo and is_remote(repo):
+        return {}
+    revision = given.get("git-revision", plan.parameters.get("git-revision", "HEAD"))
+    data = read_project_file(Path(resolve_git_repo(repo)), revision or "HEAD")
+    return project_parameters(data, plan.name, set(plan.parameters))
 
 
 def failure_summary(result: RunResult, tail_lines: int = 15) -> str:
