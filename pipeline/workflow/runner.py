@@ -369,6 +369,11 @@ def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
         raise ConfigError(f"unknown isolation {isolation!r} (known: {', '.join(ISOLATIONS)})")
     if isolation == "image":
         reference = resolve_parameters(plan, parameters).get("pipeline-image", "")
+        if reference.endswith("@sha256:" + "0" * 64):
+            raise ConfigError("--isolation image: the pipeline-image parameter is still the "
+                              "placeholder; build the step image (pipeline build "
+                              "--pipeline-image), push it and pass "
+                              "--pipeline-image REPO@sha256:...")
         if client_factory is None:
             raise ConfigError("--isolation image needs registry options to pull the image")
         image = pull_step_image(reference, workdir.resolve() / "image", client_factory)

@@ -69,3 +69,16 @@ def test_a_tag_is_refused_before_anything_is_pulled(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="by digest"):
         pull_step_image("127.0.0.1:5000/ml/pipeline:v1", tmp_path, no_client)
     assert not (tmp_path / "layout").exists()
+
+
+def test_the_placeholder_image_is_refused_with_what_to_do(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import run
+    from pipeline.errors import EXIT_CONFIG
+
+    code = run(["workflow", "run", "release", "--isolation", "image",
+                "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == EXIT_CONFIG, err
+    assert "placeholder" in err and "pipeline build --pipeline-image" in err
+    assert not (tmp_path / "run").exists()
