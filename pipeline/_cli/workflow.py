@@ -47,16 +47,22 @@ def workflow_group() -> None:
                    "its template mounts.")
 @click.option("--pipeline-image", "pipeline_image", metavar="REPO@sha256:...",
               help="The pipeline image, by digest (sets the pipeline-image parameter).")
+@click.option("--image-key", "image_keys", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --isolation image: run the pipeline image only if its signature "
+                   "verifies against this public key (repeatable: any one).")
 @registry_flags(purpose=", pulling the pipeline image with --isolation image")
 @json_option
 def run_command(name: str, params: tuple[str, ...], workdir: Path | None, parallel: int,
-                isolation: str, pipeline_image: str | None,
+                isolation: str, pipeline_image: str | None, image_keys: tuple[Path, ...],
                 registry_options: RegistryOptions, as_json: bool) -> None:
     """Run workflow NAME (release, pr-check) on this machine."""
     from pipeline.workflow.runner import WorkflowStepError, failure_summary, run_workflow
 
     quiet = wants_json(as_json)
     parameters = _pairs(params, "--param")
+    if image_keys and isolation != "image":
+        raise InputError("--image-key verifies the pipeline image: it needs --isolation image")
     if pipeline_image is not None:
         from pipeline.workflows.catalog import pinned_image
 
@@ -77,7 +83,7 @@ def run_command(name: str, params: tuple[str, ...], workdir: Path | None, parall
         workdir = Path(tempfile.mkdtemp(prefix=f"pipeline-{name}-"))
     result = run_workflow(name, parameters, workdir, max_parallel=parallel,
                           on_event=event, isolation=isolation,
-                          client_factory=registry_options.client)
+                          registry_options=registry_options, image_keys=image_keys)
     if result.failed_step is not None:
         if quiet:
             emit(result.to_dict(), as_json)

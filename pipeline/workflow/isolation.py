@@ -29,11 +29,13 @@ from __future__ import annotations
 import json
 import shutil
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, InputError, IntegrityError
+from pipeline.oci.registry import RegistryOptions
 
 SCRIPT_PATH = "/argo/staging/script"
 ISOLATIONS = ("host", "image")
@@ -81,11 +83,13 @@ def _unpack_layer(blob: Path, rootfs: Path) -> None:
         tar.extractall(rootfs, filter="tar")
 
 
-def pull_step_image(reference: str, workdir: Path, client_factory: Any) -> StepImage:
+def pull_step_image(reference: str, workdir: Path, registry_options: RegistryOptions, *,
+                    keys: Sequence[Path] = ()) -> StepImage:
     """Pull ``reference`` (``REPO@sha256:...``) into ``workdir`` and unpack it.
 
-    ``client_factory(ref)`` returns a registry client (a context manager), so the caller's
-    registry options (TLS, credentials, ``--insecure``) apply.
+    With ``keys``, the image's cosign signature must verify against one of them first
+    (VerificationError, exit 6, and nothing is pulled): a step image is run only when
+    it is the one the release key signed.
     """
     from pipeline.oci.reference import Reference
     from pipeline.oci.transfer import pull_to_layout
@@ -94,8 +98,12 @@ def pull_step_image(reference: str, workdir: Path, client_factory: Any) -> StepI
     if not ref.digest:
         raise InputError(f"pipeline image {reference!r}: --isolation image needs the image "
                          "by digest (REPOSITORY@sha256:...), not by a tag alone")
+    if keys:
+        from pipeline.signing.image import verify_image
+
+        verify_image(ref, list(keys), registry_options=registry_options)
     layout = workdir / "layout"
-    with client_factory(ref) as client:
+    with registry_options.client(ref) as client:
         digest = pull_to_layout(ref, str(layout), client, tag="step")
     if digest != ref.digest:
         raise IntegrityError(f"{reference}: pulled manifest {digest}")

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 from pipeline._fileio import write_atomic
 from pipeline._process import without_git_repository_env
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.oci.registry import RegistryOptions
 from pipeline.workflow.isolation import (
     ISOLATIONS,
     StepImage,
@@ -353,11 +354,13 @@ def load_plan(name: str) -> Plan:
 def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
                  max_parallel: int = 2,
                  on_event: Callable[[str, StepRecord], None] | None = None,
-                 isolation: str = "host", client_factory: Any = None) -> RunResult:
+                 isolation: str = "host", registry_options: RegistryOptions | None = None,
+                 image_keys: Sequence[Path] = ()) -> RunResult:
     """Run workflow ``name`` locally; raise :class:`WorkflowStepError` when a step fails.
 
     ``isolation="image"`` runs every step inside the image the ``pipeline-image``
-    parameter pins (pulled with ``client_factory(ref)``, see :mod:`.isolation`).
+    parameter pins (pulled with ``registry_options``; with ``image_keys`` only once its
+    signature verifies against one of them; see :mod:`.isolation`).
     The run record (``workdir/run.json``) is written in every case. A local ``git-repo``
     contributes its project's parameters (the ``workflows`` section of its pipeline.yaml
     at ``git-revision``, :mod:`pipeline.workflow.params`) under ``parameters``.
@@ -374,9 +377,8 @@ def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
                               "placeholder; build the step image (pipeline build "
                               "--pipeline-image), push it and pass "
                               "--pipeline-image REPO@sha256:...")
-        if client_factory is None:
-            raise ConfigError("--isolation image needs registry options to pull the image")
-        image = pull_step_image(reference, workdir.resolve() / "image", client_factory)
+        image = pull_step_image(reference, workdir.resolve() / "image",
+                                registry_options or RegistryOptions(), keys=image_keys)
     runner = Runner(plan, parameters, workdir, max_parallel=max_parallel,
                     on_event=on_event, image=image)
     result = runner.run()

@@ -92,6 +92,7 @@ def test_release_runs_end_to_end_inside_the_pipeline_image(
     capsys.readouterr()
     code = run(["--json", "workflow", "run", "release", "--isolation", "image",
                 "--pipeline-image", step_image.ref, "--insecure",
+                "--image-key", str(step_image.signing / "release.pub"),
                 "-p", f"git-repo={git_server.url(repo.name)}", "-p", f"git-revision={revision}",
                 "-p", f"repository={registry.host}/ml/runtime-iso",
                 "-p", f"model-repository={registry.host}/ml/models/tiny-iso",
@@ -119,6 +120,22 @@ def test_release_runs_end_to_end_inside_the_pipeline_image(
     private = (signing / "release.key").read_text().splitlines()[1]
     for path in [workdir / "run.json", *workdir.glob("scripts/*"), *workdir.glob("logs/*")]:
         assert private not in path.read_text()
+
+
+def test_a_step_image_the_key_did_not_sign_runs_no_step(
+        step_image: StepImage, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.errors import EXIT_VERIFICATION
+    from pipeline.signing.keypair import create_signing_keypair
+
+    create_signing_keypair(tmp_path / "other.key", tmp_path / "other.pub")
+    code = run(["workflow", "run", "release", "--isolation", "image",
+                "--pipeline-image", step_image.ref, "--insecure",
+                "--image-key", str(tmp_path / "other.pub"), "--workdir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == EXIT_VERIFICATION, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run" / "image" / "rootfs").exists()
+    assert not (tmp_path / "run" / "run.json").exists()
 
 
 def test_isolation_refuses_a_pipeline_image_without_a_digest(
