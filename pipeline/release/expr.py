@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from pipeline.errors import ConfigError
 
@@ -79,7 +79,7 @@ class Binary:
     right: Node
 
 
-Node = Union[Num, Bool, Var, Index, Call, Unary, Binary]
+Node = Num | Bool | Var | Index | Call | Unary | Binary
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
