@@ -14,7 +14,10 @@ skipped. Semantics follow expr-lang as Argo Rollouts configures it:
 * ``+ - * / %``, unary ``-``/``+``; ``/`` divides as floats (Go: ``x/0`` is ±Inf,
   ``0/0`` NaN); ``%`` on integers only;
 * ``== != < <= > >=`` (NaN compares false, as in Go); ``&& || !`` and ``and or not``,
-  short-circuit, on booleans only.
+  short-circuit, on booleans only;
+* precedence and associativity are expr-lang's operator table: ``!`` binds tighter than
+  comparisons and ``+``, looser than ``*``; unary ``-`` tightest; a chained comparison
+  (``a < b < c``, a type error in expr-lang) is refused.
 
 An evaluation that goes wrong (``result[0]`` of an empty result, ``!`` of a number)
 raises :class:`ExprError`: Argo Rollouts records such a measurement as an Error, never
@@ -27,6 +30,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pipeline.errors import ConfigError
@@ -89,6 +93,10 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 _WORD_OPS = {"and": "&&", "or": "||", "not": "!"}
 _COMPARE = ("==", "!=", "<", "<=", ">", ">=")
+# expr-lang's operator table (parser/operator): higher binds tighter.
+_BINARY = {"||": 10, "&&": 15, "==": 20, "!=": 20, "<": 20, "<=": 20, ">": 20, ">=": 20,
+           "+": 30, "-": 30, "*": 60, "/": 60, "%": 60}
+_UNARY = {"!": 50, "-": 90, "+": 90}
 _VARIABLES = ("result",)
 
 
@@ -140,7 +148,7 @@ class _Parser:
             raise self.refuse(f"expected {value!r}")
 
     def parse(self) -> Node:
-        node = self.or_()
+        node = self.expression(0)
         if self.peek()[0] != "end":
             raise self.refuse("expected the end of the condition")
         return node
@@ -155,56 +163,30 @@ class _Parser:
             self.depth -= 1
 
     def or_(self) -> Node:
-        node = self.and_()
-        while self.take("||"):
-            node = Binary("||", node, self.and_())
-        return node
+        return self.expression(0)
 
-    def and_(self) -> Node:
-        node = self.not_()
-        while self.take("&&"):
-            node = Binary("&&", node, self.not_())
-        return node
-
-    def not_(self) -> Node:
-        if self.take("!"):
-            return Unary("!", self._nest(self.not_))
-        return self.compare()
-
-    def compare(self) -> Node:
-        node = self.additive()
-        kind, value = self.peek()
-        if kind == "op" and value in _COMPARE:
-            self.pos += 1
-            node = Binary(value, node, self.additive())
-            if self.peek()[0] == "op" and self.peek()[1] in _COMPARE:
-                raise self.refuse("chained comparison")
-        return node
-
-    def additive(self) -> Node:
-        node = self.term()
-        while self.peek()[0] == "op" and self.peek()[1] in ("+", "-"):
-            op = self.peek()[1]
-            self.pos += 1
-            node = Binary(op, node, self.term())
-        return node
-
-    def term(self) -> Node:
+    def expression(self, precedence: int) -> Node:
+        """expr-lang's precedence climbing (parser.parseExpression), left-associative."""
         node = self.unary()
-        while self.peek()[0] == "op" and self.peek()[1] in ("*", "/", "%"):
-            op = self.peek()[1]
+        while True:
+            kind, value = self.peek()
+            op = _BINARY.get(value) if kind == "op" else None
+            if op is None or op < precedence:
+                return node
             self.pos += 1
-            node = Binary(op, node, self.unary())
-        return node
+            right = self._nest(partial(self.expression, op + 1))
+            node = Binary(value, node, right)
+            if value in _COMPARE:
+                after_kind, after = self.peek()
+                if after_kind == "op" and after in _COMPARE:
+                    raise self.refuse("chained comparison")
 
     def unary(self) -> Node:
         kind, value = self.peek()
-        if kind == "op" and value in ("-", "+"):
+        if kind == "op" and value in _UNARY:
             self.pos += 1
-            return Unary(value, self._nest(self.unary))
-        if kind == "op" and value == "!":
-            self.pos += 1
-            return Unary("!", self._nest(self.unary))
+            operand = self._nest(partial(self.expression, _UNARY[value]))
+            return Unary(value, operand)
         return self.postfix()
 
     def postfix(self) -> Node:
