@@ -107,8 +107,9 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
         m = _TOKEN.match(text, pos)
         if m is None:
             raise ConfigError(f"condition {text!r}: unsupported character {text[pos]!r} at "
-                              f"{pos} (supported: numbers, result, len/isNaN/isInf/asInt/"
-                              "asFloat/abs, [ ], + - * / %, comparisons, && || !)")
+                              f"{pos}, outside the subset of expr-lang that promote "
+                              "evaluates (numbers, result, len/isNaN/isInf/asInt/asFloat/abs, "
+                              "[ ], + - * / %, comparisons, && || !)")
         kind = m.lastgroup or ""
         if kind != "space":
             value = m.group()
