@@ -293,7 +293,8 @@ def promote_command(
             require_approval=bool(env_settings and env_settings.approval == "manual"),
             approved_by=_actor() if approve else None, gate=gates.gate(release, say),
             publish=publish, hold_seconds=hold_seconds, resume=resume, values=values)
-    emit(result.to_dict(), as_json,
+    # What ran, step by step (the rendered steps, in order): the proof of "same canary".
+    emit({**result.to_dict(), "executed": executor.log}, as_json,
          f"{env}: promoted {result.release.label} ({len(result.commits)} commits)")
 
 

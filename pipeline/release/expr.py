@@ -402,14 +402,25 @@ class Condition:
         while stack:
             node = stack.pop()
             if isinstance(node, Binary) and node.op in _COMPARE[2:] \
-                    and isinstance(node.left, Index) and isinstance(node.left.target, Var) \
-                    and isinstance(node.right, Num):
-                found = found or (node.op, float(node.right.value))
+                    and isinstance(node.left, Index) and isinstance(node.left.target, Var):
+                limit = _constant(node.right)
+                if limit is not None:
+                    found = found or (node.op, limit)
             if isinstance(node, Binary):
                 stack += [node.left, node.right]
             elif isinstance(node, Unary):
                 stack.append(node.operand)
         return found
+
+
+def _constant(node: Node) -> float | None:
+    """A number literal, possibly signed (``-0.01`` parses as unary minus)."""
+    if isinstance(node, Num):
+        return float(node.value)
+    if isinstance(node, Unary) and node.op in ("-", "+"):
+        inner = _constant(node.operand)
+        return None if inner is None else (-inner if node.op == "-" else inner)
+    return None
 
 
 def parse(text: str) -> Condition:
