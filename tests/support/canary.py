@@ -70,7 +70,7 @@ def rendered_steps(rendered: RenderedChart) -> list[dict[str, Any]]:
                 for m in templates[ref["templateName"]]["spec"]["metrics"]:
                     query = m["provider"]["prometheus"]["query"]
                     for name, value in args.items():
-                        query = query.replace("{{args.%s}}" % name, value)
+                        query = query.replace("{{args." + name + "}}", value)
                     metrics.append({"template": ref["templateName"], "metric": m["name"],
                                     "query": query, "count": m["count"],
                                     "failureLimit": m["failureLimit"],
