@@ -2,10 +2,11 @@
 
 For each stage (the weights derived from the chart's rendered Rollout steps,
 :mod:`pipeline.release.canary`; 10 → 50 → 100 % for a library caller that gives none):
-check the gates, commit the weight, apply it, analyse, commit the result. A failed analysis (or a gate that fails mid-way)
-commits weight 0 pointing back at the last good release and raises, so the repository
-never claims a release it did not verify. Prometheus unreachable first *holds* (a
-commit saying so), retries for ``hold_seconds``, and then rolls back: it never passes.
+check the gates, commit the weight, apply it, analyse, commit the result. A failed
+analysis (or a gate that fails mid-way, or an analysis that cannot run) commits weight 0
+pointing back at the last good release and raises, so the repository never claims a
+release it did not verify. Prometheus unreachable first *holds* (a commit saying so),
+retries for ``hold_seconds``, and then rolls back: it never passes.
 
 Who makes a step happen is a seam, :class:`CanaryExecutor`: the CLI's is
 :class:`~pipeline.release.executor.StepExecutor`, which runs the rendered steps (setWeight
@@ -359,7 +360,11 @@ def _analyse_or_hold(run: _Run, executor: CanaryExecutor, stage: Stage, hold_sec
     while True:
         try:
             return executor.analyse(stage)
-        except UnreachableError as exc:
+        except PipelineError as exc:
+            if not isinstance(exc, UnreachableError):
+                # The analysis could not run at all: fail closed, traffic back to stable.
+                run.roll_back(executor, stage, [f"analysis could not run: {exc}"])
+                raise
             if not held:
                 held = True
                 run.record(run.state(stage, f"held: {exc}"),

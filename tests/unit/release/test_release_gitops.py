@@ -16,6 +16,7 @@ import yaml
 
 from pipeline.cli import run
 from pipeline.errors import (
+    ConfigError,
     ConflictError,
     InputError,
     NotFoundError,
@@ -380,3 +381,21 @@ def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> None:
         f"prod: promote {B} (100%, analysis passed)",
     ]
     assert repo.local_changes() == []
+
+
+def test_an_analysis_that_cannot_run_rolls_back(tmp_path: Path) -> None:
+    repo = GitOpsRepo(tmp_path / "g")
+    promote(repo, "prod", IMG, MODEL, analyse=lambda w: GOOD, stages=[100])
+    weights: list[int] = []
+
+    def broken(_weight: int) -> AnalysisResult:
+        raise ConfigError("the rendered Rollout pauses until resumed, and nothing can")
+
+    with pytest.raises(ConfigError, match="nothing can"):
+        promote(repo, "prod", IMG2, MODEL, analyse=broken, apply_weight=weights.append,
+                stages=[50, 100])
+    state = repo.current("prod")
+    assert state is not None and (state.status, state.image, state.weight) == (
+        "rolled-back", IMG, 0)
+    assert state.reasons[0].startswith("analysis could not run: ")
+    assert weights == [50, 0]
