@@ -1,10 +1,12 @@
 """``pipeline release promote|rollback|status`` (aliases ``promote``, ``rollback``) and
 ``pipeline gitops init``.
 
-Thin: parse, build the gates, the analysis (Prometheus + thresholds), the publisher
-(push, Argo CD) and, with ``--local``, the local target (nginx + Prometheus in front of
-two OIP servers); call :mod:`pipeline.release.promote`; print (live progress with rich
-on a terminal). Exit codes in docs/release.md and docs/exit-codes.md.
+Thin: parse, build the gates, the canary definition (the chart rendered for the
+environment: :func:`pipeline.release.canary.render_definition`) and its executor, the
+publisher (push, Argo CD) and, with ``--local``, the local target (nginx + Prometheus in
+front of two OIP servers, labelled as the chart's ServiceMonitor); call
+:mod:`pipeline.release.promote`; print (live progress with rich on a terminal).
+Exit codes in docs/release.md and docs/exit-codes.md.
 """
 
 from __future__ import annotations
