@@ -343,6 +343,26 @@ class RegistryClient:
         tag ``sha256-<hex>`` of the subject is updated, as OCI distribution 1.1
         tells clients to do.
         """
+        digest, indexed, parsed = self._put_manifest(repository, reference, body, media_type)
+        if not indexed:  # the registry did not index it
+            _referrers.index_subject(self, repository, parsed, media_type, digest, len(body))
+        return digest
+
+    def put_attachment(
+        self, repository: str, reference: str, body: bytes, media_type: str
+    ) -> tuple[str, bool]:
+        """Upload a manifest, leaving the referrers fallback index to the caller.
+
+        Returns ``(digest, indexed)``: ``indexed`` is True when the registry answered
+        ``OCI-Subject`` (its referrers API lists the manifest). pipeline.signing keeps
+        the fallback index itself, with a merge that survives concurrent writers.
+        """
+        digest, indexed, _ = self._put_manifest(repository, reference, body, media_type)
+        return digest, indexed
+
+    def _put_manifest(
+        self, repository: str, reference: str, body: bytes, media_type: str
+    ) -> tuple[str, bool, Any]:
         try:
             parsed = json.loads(body)
         except ValueError as exc:
@@ -366,9 +386,7 @@ class RegistryClient:
         returned = response.headers.get("Docker-Content-Digest")
         if returned and returned.startswith(algorithm + ":") and returned != digest:
             raise IntegrityError(f"{what}: registry stored digest {returned}, we sent {digest}")
-        if not response.headers.get("OCI-Subject"):  # the registry did not index it
-            _referrers.index_subject(self, repository, parsed, media_type, digest, len(body))
-        return digest
+        return digest, bool(response.headers.get("OCI-Subject")), parsed
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (registries may refuse: InputError)."""
