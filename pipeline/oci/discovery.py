@@ -18,10 +18,11 @@ Transport and names only, no crypto: what an attachment says is pipeline.signing
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin
 
 from pipeline.errors import InputError, NotFoundError
+from pipeline.oci import _referrers
 from pipeline.oci.digest import parse_digest
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ __all__ = [
     "PAGE_SIZE",
     "attachment_tags",
     "discovery_tag",
+    "fallback_index",
+    "fallback_tag",
     "list_tags",
     "tag_matches",
 ]
@@ -58,6 +61,18 @@ def discovery_tag(subject_digest: str, kind: str, attachment_digest: str) -> str
     """The tag unique to one attachment (``kind`` is ``sig`` or ``att``) of a subject."""
     _, encoded = parse_digest(attachment_digest)
     return _prefix(subject_digest, kind) + encoded[:DIGEST_PREFIX]
+
+
+def fallback_tag(subject_digest: str) -> str:
+    """The referrers fallback index's tag of ``subject_digest``: ``<alg>-<hex>`` (OCI 1.1)."""
+    algorithm, encoded = parse_digest(subject_digest)
+    return f"{algorithm}-{encoded}"
+
+
+def fallback_index(client: RegistryClient, repository: str,
+                   subject_digest: str) -> list[dict[str, Any]]:
+    """The descriptors the fallback index of ``subject_digest`` lists (empty: none)."""
+    return _referrers.tag_index(client, repository, fallback_tag(subject_digest))
 
 
 def tag_matches(tag: str, attachment_digest: str) -> bool:

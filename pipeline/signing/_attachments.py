@@ -41,10 +41,9 @@ from pipeline.errors import (
     PipelineError,
     VerificationError,
 )
-from pipeline.oci import _referrers
 from pipeline.oci import discovery as disc
 from pipeline.oci import media_types as mt
-from pipeline.oci.digest import parse_digest, sha256_digest
+from pipeline.oci.digest import sha256_digest
 from pipeline.signing import _cosign_store as store
 from pipeline.signing import simple_signing as ss
 
@@ -100,8 +99,7 @@ def list_found(registry: Any, repository: str, subject: str, kind: str) -> Found
     """
     tags = disc.list_tags(registry, repository)
     found = Found(subject, kind, disc.attachment_tags(tags, subject, kind))
-    algorithm, encoded = parse_digest(subject)
-    found.has_index = f"{algorithm}-{encoded}" in tags
+    found.has_index = disc.fallback_tag(subject) in tags
     cosign_tag = store.attached_tag(subject, kind)
     if cosign_tag in tags:
         found.cosign_digest = store.head_attached(registry, repository, cosign_tag)
@@ -231,7 +229,7 @@ def _sleep(attempt: int, deadline: Any) -> None:
 def optimistic(
     read: Callable[[], Any],
     merge: Callable[[Any], Any | None],
-    write: Callable[[Any], None],
+    write: Callable[[Any], object],
     holds: Callable[[Any], bool],
     *,
     attempts: int = MERGE_ATTEMPTS,
@@ -281,12 +279,11 @@ def merge_cosign(registry: Any, repository: str, subject: str, kind: str,
 def merge_index(registry: Any, repository: str, subject: str,
                 descriptors: list[dict[str, Any]], *, deadline: Any = None) -> bool:
     """Make the referrers fallback index list ``descriptors``; True when a read-back did."""
-    algorithm, encoded = parse_digest(subject)
-    tag = f"{algorithm}-{encoded}"
+    tag = disc.fallback_tag(subject)
     wanted = {d["digest"]: d for d in descriptors}
 
     def read() -> list[dict[str, Any]]:
-        return _referrers.tag_index(registry, repository, tag)
+        return disc.fallback_index(registry, repository, subject)
 
     def merge(current: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         have = {m.get("digest") for m in current}
