@@ -255,7 +255,8 @@ def optimistic(
 
 
 def merge_cosign(registry: Any, repository: str, subject: str, kind: str,
-                 layers: list[dict[str, Any]], *, deadline: Any = None) -> bool:
+                 layers: list[dict[str, Any]], *, deadline: Any = None,
+                 blobs: dict[str, bytes] | None = None) -> bool:
     """Make the cosign tag hold ``layers`` (plus all it had); True when a read-back did."""
     tag = store.attached_tag(subject, kind)
     wanted = {layer_key(layer): layer for layer in layers}
@@ -272,8 +273,12 @@ def merge_cosign(registry: Any, repository: str, subject: str, kind: str,
     def holds(current: list[dict[str, Any]]) -> bool:
         return set(wanted) <= {layer_key(layer) for layer in current}
 
-    return optimistic(read, merge, lambda merged: store.put_cosign_manifest(
-        registry, repository, tag, merged), holds, deadline=deadline)
+    def write(merged: list[dict[str, Any]]) -> None:
+        put_with_blobs(registry, repository,
+                       lambda: store.put_cosign_manifest(registry, repository, tag, merged),
+                       blobs or {})
+
+    return optimistic(read, merge, write, holds, deadline=deadline)
 
 
 def merge_index(registry: Any, repository: str, subject: str,
@@ -310,19 +315,47 @@ def _descriptor(body: bytes, digest: str, layer: dict[str, Any]) -> dict[str, An
     return descriptor
 
 
+def put_with_blobs(registry: Any, repository: str, put: Callable[[], Any],
+                   blobs: dict[str, bytes]) -> Any:
+    """``put()`` a manifest; when the registry says a blob is unknown, push it again, retry.
+
+    Writers racing to upload the same blob (every signer of a digest signs the same
+    payload; every attachment shares the empty config) can make distribution briefly
+    report a just-committed blob as unknown.
+    """
+    for attempt in range(MERGE_ATTEMPTS):
+        try:
+            return put()
+        except (IntegrityError, NotFoundError) as exc:
+            if "BLOB_UNKNOWN" not in str(exc) or attempt == MERGE_ATTEMPTS - 1:
+                raise
+        _sleep(attempt, getattr(registry, "deadline", None))
+        for digest, data in blobs.items():
+            if not registry.blob_exists(repository, digest):
+                registry.push_blob(repository, data, digest)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _push_manifest(registry: Any, repository: str, subject: dict[str, Any],
-                   layer: dict[str, Any]) -> tuple[bytes, str, bool]:
+                   layer: dict[str, Any], blobs: dict[str, bytes] | None = None,
+                   ) -> tuple[bytes, str, bool]:
     registry.push_blob(repository, mt.EMPTY_JSON, mt.EMPTY_DIGEST)
     body = attachment_manifest(subject, layer)
-    digest, indexed = registry.put_attachment(repository, sha256_digest(body), body,
-                                              mt.OCI_MANIFEST)
+    digest, indexed = put_with_blobs(
+        registry, repository,
+        lambda: registry.put_attachment(repository, sha256_digest(body), body, mt.OCI_MANIFEST),
+        {mt.EMPTY_DIGEST: mt.EMPTY_JSON, **(blobs or {})},
+    )
     return body, digest, indexed
 
 
-def _tag(registry: Any, repository: str, tag: str, body: bytes, digest: str) -> str | None:
+def _tag(registry: Any, repository: str, tag: str, body: bytes, digest: str,
+         blobs: dict[str, bytes] | None = None) -> str | None:
     """Put the discovery tag and read it back; None when it holds, else what went wrong."""
     try:
-        registry.put_attachment(repository, tag, body, mt.OCI_MANIFEST)
+        put_with_blobs(registry, repository,
+                       lambda: registry.put_attachment(repository, tag, body, mt.OCI_MANIFEST),
+                       {mt.EMPTY_DIGEST: mt.EMPTY_JSON, **(blobs or {})})
     except (InputError, IntegrityError, NotFoundError) as exc:  # a rejected tag (auth: raise)
         return f"the registry rejected discovery tag {tag}: {exc}"
     now = store.head_attached(registry, repository, tag)
@@ -355,6 +388,7 @@ def publish(
     kind: str,
     layer: dict[str, Any],
     *,
+    blob: bytes | None = None,
     deadline: Any = None,
 ) -> Published:
     """Publish one attachment (its blob already pushed) and keep every index in step.
@@ -366,14 +400,15 @@ def publish(
     if kind not in _KINDS:
         raise InputError(f"attachment kind {kind!r} is not one of {_KINDS}")
     subject_digest = str(subject["digest"])
-    body, digest, indexed = _push_manifest(registry, repository, subject, layer)
+    blobs = {str(layer["digest"]): blob} if blob is not None else {}
+    body, digest, indexed = _push_manifest(registry, repository, subject, layer, blobs)
     tag = disc.discovery_tag(subject_digest, kind, digest)
-    problem = _tag(registry, repository, tag, body, digest)
+    problem = _tag(registry, repository, tag, body, digest, blobs)
     problems = [problem] if problem else []
     api = bool(indexed) and (problem is None or _listed_by_api(
         registry, repository, subject_digest, digest))
     cosign_ok = merge_cosign(registry, repository, subject_digest, kind, [layer],
-                             deadline=deadline)
+                             deadline=deadline, blobs=blobs)
     if not cosign_ok:
         problems.append(f"the cosign tag {store.attached_tag(subject_digest, kind)} lost it "
                         f"to concurrent writers {MERGE_ATTEMPTS} times")

@@ -75,8 +75,9 @@ def attest(
         found = _attachments.discover(registry, repository, digest, ATTESTATION_SUFFIX)
         layer = _same_statement(registry, repository, found, payload, public, type_uri)
         added = layer is None
+        pushed: bytes | None = None
         if layer is None:
-            blob = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [signer]).to_json()
+            blob = pushed = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [signer]).to_json()
             layer = {
                 "mediaType": dsse.MEDIA_TYPE,
                 "size": len(blob),
@@ -89,12 +90,14 @@ def attest(
         referrer_digest = discovery = None
         if referrer:
             published = _attachments.publish(registry, repository, subject, ATTESTATION_SUFFIX,
-                                             layer, deadline=deadline)
+                                             layer, deadline=deadline,
+                                             blob=pushed)
             referrer_digest, discovery = published.manifest, published.tag
             problems = published.problems
         else:
             _attachments.merge_cosign(registry, repository, digest, ATTESTATION_SUFFIX, [layer],
-                                      deadline=deadline)
+                                      deadline=deadline,
+                                      blobs={layer["digest"]: pushed} if pushed else None)
         att_digest = store.head_attached(registry, repository, tag)
     count = _attachments.union_count(found.layers, dsse.MEDIA_TYPE) + (1 if added else 0)
     return {

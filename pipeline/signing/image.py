@@ -98,16 +98,18 @@ def sign_image(
             }
         tag = store.attached_tag(digest, SIGNATURE_SUFFIX)
         deadline = getattr(registry, "deadline", None)
+        pushed = payload  # the layer's blob (the same bytes when it already existed)
         problems: list[str] = []
         discovery: str | None = None
         if attachments:
             published = _attachments.publish(registry, repository, descriptor,
-                                             SIGNATURE_SUFFIX, layer, deadline=deadline)
+                                             SIGNATURE_SUFFIX, layer, deadline=deadline,
+                                             blob=pushed)
             manifest_digest, discovery = published.manifest, published.tag
             problems = published.problems
         else:
             _attachments.merge_cosign(registry, repository, digest, SIGNATURE_SUFFIX, [layer],
-                                      deadline=deadline)
+                                      deadline=deadline, blobs={layer["digest"]: pushed})
             manifest_digest = str(store.head_attached(registry, repository, tag))
     count = _attachments.union_count(found.layers, ss.MEDIA_TYPE) + (1 if added else 0)
     return {
