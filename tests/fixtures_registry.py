@@ -357,6 +357,8 @@ class FlakyProxy:
     ``log``: (method, path, status) of every request seen.
     ``rewrite_digest``: after ``tamper``, send a Docker-Content-Digest that matches the
     altered body (a registry that serves bad content consistently, not a corrupted hop).
+    ``reject``: predicate(method, path) -> True to refuse the request with HTTP 400
+    ``TAG_INVALID`` (a registry whose tag rules refuse a name: immutability, patterns).
     """
 
     upstream: RegistryServer
@@ -365,6 +367,7 @@ class FlakyProxy:
     drop: Callable[[str, str, int], bool] | None = None
     tamper: Callable[[str, str, bytes], bytes] | None = None
     rewrite_digest: bool = False
+    reject: Callable[[str, str], bool] | None = None
     log: list[tuple[str, str, int]] = field(default_factory=list)
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -413,6 +416,16 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                 proxy.log.append((method, path, -1))
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if proxy.reject and proxy.reject(method, path):
+                proxy.log.append((method, path, 400))
+                refusal = json.dumps({"errors": [{"code": "TAG_INVALID",
+                                                  "message": "tag refused by policy"}]}).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(refusal)))
+                self.end_headers()
+                self.wfile.write(refusal)
                 return
             if count <= proxy.fail_first:
                 proxy.log.append((method, path, 503))
