@@ -368,6 +368,11 @@ class FlakyProxy:
     tamper: Callable[[str, str, bytes], bytes] | None = None
     rewrite_digest: bool = False
     reject: Callable[[str, str], bool] | None = None
+    #: Paginate ``tags/list`` as distribution 3, GHCR and Harbor do (``n``, ``last``, a
+    #: ``Link`` header): the Debian distribution 2.8 ignores ``n`` and sends every tag.
+    #: ``paginate`` caps a page; ``link_loop`` sends a Link back to the same page.
+    paginate: int = 0
+    link_loop: bool = False
     log: list[tuple[str, str, int]] = field(default_factory=list)
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -384,6 +389,27 @@ class FlakyProxy:
         with self._lock:
             self._count += 1
             return self._count
+
+
+def _paginate(proxy: FlakyProxy, path: str, data: bytes) -> tuple[bytes, str | None]:
+    """One page of a tags/list answer, the way distribution 3 pages it (sorted, n, last)."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    parts = urlsplit(path)
+    if proxy.link_loop:
+        return data, f'<{path}>; rel="next"'
+    query = parse_qs(parts.query)
+    body = json.loads(data)
+    tags = sorted(body.get("tags") or [])
+    last = query.get("last", [""])[0]
+    size = min(int(query.get("n", [proxy.paginate])[0]), proxy.paginate)
+    rest = [t for t in tags if t > last]
+    page, more = rest[:size], rest[size:]
+    body["tags"] = page
+    link = None
+    if more:
+        link = f'<{parts.path}?{urlencode({"last": page[-1], "n": size})}>; rel="next"'
+    return json.dumps(body).encode(), link
 
 
 def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
@@ -456,6 +482,10 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                         (k, fixed if k.lower() == "docker-content-digest" else v)
                         for k, v in headers_out
                     ]
+            if (proxy.paginate or proxy.link_loop) and method == "GET" and "/tags/list" in path:
+                data, link = _paginate(proxy, path, data)
+                if link:
+                    headers_out = [*headers_out, ("Link", link)]
             proxy.log.append((method, path, response.status))
             self.send_response(response.status)
             for key, value in headers_out:

@@ -211,3 +211,17 @@ def _cli(args: list[str]) -> tuple[int, str, str]:
 
 
 _ = run  # the in-process runner is not used: exit codes come from real processes
+
+
+def test_verify_finds_attachments_on_later_pages(push, keys, registry,
+                                                 flaky_proxy: FlakyProxy) -> None:
+    """A paginating registry (proxy mode): discovery tags on pages 2 and 3 still count."""
+    flaky_proxy.paginate = 2
+    ref = push(repository="attach/paged", host=flaky_proxy.host)
+    pairs = [keys(f"k{i}") for i in range(3)]
+    for private, _ in pairs:
+        sign_image(ref, private, registry_options=OPTS)
+    result = verify_image(ref, [public for _, public in pairs], threshold=3,
+                          registry_options=OPTS)
+    assert len(result["signers"]) == 3
+    assert len([p for _, p, _ in flaky_proxy.log if "/tags/list" in p and "last=" in p]) > 0
