@@ -70,6 +70,24 @@ class RegistryServer:
     def ref(self, repository: str, tag: str = "latest") -> str:
         return f"{self.host}/{repository}:{tag}"
 
+    def drop_tag(self, repository: str, tag: str) -> None:
+        """Remove a tag the way a retention job does: from the registry's own storage
+        (distribution 2.8 has no tag DELETE; the manifest itself stays)."""
+        import shutil
+
+        path = self.storage / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+        shutil.rmtree(path / tag)
+
+    def cosign_layout_only(self, repository: str, digest: str) -> None:
+        """Leave only cosign's ``.sig``/``.att`` tags for ``digest``: drop its discovery tags
+        and referrers fallback index, so a test can tamper with the one remaining copy."""
+        tags = self.storage / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+        prefix = digest.replace(":", "-")
+        for path in tags.iterdir():
+            name = path.name
+            if name == prefix or name.startswith((prefix + ".sig.", prefix + ".att.")):
+                self.drop_tag(repository, name)
+
 
 def _write_certificates(directory: Path) -> tuple[Path, Path, Path]:
     """A throw-away CA and a server certificate for 127.0.0.1/localhost."""

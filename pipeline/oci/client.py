@@ -237,6 +237,9 @@ class RegistryClient:
                     close = getattr(data, "close", None)
                     if close is not None:
                         close()
+                if self._watch.fired:  # cut off at the deadline: what came is not an answer
+                    response.close()
+                    self._deadline_passed(what)
                 if response.status_code == 401 and round_ == 0 and same_origin:
                     if self._auth.header(scope):
                         self._auth.forget(scope)
@@ -448,6 +451,8 @@ class RegistryClient:
             ) from None
         finally:
             response.close()
+        if self._watch.fired:
+            self._deadline_passed(what)
         if hasher.hexdigest() != expected:
             raise IntegrityError(
                 f"{what}: registry returned content with digest {algorithm}:{hasher.hexdigest()}"
@@ -507,6 +512,8 @@ class RegistryClient:
             ) from None
         finally:
             response.close()
+        if self._watch.fired:
+            self._deadline_passed(what)
         return b"".join(chunks)
 
     @staticmethod

@@ -4,7 +4,6 @@ the CLI (exit 15), and concurrent CLI writers, against the real loopback docker-
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -61,11 +60,7 @@ def _tags(registry: RegistryServer, ref: Reference) -> list[str]:
 
 
 def _delete_tag(registry: RegistryServer, ref: Reference, tag: str) -> None:
-    """Remove a tag the way a retention job does: from the registry's own storage."""
-    path = (registry.storage / "docker/registry/v2/repositories" / ref.repository
-            / "_manifests/tags" / tag)
-    assert path.is_dir(), path
-    shutil.rmtree(path)
+    registry.drop_tag(ref.repository, tag)
 
 
 def _cosign_layers(registry: RegistryServer, ref: Reference, kind: str) -> list[dict]:
