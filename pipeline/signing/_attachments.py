@@ -112,38 +112,61 @@ def _subject_of(manifest: dict[str, Any]) -> str | None:
 
 
 def load(registry: Any, repository: str, found: Found) -> Found:
-    """Fetch every listed attachment manifest and the cosign tag; their layers into ``found``.
+    """Fetch the cosign tag and the attachment manifests; their layers into ``found``.
 
-    A discovery tag whose manifest's digest is not the one its name promises, or whose
-    ``subject`` is another digest, is skipped with a reason (fail closed).
+    The cosign tag comes first: an attachment manifest is a pure function of its subject
+    and its layer, so the discovery tag of every layer the cosign tag holds can be
+    computed, and only tags it does not explain are fetched (uncontended, that is one
+    manifest, to learn the subject's descriptor). A discovery tag whose manifest is not
+    the one its name promises, or is about another digest, is skipped with a reason.
     """
     if len(found.tags) > store.MAX_LAYERS:
         raise VerificationError(
             f"{repository}: more than {store.MAX_LAYERS} attachments listed for {found.subject}"
         )
-    for tag in found.tags:
-        try:
-            attached = store.fetch_attached(registry, repository, tag)
-        except VerificationError as exc:
-            found.reasons.append(f"{tag}: {exc}")
-            continue
-        if attached is None:
-            continue  # deleted between listing and reading
-        if not disc.tag_matches(tag, attached.digest):
-            found.reasons.append(f"{tag}: points at {attached.digest}, not the manifest its "
-                                 "name promises (moved)")
-            continue
-        if _subject_of(attached.manifest) != found.subject:
-            found.reasons.append(f"{tag}: attachment is about another digest")
-            continue
-        for layer in attached.layers:
-            found.add(layer, f"attachment {attached.digest}", attached.digest)
+    cosign_layers: list[dict[str, Any]] = []
     if found.cosign_digest is not None:
         attached = store.fetch_attached(registry, repository, found.cosign_digest)
         if attached is not None:
-            for layer in attached.layers:
-                found.add(layer, f"{store.attached_tag(found.subject, found.kind)}")
+            cosign_layers = attached.layers
+            for layer in cosign_layers:
+                found.add(layer, store.attached_tag(found.subject, found.kind))
+    explained: set[str] = set()
+    for tag in found.tags:
+        if tag in explained:
+            continue
+        manifest = _load_tag(registry, repository, found, tag)
+        if manifest is not None and cosign_layers and not explained:
+            subject = manifest.get("subject")
+            for layer in cosign_layers:
+                try:
+                    digest = sha256_digest(attachment_manifest(subject, layer))
+                except (KeyError, TypeError):
+                    break  # not our shape: fetch every tag
+                explained.add(disc.discovery_tag(found.subject, found.kind, digest))
+                found.manifests.setdefault(layer_key(layer), digest)
     return found
+
+
+def _load_tag(registry: Any, repository: str, found: Found, tag: str) -> dict[str, Any] | None:
+    """One discovery tag's manifest, checked, its layers added; None when unusable."""
+    try:
+        attached = store.fetch_attached(registry, repository, tag)
+    except VerificationError as exc:
+        found.reasons.append(f"{tag}: {exc}")
+        return None
+    if attached is None:
+        return None  # deleted between listing and reading
+    if not disc.tag_matches(tag, attached.digest):
+        found.reasons.append(f"{tag}: points at {attached.digest}, not the manifest its "
+                             "name promises (moved)")
+        return None
+    if _subject_of(attached.manifest) != found.subject:
+        found.reasons.append(f"{tag}: attachment is about another digest")
+        return None
+    for layer in attached.layers:
+        found.add(layer, f"attachment {attached.digest}", attached.digest)
+    return attached.manifest
 
 
 def discover(registry: Any, repository: str, subject: str, kind: str) -> Found:
