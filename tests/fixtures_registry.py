@@ -391,6 +391,12 @@ class FlakyProxy:
     #: ``paginate`` caps a page; ``link_loop`` sends a Link back to the same page.
     paginate: int = 0
     link_loop: bool = False
+    #: Serve the OCI 1.1 referrers API in front of distribution 2.8 (which has none): a
+    #: manifest PUT with a ``subject`` is recorded and answered with ``OCI-Subject``, and
+    #: ``GET /v2/<name>/referrers/<digest>`` lists what was recorded, as distribution 3,
+    #: Harbor and Zot do. A stand-in named as such, not a real registry's API.
+    referrers_api: bool = False
+    _referrers: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     log: list[tuple[str, str, int]] = field(default_factory=list)
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -461,6 +467,9 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            if proxy.referrers_api and method == "GET" and "/referrers/sha256:" in path:
+                self._referrers_answer(path)
+                return
             if proxy.reject and proxy.reject(method, path):
                 proxy.log.append((method, path, 400))
                 refusal = json.dumps({"errors": [{"code": "TAG_INVALID",
@@ -500,6 +509,12 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                         (k, fixed if k.lower() == "docker-content-digest" else v)
                         for k, v in headers_out
                     ]
+            subject_header = None
+            if proxy.referrers_api and method == "PUT" and "/manifests/" in path \
+                    and response.status in (200, 201):
+                subject_header = self._record_referrer(path, body, headers_out)
+            if subject_header:
+                headers_out = [*headers_out, ("OCI-Subject", subject_header)]
             if (proxy.paginate or proxy.link_loop) and method == "GET" and "/tags/list" in path:
                 data, link = _paginate(proxy, path, data)
                 if link:
@@ -523,6 +538,50 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if method != "HEAD":
                 self.wfile.write(data)
+
+        def _record_referrer(self, path: str, body: bytes, headers: list) -> str | None:
+            import hashlib
+
+            try:
+                manifest = json.loads(body)
+            except ValueError:
+                return None
+            subject = manifest.get("subject") if isinstance(manifest, dict) else None
+            if not isinstance(subject, dict):
+                return None
+            name = path.split("/v2/", 1)[1].split("/manifests/", 1)[0]
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            descriptor = {"mediaType": manifest.get("mediaType"), "digest": digest,
+                          "size": len(body)}
+            if manifest.get("artifactType"):
+                descriptor["artifactType"] = manifest["artifactType"]
+            if manifest.get("annotations"):
+                descriptor["annotations"] = manifest["annotations"]
+            with proxy._lock:
+                listed = proxy._referrers.setdefault((name, subject["digest"]), [])
+                if all(d["digest"] != digest for d in listed):
+                    listed.append(descriptor)
+            return str(subject["digest"])
+
+        def _referrers_answer(self, path: str) -> None:
+            from urllib.parse import parse_qs, urlsplit
+
+            parts = urlsplit(path)
+            name, _, digest = parts.path.split("/v2/", 1)[1].rpartition("/referrers/")
+            wanted = parse_qs(parts.query).get("artifactType", [None])[0]
+            with proxy._lock:
+                listed = list(proxy._referrers.get((name, digest), []))
+            if wanted:
+                listed = [d for d in listed if d.get("artifactType") == wanted]
+            data = json.dumps({"schemaVersion": 2,
+                               "mediaType": "application/vnd.oci.image.index.v1+json",
+                               "manifests": listed}).encode()
+            proxy.log.append(("GET", path, 200))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 

@@ -220,3 +220,27 @@ def test_verify_finds_attachments_on_later_pages(push, keys, registry,
                           registry_options=OPTS)
     assert len(result["signers"]) == 3
     assert len([p for _, p, _ in flaky_proxy.log if "/tags/list" in p and "last=" in p]) > 0
+
+
+def test_a_registry_with_the_referrers_api_indexes_attachments_itself(
+        push, keys, registry, flaky_proxy: FlakyProxy) -> None:
+    """Referrers-API mode of the proxy (distribution 2.8 has no such API): the registry
+    answers OCI-Subject, so no fallback index is written, and the API alone makes an
+    attachment durable when the discovery tag is refused."""
+    flaky_proxy.referrers_api = True
+    ref = push(repository="attach/refapi", host=flaky_proxy.host)
+    private, public = keys("alice")
+    options = RegistryOptions(insecure=True, retries=0)
+    attest(ref, "slsaprovenance", PROVENANCE, private, registry_options=options)
+    assert disc.fallback_tag(ref.digest) not in _tags(registry, ref)
+    # The discovery tag refused: still exit 0, the referrers API lists the attachment.
+    flaky_proxy.reject = lambda method, path: method == "PUT" and ".sig." in path
+    signed = sign_image(ref, private, registry_options=options)
+    assert signed["problems"] and "rejected discovery tag" in signed["problems"][0]
+    # Verification finds it through the referrers API when the .sig copy is gone too.
+    direct = Reference.parse(str(ref).replace(flaky_proxy.host, registry.host))
+    registry.drop_tag(ref.repository, store.attached_tag(ref.digest, "sig"))
+    assert verify_image(ref, [public], identity="*", registry_options=options,
+                        use_cache=False)["verified"]
+    assert any("/referrers/sha256:" in path for _, path, _ in flaky_proxy.log)
+    assert direct.digest == ref.digest
