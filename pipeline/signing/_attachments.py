@@ -136,8 +136,8 @@ def load(registry: Any, repository: str, found: Found) -> Found:
         if tag in explained:
             continue
         manifest = _load_tag(registry, repository, found, tag)
-        if manifest is not None and cosign_layers and not explained:
-            subject = manifest.get("subject")
+        subject = manifest.get("subject") if manifest is not None else None
+        if isinstance(subject, dict) and cosign_layers and not explained:
             for layer in cosign_layers:
                 try:
                     digest = sha256_digest(attachment_manifest(subject, layer))
