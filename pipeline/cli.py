@@ -32,6 +32,8 @@ from pipeline._cli import (
     policy,
     provenance,
     release,
+    release_record,
+    report,
     report_error,
     sealing,
     workflow,
@@ -112,6 +114,8 @@ release_group = _group("release", "Release state kept in the GitOps repository: 
     "promote": release.promote_command,
     "rollback": release.rollback_command,
     "status": release.status_command,
+    "record": release_record.record_command,
+    "environments": release_record.environments_command,
 })
 
 gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applications per "
@@ -124,6 +128,7 @@ for _command in (image_group, model_group, release_group, gitops_group, keys.key
                  workflow.workflow_group,
                  admission.admission_group):
     main.add_command(_command)
+main.add_command(report.report_command)
 # The earlier name of `pipeline chart render`: the same command object (docs/cli.md).
 workflow.workflow_group.add_command(chart.render_command, "render-chart")
 

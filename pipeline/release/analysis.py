@@ -93,6 +93,9 @@ class Measurement:
     failures: tuple[str, ...] = field(default_factory=tuple)
     #: The numbers next to their thresholds, as people read them (set by :func:`judge`).
     summary: str = ""
+    #: Each judged number as data: ``{name, value, threshold, comparison, unit, ok}``
+    #: (set by :func:`judge`); what the evidence report plots, whatever the metric.
+    metrics: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     @property
     def ok(self) -> bool:
@@ -105,7 +108,8 @@ class Measurement:
         requests_seen = None if math.isnan(self.requests) else int(round(self.requests))
         return {"requests": requests_seen, "success_rate": num(self.success_rate),
                 "p99_seconds": num(self.p99_seconds), "ok": self.ok,
-                "summary": self.summary, "failures": list(self.failures)}
+                "summary": self.summary, "failures": list(self.failures),
+                "metrics": [dict(m) for m in self.metrics]}
 
     def describe(self, t: Thresholds) -> str:
         """One readable line: each number formatted, next to its threshold."""
@@ -172,7 +176,28 @@ def judge(requests_seen: float, success_rate: float, p99: float, t: Thresholds) 
     if math.isnan(p99) or p99 > t.p99_seconds:
         failures.append(latency)
     return Measurement(requests_seen, success_rate, p99, tuple(failures),
-                       "; ".join((too_few, rate, latency)))
+                       "; ".join((too_few, rate, latency)),
+                       metrics_of(requests_seen, success_rate, p99, t))
+
+
+def metrics_of(requests_seen: float, success_rate: float, p99: float,
+               t: Thresholds) -> tuple[dict[str, Any], ...]:
+    """The judged numbers as generic records (NaN is ``None``, and never ``ok``).
+
+    Why generic: whatever defines the canary's analysis (these thresholds, or the
+    chart's AnalysisTemplate), a record of ``name, value, threshold, comparison`` is
+    what an auditor and the evidence report need; they never parse the summary text.
+    """
+    def item(name: str, value: float, threshold: float, comparison: str,
+             unit: str) -> dict[str, Any]:
+        missing = math.isnan(value)
+        ok = not missing and (value >= threshold if comparison == ">=" else value <= threshold)
+        return {"name": name, "value": None if missing else round(value, 6),
+                "threshold": threshold, "comparison": comparison, "unit": unit, "ok": ok}
+
+    return (item("requests", requests_seen, float(t.min_requests), ">=", "requests"),
+            item("success_rate", success_rate, t.success_rate, ">=", "ratio"),
+            item("p99_seconds", p99, t.p99_seconds, "<=", "seconds"))
 
 
 class Prometheus:
@@ -233,4 +258,4 @@ def analyse(prom: Prometheus, job: str, t: Thresholds,
 
 
 __all__ = ["AnalysisResult", "Measurement", "Prometheus", "Thresholds", "analyse",
-           "format_numbers", "judge", "measure", "queries"]
+           "format_numbers", "judge", "measure", "metrics_of", "queries"]

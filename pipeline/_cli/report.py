@@ -1,0 +1,38 @@
+"""``pipeline report``: the evidence report of the release that runs in an environment.
+
+Thin: :func:`pipeline.report.collect` reads the GitOps repository, ``render_html``
+writes the page (atomically); ``--json`` prints the same data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline._cli._common import emit, json_option
+
+
+@click.command("report")
+@click.option("--gitops", type=click.Path(path_type=Path), required=True,
+              help="GitOps repository (working tree or bare); read, never written.")
+@click.option("--env", "env", required=True, help="Environment name (e.g. dev).")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the HTML page here.")
+@json_option
+def report_command(gitops: Path, env: str, html_file: Path | None, as_json: bool) -> None:
+    """Show the chain of evidence of what runs in ENV: commit, run, image, signatures,
+    attestations, sealed model, policy, admission, canary analysis, roll-backs."""
+    from pipeline._fileio import write_atomic
+    from pipeline.report import collect, render_html
+
+    data = collect(gitops, env)
+    if html_file is not None:
+        write_atomic(html_file, render_html(data), mode=0o644)
+        data["html"] = str(html_file)
+    lines = [f"{env}: {data['state']['status']} {data['release']['label']}",
+             f"  steps: {len(data['steps'])}, roll-backs: {len(data['rollbacks'])}"]
+    lines += [f"  gap: {g}" for g in data["gaps"]]
+    if html_file is not None:
+        lines.append(f"report: {html_file}")
+    emit(data, as_json, "\n".join(lines))
