@@ -209,8 +209,11 @@ def _steps(steps: Iterable[Mapping[str, Any]], rollback: bool = False) -> str:
             extra += f"<br>approved by {e(s['approved_by'])}"
         if rollback:
             reasons = "".join(f"<li>{e(r)}</li>" for r in s.get("reasons") or [])
-            what = (f"refused <span class='d'>{e(s.get('failed') or '-')}</span>, back to "
-                    f"<span class='d'>{e(s.get('release'))}</span><ul>{reasons}</ul>")
+            refused = (f"<span class='d'>{e(s.get('failed_image'))}</span> + "
+                       f"<span class='d'>{e(s.get('failed_model'))}</span>"
+                       if s.get("failed_image") else "-")
+            what = (f"refused {refused}, back to <span class='d'>{e(s.get('image'))}</span> + "
+                    f"<span class='d'>{e(s.get('model'))}</span><ul>{reasons}</ul>")
         else:
             what = f"{e(s.get('status'))}, analysis {e(s.get('analysis') or '-')}"
         rows.append(
