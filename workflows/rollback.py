@@ -40,7 +40,7 @@ def build() -> WorkflowTemplate:
         volume_claim_templates=[workspace_claim("1Gi")],
         labels={"app.kubernetes.io/part-of": "secure-model-pipeline"},
     ) as template:
-        revert = step("rollback", gitops_checkout(config=False) + ENVIRONMENT + f"""
+        revert = step("rollback-environment", gitops_checkout(config=False) + ENVIRONMENT + f"""
 to=()
 if [ -n "$ROLLBACK_TO" ]; then to=(--to "$ROLLBACK_TO"); fi
 pipeline rollback --gitops {GITOPS} --env "$env" --reason "$ROLLBACK_REASON" "${{to[@]}}"

@@ -144,7 +144,7 @@ def test_rollback_is_the_rollback_command_with_free_text_out_of_the_script() -> 
     tasks = _tasks("rollback")
     assert list(tasks) == ["rollback"]
     template = next(t for t in to_dict(build("rollback"))["spec"]["templates"]
-                    if t["name"] == "rollback")
+                    if t["name"] == "rollback-environment")
     source = template["script"]["source"]
     assert 'pipeline rollback --gitops /workspace/gitops --env "$env"' in source
     # A reason is user text: it reaches bash as a variable, never spliced into the source.
