@@ -17,20 +17,26 @@ from pipeline._cli._common import emit, json_option
 @click.option("--gitops", type=click.Path(path_type=Path), required=True,
               help="GitOps repository (working tree or bare); read, never written.")
 @click.option("--env", "env", required=True, help="Environment name (e.g. dev).")
+@click.option("--release", "release_ref", default=None,
+              help="Report on this release instead (its image or model reference, from "
+                   "ENV's history: e.g. a candidate a roll-back refused).")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write the HTML page here.")
 @json_option
-def report_command(gitops: Path, env: str, html_file: Path | None, as_json: bool) -> None:
+def report_command(gitops: Path, env: str, release_ref: str | None, html_file: Path | None,
+                   as_json: bool) -> None:
     """Show the chain of evidence of what runs in ENV: commit, run, image, signatures,
     attestations, sealed model, policy, admission, canary analysis, roll-backs."""
     from pipeline._fileio import write_atomic
     from pipeline.report import collect, render_html
 
-    data = collect(gitops, env)
+    data = collect(gitops, env, release_ref)
     if html_file is not None:
         write_atomic(html_file, render_html(data), mode=0o644)
         data["html"] = str(html_file)
-    lines = [f"{env}: {data['state']['status']} {data['release']['label']}",
+    what = "runs" if data["runs"] else "does not run now"
+    lines = [f"{env}: {data['release']['label']} ({what}; {env} is "
+             f"{data['state']['status']})",
              f"  steps: {len(data['steps'])}, roll-backs: {len(data['rollbacks'])}"]
     lines += [f"  gap: {g}" for g in data["gaps"]]
     if html_file is not None:

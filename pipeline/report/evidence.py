@@ -21,7 +21,7 @@ from typing import Any
 
 from pipeline.errors import NotFoundError
 from pipeline.oci.reference import Reference
-from pipeline.release.gitops import Commit, GitOpsRepo
+from pipeline.release.gitops import Commit, GitOpsRepo, Release
 from pipeline.release.record import find_record
 
 REPORT_FORMAT = "secure-model-pipeline/evidence-report"
@@ -130,16 +130,31 @@ def _gaps(record: Mapping[str, Any] | None) -> list[str]:
     return gaps
 
 
-def collect(gitops: Path, env: str) -> dict[str, Any]:
-    """The evidence of what runs in ``env`` (NotFoundError: no repository, no release)."""
+def _chosen(history: list[Commit], ref: str, env: str) -> Release:
+    """The release ``ref`` (its image or model reference) names in ``env``'s history."""
+    for entry in history:  # newest first
+        st = entry.state
+        for candidate in (st.release, st.failed):
+            if candidate is not None and ref in (candidate.image, candidate.model):
+                return candidate
+    raise NotFoundError(f"{ref!r} is not the image or model of any release of {env!r}")
+
+
+def collect(gitops: Path, env: str, release_ref: str | None = None) -> dict[str, Any]:
+    """The evidence of what runs in ``env``, or of the release ``release_ref`` names
+    (an image or model reference from its history, e.g. a refused candidate).
+
+    NotFoundError: no repository, no release, or no such release.
+    """
     if not gitops.exists():
         raise NotFoundError(f"no GitOps repository at {gitops}")
     repo = GitOpsRepo(gitops, create=False)
     state = repo.current(env)
     if state is None:
         raise NotFoundError(f"environment {env!r} has no release in {gitops}")
-    release = state.release
-    chronological = list(reversed(repo.history(env)))
+    history = repo.history(env)
+    release = _chosen(history, release_ref, env) if release_ref else state.release
+    chronological = list(reversed(history))
     remote = _remote_url(repo)
     record = find_record(repo, release)
     steps = [_step(c, gitops, remote) for c in chronological
@@ -177,6 +192,7 @@ def collect(gitops: Path, env: str) -> dict[str, Any]:
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "environment": env, "gitops": str(gitops), "gitops_remote": remote,
         "release": release.to_dict() | {"label": release.label},
+        "runs": release == state.release,
         "state": {"status": state.status, "weight": state.weight, "stage": state.stage,
                   "analysis": state.analysis, "reasons": list(state.reasons),
                   "stable": state.stable.to_dict() if state.stable else None},

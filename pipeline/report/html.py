@@ -232,10 +232,13 @@ def render_html(data: Mapping[str, Any]) -> str:
     gaps = "".join(f'<div class="gap">{e(g)}</div>' for g in data.get("gaps") or [])
     complete = ('<span class="ok">complete</span>' if data.get("complete") else
                 '<span class="warn">incomplete: see the gaps below</span>')
+    runs = ("runs now:" if data.get("runs", True) else
+            '<span class="bad">does not run now</span>; the environment is')
     body = [
         f"<h1>Evidence: {e(release['label'])} in {e(data['environment'])}</h1>",
-        f"<p>{e(state['status'])} at {e(state['weight'])}% (stage {e(state['stage'])}, "
-        f"analysis {e(state['analysis'] or '-')}); chain {complete}. GitOps repository "
+        f"<p>{runs} {e(state['status'])} at {e(state['weight'])}% (stage "
+        f"{e(state['stage'])}, analysis {e(state['analysis'] or '-')}); chain {complete}. "
+        "GitOps repository "
         f"<code>{e(data['gitops'])}</code> {e(data.get('gitops_remote') or '')}</p>",
         f'<p>image <span class="d" id="image">{e(release["image"])}</span><br>model '
         f'<span class="d" id="model">{e(release["model"])}</span></p>',

@@ -45,6 +45,19 @@ def test_measurement_reads_as_formatted_numbers_with_thresholds() -> None:
     assert failed.failures == ("success rate 0.000 < 0.990",)
 
 
+def test_measurements_record_each_metric_with_its_threshold() -> None:
+    """The evidence a report plots: generic records, NaN as None and never ok."""
+    metrics = {m["name"]: m for m in judge(120, 0.5, 0.004, T).to_dict()["metrics"]}
+    assert metrics["success_rate"] == {"name": "success_rate", "value": 0.5,
+                                       "threshold": 0.99, "comparison": ">=",
+                                       "unit": "ratio", "ok": False}
+    assert metrics["p99_seconds"]["ok"] is True and metrics["p99_seconds"]["threshold"] == 0.5
+    assert metrics["requests"]["threshold"] == 10.0
+    empty = judge(math.nan, math.nan, math.nan, T).to_dict()["metrics"]
+    assert [m["value"] for m in empty] == [None, None, None]
+    assert not any(m["ok"] for m in empty)
+
+
 def test_all_errors_query_divides_into_zero_not_nan() -> None:
     # The numerator of a canary answering only 5xx has no series: "or vector(0)" makes
     # it 0, so the rate reads 0.000 instead of NaN.

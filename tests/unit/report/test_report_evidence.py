@@ -178,3 +178,14 @@ def test_a_bare_repository_is_read(story, tmp_path: Path) -> None:
                    check=True)
     data = collect(bare, "dev")
     assert data["record"] is not None and len(data["rollbacks"]) == 2
+
+
+def test_report_on_a_refused_candidate(story, capsys: pytest.CaptureFixture[str]) -> None:
+    data = collect(story.repo.path, "dev", V3[1])  # by its model reference
+    assert data["release"]["image"] == V3[0] and data["runs"] is False
+    assert [s["status"] for s in data["steps"]] == ["progressing"]  # stage 1/2, then refused
+    assert data["record"] is None  # it has no release record in this story
+    assert "does not run now" in render_html(data)
+    assert run(["report", "--gitops", str(story.repo.path), "--env", "dev",
+                "--release", "nope@sha256:" + "f" * 64]) == EXIT_NOT_FOUND
+    assert "is not the image or model of any release" in capsys.readouterr().err
