@@ -68,7 +68,8 @@ def step(
     """A bash script template running ``pipeline ...`` commands in the pipeline image.
 
     Secrets reach the step only as mounted files (never in args or env values); env values
-    are paths. ``outputs`` maps output parameter names to files under the workspace.
+    are paths, or user text that must not be spliced into the bash source (a roll-back's
+    reason). ``outputs`` maps output parameter names to files under the workspace.
     """
     return Script(
         name=name,

@@ -248,7 +248,7 @@ def load_records(repo: GitOpsRepo) -> list[dict[str, Any]]:
     """Every release record committed under ``releases/`` (HEAD), newest first.
 
     Each gets ``_path`` (its file in the repository) and ``_commit`` (the commit that
-    added it), so a reader can link to them.
+    wrote its current content), so a reader can link to them.
     """
     records = []
     for rel in repo.committed_files(RECORDS_DIR):
@@ -261,7 +261,7 @@ def load_records(repo: GitOpsRepo) -> list[dict[str, Any]]:
         if isinstance(data, dict) and data.get("format") == FORMAT:
             log = repo.log_of(rel)
             data["_path"] = rel
-            data["_commit"] = log[-1][0] if log else ""
+            data["_commit"] = log[0][0] if log else ""
             records.append(data)
     return sorted(records, key=lambda r: str(r.get("when") or ""), reverse=True)
 
