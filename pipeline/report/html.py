@@ -243,11 +243,11 @@ def render_html(data: Mapping[str, Any]) -> str:
         f'<p>image <span class="d" id="image">{e(release["image"])}</span><br>model '
         f'<span class="d" id="model">{e(release["model"])}</span></p>',
         _proof((data.get("proofs") or {}).get("state")), gaps,
-        "<h2>Chain of evidence</h2>",
+        "<h2 id=\"chain\">Chain of evidence</h2>",
         "<table>" + "".join(_chain(data)) + "</table>",
-        "<h2>Promotion steps</h2>",
+        "<h2 id=\"steps\">Promotion steps</h2>",
         _steps(data.get("steps") or []) if data.get("steps") else "<p>none recorded</p>",
-        "<h2>Roll-backs</h2>",
+        "<h2 id=\"rollbacks\">Roll-backs</h2>",
         _steps(data.get("rollbacks") or [], rollback=True) if data.get("rollbacks")
         else "<p>none</p>",
     ]
