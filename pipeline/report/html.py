@@ -167,6 +167,23 @@ def _chain(data: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _live_row(data: Mapping[str, Any]) -> list[str]:
+    """The registry's answer now (``--verify-key``), when it was asked."""
+    live = data.get("live")
+    if not live:
+        return []
+    sig = live.get("signature") or {}
+    said = (f" by {e(', '.join(sig.get('signers') or []))}" if sig.get("verified")
+            else f": {e(sig.get('error'))}")
+    items = [f"<li>image signature: {_verdict(bool(sig.get('verified')))}{said}</li>"]
+    items += [f"<li>{e(a.get('type'))}: {_verdict(bool(a.get('verified')))}"
+              f"{'' if a.get('verified') else ': ' + e(a.get('error'))}</li>"
+              for a in live.get("attestations") or []]
+    keys = " ".join(f"--key {k}" for k in live.get("keys") or [])
+    return [_row("registry, checked now", f"<ul>{''.join(items)}</ul>",
+                 {"command": f"pipeline verify {live.get('image')} {keys}"})]
+
+
 def _measurement_cells(step: Mapping[str, Any]) -> str:
     lines = []
     for m in step.get("measurements") or []:
@@ -244,7 +261,7 @@ def render_html(data: Mapping[str, Any]) -> str:
         f'<span class="d" id="model">{e(release["model"])}</span></p>',
         _proof((data.get("proofs") or {}).get("state")), gaps,
         "<h2 id=\"chain\">Chain of evidence</h2>",
-        "<table>" + "".join(_chain(data)) + "</table>",
+        "<table>" + "".join(_chain(data) + _live_row(data)) + "</table>",
         "<h2 id=\"steps\">Promotion steps</h2>",
         _steps(data.get("steps") or []) if data.get("steps") else "<p>none recorded</p>",
         "<h2 id=\"rollbacks\">Roll-backs</h2>",
