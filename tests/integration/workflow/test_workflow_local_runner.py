@@ -33,6 +33,7 @@ from tests.support.runtime import (
     runtime_args,
     seal,
     start_runtime,
+    write_broken_project,
 )
 from tests.support.sarif import validate_sarif
 
@@ -75,16 +76,18 @@ def _git_repo(root: Path, extra_manifest: str | None = None,
 
 
 @contextmanager
-def _runtimes(root: Path) -> Iterator[tuple[Runtime, Runtime]]:
+def _runtimes(root: Path, broken: bool = False) -> Iterator[tuple[Runtime, Runtime]]:
     """Two real runtimes (stable, canary) serving a sealed tiny model: the local target
-    the promote step splits traffic between."""
+    the promote step splits traffic between (``broken``: the canary answers errors)."""
     ws = make_workspace(root / "ws")
     model = seal(ws, TINY, root / "tiny.sealed")
+    canary = seal(ws, write_broken_project(root / "broken"), root / "broken.sealed") \
+        if broken else model
     started: list[Runtime] = []
     try:
-        for name in ("stable", "canary"):
+        for name, sealed in (("stable", model), ("canary", canary)):
             port = free_port()
-            started.append(start_runtime(runtime_args(ws, model, port, "--allow-root"),
+            started.append(start_runtime(runtime_args(ws, sealed, port, "--allow-root"),
                                          root / f"{name}.log", port))
         for rt in started:
             rt.wait_ready()
@@ -183,10 +186,10 @@ def test_pr_check_checks_the_chart_with_every_environments_values(
     assert {r["properties"]["environment"] for r in results} == {"prod"}
 
 
-def test_release_runs_end_to_end_against_the_registry(
-    build_env, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def _release(tmp_path: Path, registry, monkeypatch: pytest.MonkeyPatch,
+             broken: bool = False) -> tuple[int, Path, Path, Path, str]:
+    """Run ``release`` on a fresh source repository, handing off to a bare GitOps
+    repository and a local target; returns (exit code, workdir, gitops, signing, revision)."""
     from pipeline.signing.keypair import create_signing_keypair
 
     signing, kek = tmp_path / "secrets" / "signing", tmp_path / "secrets" / "kek"
@@ -209,8 +212,7 @@ def test_release_runs_end_to_end_against_the_registry(
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(gitops)], check=True)
     body = tmp_path / "body.json"
     body.write_text(json.dumps(BODY))
-    capsys.readouterr()
-    with _runtimes(tmp_path / "runtimes") as (stable, canary):
+    with _runtimes(tmp_path / "runtimes", broken) as (stable, canary):
         flags = (f"--local --stable-url {stable.url} --canary-url {canary.url} "
                  f"--traffic-path {INFER} --traffic-body {body} --stages 50,100 "
                  "--interval 1 --count 2 --window 5s --min-requests 5 --initial-delay 2")
@@ -222,6 +224,15 @@ def test_release_runs_end_to_end_against_the_registry(
                     "-p", f"signing-key-secret={signing}", "-p", f"kek-secret={kek}",
                     "-p", f"gitops-repo={gitops}", "-p", f"promote-flags={flags}",
                     "--workdir", str(workdir), "--parallel", "3"])
+    return code, workdir, gitops, signing, revision
+
+
+def test_release_runs_end_to_end_against_the_registry(
+    build_env, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    capsys.readouterr()
+    code, workdir, gitops, signing, revision = _release(tmp_path, registry, monkeypatch)
     out = capsys.readouterr()
     logs = "\n".join(f"== {p.name}\n{p.read_text()}" for p in (workdir / "logs").glob("*.log"))
     assert code == 0, out.err + logs
@@ -310,3 +321,32 @@ def test_release_hand_off_needs_a_gitops_repository(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
     assert run(["workflow", "run", "rollback", "--workdir", str(workdir)]) == EXIT_CONFIG
     assert "parameter gitops-repo is empty" in (workdir / "logs" / "rollback.log").read_text()
+
+
+def test_a_canary_that_fails_its_analysis_fails_the_run_and_is_rolled_back_in_git(
+    build_env, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The hand-off's bad path: the release is recorded, the canary answers errors, the
+    analysis fails, the roll-back is committed and pushed, and the run fails at promote
+    with exit 11; the report of the environment says why."""
+    from pipeline.errors import EXIT_POLICY
+    from pipeline.report import collect
+
+    code, workdir, gitops, _signing, _revision = _release(tmp_path, registry, monkeypatch,
+                                                          broken=True)
+    err = capsys.readouterr().err
+    assert code == EXIT_POLICY, err
+    assert "step 'promote' failed with exit code 11" in err
+    steps = {s["name"]: s for s in _record(workdir)["steps"]}
+    assert steps["record-release"]["status"] == "succeeded"
+    assert steps["promote"]["status"] == "failed"
+    evidence = collect(gitops, "dev")
+    assert evidence["state"]["status"] == "rolled-back"
+    assert evidence["record"] is not None  # the release itself was recorded before
+    (rolled,) = evidence["rollbacks"]
+    assert any(r.startswith("success rate 0.000 < 0.990") for r in rolled["reasons"]), rolled
+    assert rolled["failed_image"] == evidence["release"]["image"]  # nothing ran before it
+    failed = [m for m in rolled["measurements"] if not m["ok"]]
+    rate = next(x for x in failed[0]["metrics"] if x["name"] == "success_rate")
+    assert rate["value"] == 0.0 and rate["threshold"] == 0.99 and rate["ok"] is False
