@@ -237,11 +237,51 @@ def record_release(repo: GitOpsRepo, workspace: Path, image: str, model: str, ru
         raise NotFoundError(f"workspace {workspace} does not exist")
     record = build_record(workspace, release, run)
     rel = record_relpath(release, run.revision)
+    check_record(record, rel)
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     sha = repo.commit_files({rel: text}, f"release: record {release.label} from "
                                          f"{run.revision[:12]} ({run.workflow} run "
                                          f"{run.run_name or run.run_uid or 'local'})")
     return rel, sha, record
+
+
+#: The shape readers rely on: path -> type (dict, list of dicts, list of str, str).
+_SHAPE: dict[tuple[str, ...], Any] = {
+    ("release",): dict, ("release", "image"): str, ("release", "model"): str,
+    ("source",): dict, ("run",): dict, ("image",): dict, ("image", "digest"): str,
+    ("image", "signature"): dict, ("image", "signature", "signers"): [str],
+    ("image", "attestations"): [dict], ("image", "sbom"): dict,
+    ("image", "sbom", "sample"): [str], ("image", "sbom", "types"): dict,
+    ("image", "scan"): dict, ("image", "scan", "notes"): [str],
+    ("image", "scan", "counts"): dict, ("image", "provenance"): dict,
+    ("model",): dict, ("model", "signature"): dict, ("model", "seal"): dict,
+    ("model", "seal", "sealed_files"): [str], ("policy",): dict,
+    ("policy", "results"): [dict], ("admission",): dict,
+}
+
+
+def check_record(data: Any, where: str) -> dict[str, Any]:
+    """``data`` if it has the release record's shape, else InputError naming the field.
+
+    Why: records are files in a git repository anyone with push access can edit; a
+    reader must refuse a malformed one clearly instead of failing half-way.
+    """
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"{where}: not a release record (format {FORMAT!r})")
+    if data.get("version") != VERSION:
+        raise InputError(f"{where}: release record version {data.get('version')!r} is not "
+                         f"{VERSION}")
+    for path, kind in _SHAPE.items():
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        name = ".".join(path)
+        if isinstance(kind, list):
+            if not isinstance(value, list) or not all(isinstance(v, kind[0]) for v in value):
+                raise InputError(f"{where}: {name} must be a list of {kind[0].__name__}")
+        elif not isinstance(value, kind):
+            raise InputError(f"{where}: {name} must be a {kind.__name__}")
+    return data
 
 
 def load_records(repo: GitOpsRepo) -> list[dict[str, Any]]:
@@ -259,6 +299,7 @@ def load_records(repo: GitOpsRepo) -> list[dict[str, Any]]:
             continue
         data = loads_strict(text, rel)
         if isinstance(data, dict) and data.get("format") == FORMAT:
+            check_record(data, rel)
             log = repo.log_of(rel)
             data["_path"] = rel
             data["_commit"] = log[0][0] if log else ""
@@ -275,5 +316,6 @@ def find_record(repo: GitOpsRepo, release: Release) -> dict[str, Any] | None:
 
 
 __all__ = ["ATTESTATION_KINDS", "EVIDENCE_FILES", "FORMAT", "RECORDS_DIR", "VERSION", "RunInfo",
-           "build_record", "find_record", "load_records", "policy_summary", "provenance_summary",
-           "record_relpath", "record_release", "sbom_summary", "scan_summary"]
+           "build_record", "check_record", "find_record", "load_records", "policy_summary",
+           "provenance_summary", "record_relpath", "record_release", "sbom_summary",
+           "scan_summary"]

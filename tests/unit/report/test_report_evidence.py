@@ -189,3 +189,32 @@ def test_report_on_a_refused_candidate(story, capsys: pytest.CaptureFixture[str]
     assert run(["report", "--gitops", str(story.repo.path), "--env", "dev",
                 "--release", "nope@sha256:" + "f" * 64]) == EXIT_NOT_FOUND
     assert "is not the image or model of any release" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("path", "value", "why"), [
+    (("image", "signature", "signers"), [1, 2], "image.signature.signers must be a list of str"),
+    (("image", "attestations"), "all good", "image.attestations must be a list of dict"),
+    (("release",), None, "release must be a dict"),
+    (("version",), 2, "version 2 is not 1"),
+])
+def test_a_malformed_record_is_refused_clearly(story, tmp_path: Path, path: tuple, value,
+                                               why: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Records are files anyone with push access can edit: refused, exit 4, no traceback."""
+    import shutil
+    import subprocess
+
+    clone = tmp_path / "clone"
+    shutil.copytree(story.repo.path, clone)
+    rel = clone / story.record_path
+    data = json.loads(rel.read_text())
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    rel.write_text(json.dumps(data))
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@example"]
+    subprocess.run([*git, "commit", "-qam", "edit the record"], check=True)
+    assert run(["report", "--gitops", str(clone), "--env", "dev"]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert why in err and "Traceback" not in err
