@@ -249,6 +249,7 @@ def record_release(repo: GitOpsRepo, workspace: Path, image: str, model: str, ru
 _SHAPE: dict[tuple[str, ...], Any] = {
     ("release",): dict, ("release", "image"): str, ("release", "model"): str,
     ("source",): dict, ("run",): dict, ("image",): dict, ("image", "digest"): str,
+    ("image", "reference"): str, ("model", "reference"): str,
     ("image", "signature"): dict, ("image", "signature", "signers"): [str],
     ("image", "attestations"): [dict], ("image", "sbom"): dict,
     ("image", "sbom", "sample"): [str], ("image", "sbom", "types"): dict,
