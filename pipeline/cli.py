@@ -25,6 +25,7 @@ from pipeline._cli import (
     admission,
     build,
     chart,
+    hooks,
     image_signature,
     keys,
     model_signature,
@@ -125,8 +126,8 @@ gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applicatio
 
 for _command in (image_group, model_group, release_group, gitops_group, keys.keys_group,
                  build.lock_group, policy.policy_group, chart.chart_group,
-                 workflow.workflow_group,
-                 admission.admission_group):
+                 workflow.workflow_group, hooks.hooks_group, hooks.runs_group,
+                 hooks.init_command, admission.admission_group):
     main.add_command(_command)
 main.add_command(report.report_command)
 # The earlier name of `pipeline chart render`: the same command object (docs/cli.md).
