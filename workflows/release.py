@@ -136,6 +136,12 @@ pipeline release record --gitops {GITOPS} --workspace {w} \\
     --executor "$executor" --run-url "$run_url"
 """, inputs=("digest", "model-digest")),
         "promote": step("promote", registry_flags() + f"""
+if [ -z "{wp('promote-flags')}" ]; then
+  echo "promote: skipped, nothing promoted: no analysis target (set the parameter" \\
+       "promote-flags: --prometheus URL on a cluster, --local --stable-url URL" \\
+       "--canary-url URL on one machine); the release is recorded in the GitOps repository"
+  exit 0
+fi
 export PIPELINE_GITOPS_REMOTE=origin
 if [ -f {w}/src/pipeline.yaml ]; then export PIPELINE_CONFIG={w}/src/pipeline.yaml; fi
 """ + ENVIRONMENT + f"""
