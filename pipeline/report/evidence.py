@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.errors import NotFoundError
 from pipeline.oci.reference import Reference
 from pipeline.release.gitops import Commit, GitOpsRepo, Release
-from pipeline.release.record import find_record
+from pipeline.release.record import find_record, load_records
 
 REPORT_FORMAT = "secure-model-pipeline/evidence-report"
 REPORT_VERSION = 1
@@ -130,14 +130,20 @@ def _gaps(record: Mapping[str, Any] | None) -> list[str]:
     return gaps
 
 
-def _chosen(history: list[Commit], ref: str, env: str) -> Release:
-    """The release ``ref`` (its image or model reference) names in ``env``'s history."""
+def _chosen(history: list[Commit], ref: str, env: str, repo: GitOpsRepo) -> Release:
+    """The release ``ref`` (its image or model reference) names in ``env``'s history, or
+    in the release records (a release recorded but never promoted there)."""
     for entry in history:  # newest first
         st = entry.state
         for candidate in (st.release, st.failed):
             if candidate is not None and ref in (candidate.image, candidate.model):
                 return candidate
-    raise NotFoundError(f"{ref!r} is not the image or model of any release of {env!r}")
+    for record in load_records(repo):
+        release = Release(record["release"]["image"], record["release"]["model"])
+        if ref in (release.image, release.model):
+            return release
+    raise NotFoundError(f"{ref!r} is not the image or model of any release of {env!r} "
+                        "nor of any release record")
 
 
 def collect(gitops: Path, env: str, release_ref: str | None = None) -> dict[str, Any]:
@@ -150,10 +156,13 @@ def collect(gitops: Path, env: str, release_ref: str | None = None) -> dict[str,
         raise NotFoundError(f"no GitOps repository at {gitops}")
     repo = GitOpsRepo(gitops, create=False)
     state = repo.current(env)
-    if state is None:
-        raise NotFoundError(f"environment {env!r} has no release in {gitops}")
     history = repo.history(env)
-    release = _chosen(history, release_ref, env) if release_ref else state.release
+    if state is None and not release_ref:
+        count = len(load_records(repo))
+        hint = (f" ({count} release record(s) in releases/: --release IMAGE_OR_MODEL "
+                "reports on one)") if count else ""
+        raise NotFoundError(f"environment {env!r} has no release in {gitops}{hint}")
+    release = _chosen(history, release_ref, env, repo) if release_ref else state.release
     chronological = list(reversed(history))
     remote = _remote_url(repo)
     record = find_record(repo, release)
@@ -192,10 +201,12 @@ def collect(gitops: Path, env: str, release_ref: str | None = None) -> dict[str,
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "environment": env, "gitops": str(gitops), "gitops_remote": remote,
         "release": release.to_dict() | {"label": release.label},
-        "runs": release == state.release,
+        "runs": state is not None and release == state.release,
         "state": {"status": state.status, "weight": state.weight, "stage": state.stage,
                   "analysis": state.analysis, "reasons": list(state.reasons),
-                  "stable": state.stable.to_dict() if state.stable else None},
+                  "stable": state.stable.to_dict() if state.stable else None}
+        if state is not None else {"status": "no release", "weight": 0, "stage": "-",
+                                   "analysis": "", "reasons": [], "stable": None},
         "record": {k: v for k, v in record.items() if not k.startswith("_")}
         if record else None,
         "steps": steps, "rollbacks": rollbacks, "proofs": proofs,

@@ -218,3 +218,17 @@ def test_a_malformed_record_is_refused_clearly(story, tmp_path: Path, path: tupl
     assert run(["report", "--gitops", str(clone), "--env", "dev"]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert why in err and "Traceback" not in err
+
+
+def test_a_recorded_release_that_was_never_promoted(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The hand-off recorded it, nothing promoted it (no analysis target): the report says
+    how to see it, and shows it with --release."""
+    repo = GitOpsRepo(tmp_path / "g")
+    record_release(repo, write_evidence(tmp_path / "ws", V1[0]), *V1, RunInfo("r", REVISION))
+    assert run(["report", "--gitops", str(repo.path), "--env", "dev"]) == EXIT_NOT_FOUND
+    assert "1 release record(s) in releases/: --release" in capsys.readouterr().err
+    data = collect(repo.path, "dev", V1[0])
+    assert data["runs"] is False and data["state"]["status"] == "no release"
+    assert data["record"]["image"]["digest"] == V1[0].split("@")[1] and data["steps"] == []
+    assert "does not run now" in render_html(data)

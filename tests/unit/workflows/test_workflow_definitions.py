@@ -135,6 +135,8 @@ def test_release_ends_with_the_hand_off() -> None:
     promote = templates["promote"]["script"]["source"]
     assert "pipeline promote --gitops /workspace/gitops" in promote
     assert "pipeline release environments --first" in promote
+    # No analysis target, no promotion: said plainly, before anything is touched.
+    assert promote.index("promote: skipped, nothing promoted") < promote.index("pipeline promote")
     record = templates["record-release"]["script"]["source"]
     assert "pipeline release record" in record and "export PIPELINE_GITOPS_REMOTE=origin" in record
     assert "{{workflow.uid}}" in record
