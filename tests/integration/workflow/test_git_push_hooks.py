@@ -145,5 +145,5 @@ def test_a_full_release_from_a_push(build_env, registry, tmp_path: Path) -> None
     assert evidence["record"]["source"]["revision"] == revision
     assert evidence["record"]["image"]["signature"]["verified"] is True
     assert evidence["runs"] is False and evidence["steps"] == []
-    log = (RunStore(bare).directory(run.id) / "run.log").read_text()
-    assert "promote: skipped, nothing promoted: no analysis target" in log, log[-3000:]
+    log = (RunStore(bare).directory(run.id) / "logs" / "promote.log").read_text()
+    assert "promote: skipped, nothing promoted: no analysis target" in log, log
