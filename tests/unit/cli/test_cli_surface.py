@@ -40,7 +40,7 @@ def _paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, 
 
 def test_the_tree_is_noun_first() -> None:
     groups = {name for name, cmd in main.commands.items() if isinstance(cmd, click.Group)}
-    assert groups == {"admission", "chart", "gitops", "hooks", "image", "keys", "lock",
+    assert groups == {"admission", "attach", "chart", "gitops", "hooks", "image", "keys", "lock",
                       "model", "policy", "release", "runs", "workflow"}
     image, model, release = (main.commands[g] for g in ("image", "model", "release"))
     assert isinstance(image, click.Group) and isinstance(model, click.Group)
