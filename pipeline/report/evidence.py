@@ -162,7 +162,11 @@ def collect(gitops: Path, env: str, release_ref: str | None = None) -> dict[str,
         hint = (f" ({count} release record(s) in releases/: --release IMAGE_OR_MODEL "
                 "reports on one)") if count else ""
         raise NotFoundError(f"environment {env!r} has no release in {gitops}{hint}")
-    release = _chosen(history, release_ref, env, repo) if release_ref else state.release
+    if release_ref:
+        release = _chosen(history, release_ref, env, repo)
+    else:
+        assert state is not None  # checked above: no state and no ref is NotFoundError
+        release = state.release
     chronological = list(reversed(history))
     remote = _remote_url(repo)
     record = find_record(repo, release)

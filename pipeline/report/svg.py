@@ -31,8 +31,8 @@ def plot(name: str, points: Sequence[dict[str, Any]], *, title: str = "") -> str
     labelled ``n/a``: no data never looks like a pass.
     """
     unit = str(points[0].get("unit") or "") if points else ""
-    values = [p["value"] for p in points if p.get("value") is not None]
-    thresholds = [p["threshold"] for p in points if p.get("threshold") is not None]
+    values = [float(p["value"]) for p in points if p.get("value") is not None]
+    thresholds = [float(p["threshold"]) for p in points if p.get("threshold") is not None]
     low = min([*values, *thresholds, 0.0 if unit != "ratio" else min([*values, *thresholds,
                                                                         1.0])])
     high = max([*values, *thresholds, low + 1e-9])
@@ -66,7 +66,8 @@ def plot(name: str, points: Sequence[dict[str, Any]], *, title: str = "") -> str
                      f'y2="{y(t):.1f}" stroke="#d33" stroke-dasharray="5 3"/>')
         parts.append(f'<text x="{WIDTH - _RIGHT - 2}" y="{y(t) - 4:.1f}" text-anchor="end" '
                      f'class="th">threshold {cmp} {escape(_fmt(t, unit))}</text>')
-    line = [(x(i), y(p["value"])) for i, p in enumerate(points) if p.get("value") is not None]
+    line = [(x(i), y(float(p["value"]))) for i, p in enumerate(points)
+            if p.get("value") is not None]
     if len(line) > 1:
         path = " ".join(f"{a:.1f},{b:.1f}" for a, b in line)
         parts.append(f'<polyline points="{path}" fill="none" stroke="#36c"/>')
