@@ -47,8 +47,32 @@ def registry_url(ref: str, kind: str = "manifests", what: str | None = None) -> 
     return f"{scheme}://{parsed.registry}/v2/{parsed.repository}/{kind}/{target}"
 
 
+def _unit(name: str) -> str:
+    """How to format a metric's numbers (display only: the comparison is the record's)."""
+    lowered = name.lower()
+    if any(w in lowered for w in ("latency", "p99", "p95", "seconds", "duration")):
+        return "seconds"
+    if any(w in lowered for w in ("rate", "ratio", "fraction")):
+        return "ratio"
+    return ""
+
+
 def metrics(measurement: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The measurement's metrics as ``{name, value, threshold, comparison, unit, ok}``."""
+    """The measurement's metrics as ``{name, value, threshold, comparison, unit, ok}``.
+
+    Three recorded shapes: one metric per measurement (``metric``, ``value``, ``threshold``,
+    ``comparison``: the chart's AnalysisTemplates, run by the canary executor); a list
+    of ``metrics``; the earliest records' ``requests``/``success_rate``/``p99_seconds``.
+    """
+    if isinstance(measurement.get("metric"), str):
+        value = measurement.get("value")
+        if isinstance(value, list):
+            value = value[0] if value else None
+        name = str(measurement["metric"])
+        return [{"name": name, "value": _num(value),
+                 "threshold": _num(measurement.get("threshold")),
+                 "comparison": str(measurement.get("comparison") or ""),
+                 "unit": _unit(name), "ok": measurement.get("ok") is True}]
     recorded = measurement.get("metrics")
     if isinstance(recorded, list) and recorded:
         out = []

@@ -210,7 +210,7 @@ def _plots(step: Mapping[str, Any]) -> str:
     for m in step.get("measurements") or []:
         for x in m.get("metrics") or []:
             by_name.setdefault(x["name"], []).append(x)
-    shown = [n for n in by_name if n != "requests"] or list(by_name)
+    shown = [n for n in by_name if not n.endswith("requests")] or list(by_name)
     svgs = [plot(n, by_name[n], title=f"stage {step.get('stage')} "
                                       f"({step.get('weight')}%): {n}") for n in shown]
     return f'<div class="plots">{"".join(svgs)}</div>' if svgs else ""

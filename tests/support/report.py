@@ -5,8 +5,9 @@ Everything goes through the real library: the release record is built by
 release workflow's steps write them (``pipeline verify --json``, ``verify-attestation
 --json``, ``verify-model --json``, ``pipeline sbom``, ``scan --format cosign-vuln``,
 ``provenance``, ``seal.json``, the policy check's SARIF); promotions and roll-backs are
-:func:`pipeline.release.promote` and :func:`~pipeline.release.promote.rollback` with
-:func:`pipeline.release.analysis.judge` deciding each measurement.
+:func:`pipeline.release.promote` and :func:`~pipeline.release.promote.rollback`, each
+analysis made of the canary executor's own measurement records (metric, value,
+threshold, comparison).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import PolicyError
-from pipeline.release.analysis import AnalysisResult, Thresholds, judge
+from pipeline.release.analysis import AnalysisResult
+from pipeline.release.executor import MetricMeasurement
 from pipeline.release.gitops import GitOpsRepo
 from pipeline.release.promote import CallbackExecutor, promote, rollback
 from pipeline.release.record import RunInfo, record_release
@@ -91,10 +93,24 @@ def write_evidence(workspace: Path, image: str, *, scanned: bool = False) -> Pat
     return workspace
 
 
+def _measure(metric: str, value: float, op: str, limit: float, shown: str) -> MetricMeasurement:
+    passed = value >= limit if op == ">=" else value <= limit
+    negate = {">=": "<", "<=": ">"}[op]
+    summary = f"{metric.replace('-', ' ')} {shown} {op if passed else negate} " + (
+        f"{limit:.3f}" if op == ">=" else f"{limit * 1000:.0f} ms")
+    return MetricMeasurement("secure-runtime-canary", metric, "promql", [value],
+                             "Successful" if passed else "Failed", summary,
+                             failures=() if passed else (summary,), threshold=limit,
+                             comparison=op, condition=f"result[0] {op} {limit}")
+
+
 def analysis(success: float, p99: float, count: int = 2) -> AnalysisResult:
-    t = Thresholds()
-    taken = tuple(judge(120, success, p99, t) for _ in range(count))
-    return AnalysisResult(all(m.ok for m in taken), taken)
+    """What the canary executor returns: per measurement, one record per metric."""
+    taken: list[MetricMeasurement] = []
+    for _ in range(count):
+        taken.append(_measure("success-rate", success, ">=", 0.99, f"{success:.3f}"))
+        taken.append(_measure("latency-p99", p99, "<=", 0.5, f"{p99 * 1000:.1f} ms"))
+    return AnalysisResult(all(m.ok for m in taken), tuple(taken))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import yaml
 
 from pipeline.cli import run
 from pipeline.errors import EXIT_CONFIG, EXIT_VIOLATIONS
+from tests.support.canary import write_values
 from tests.support.helm import render_chart
 from tests.support.runtime import (
     TINY,
@@ -213,9 +214,10 @@ def _release(tmp_path: Path, registry, monkeypatch: pytest.MonkeyPatch,
     body = tmp_path / "body.json"
     body.write_text(json.dumps(BODY))
     with _runtimes(tmp_path / "runtimes", broken) as (stable, canary):
+        # The canary is the chart's Rollout: its values shorten the steps (tests/support).
         flags = (f"--local --stable-url {stable.url} --canary-url {canary.url} "
-                 f"--traffic-path {INFER} --traffic-body {body} --stages 50,100 "
-                 "--interval 1 --count 2 --window 5s --min-requests 5 --initial-delay 2")
+                 f"--traffic-path {INFER} --traffic-body {body} "
+                 f"-f {write_values(tmp_path / 'canary-values.yaml')}")
         code = run(["--json", "workflow", "run", "release",
                     "-p", f"git-repo={repo}", "-p", f"git-revision={revision}",
                     "-p", f"repository={registry.host}/ml/runtime",
@@ -279,7 +281,11 @@ def test_release_runs_end_to_end_against_the_registry(
     assert record["image"]["provenance"]["builder"]
     assert record["model"]["signature"]["verified"] is True
     assert record["admission"]["decision"] == "admitted"
-    assert [s["weight"] for s in evidence["steps"] if s["measurements"]] == [50, 100]
+    analysed = [s["weight"] for s in evidence["steps"] if s["measurements"]]
+    assert analysed and set(analysed) <= {50, 100}, evidence["steps"]
+    plotted = {m["name"] for s in evidence["steps"] for x in s["measurements"]
+               for m in x["metrics"]}
+    assert "success-rate" in plotted, plotted
     page = tmp_path / "report.html"
     assert run(["report", "--gitops", str(gitops), "--env", "dev", "--html", str(page)]) == 0
     assert image_digest in page.read_text() and model_digest in page.read_text()
@@ -357,6 +363,7 @@ def test_a_canary_that_fails_its_analysis_fails_the_run_and_is_rolled_back_in_gi
     (rolled,) = evidence["rollbacks"]
     assert any(r.startswith("success rate 0.000 < 0.990") for r in rolled["reasons"]), rolled
     assert rolled["failed_image"] == evidence["release"]["image"]  # nothing ran before it
-    failed = [m for m in rolled["measurements"] if not m["ok"]]
-    rate = next(x for x in failed[0]["metrics"] if x["name"] == "success_rate")
+    failed = [x for m in rolled["measurements"] if not m["ok"] for x in m["metrics"]]
+    rate = next(x for x in failed if x["name"] == "success-rate")
     assert rate["value"] == 0.0 and rate["threshold"] == 0.99 and rate["ok"] is False
+    assert rate["comparison"] == ">="

@@ -49,7 +49,10 @@ def test_the_chain_of_what_runs(story) -> None:
         ("2/2", "promoted")]
     measured = [s for s in data["steps"] if s["measurements"]]
     names = {m["name"] for s in measured for x in s["measurements"] for m in x["metrics"]}
-    assert names == {"requests", "success_rate", "p99_seconds"}
+    assert names == {"success-rate", "latency-p99"}
+    rate = next(m for s in measured for x in s["measurements"] for m in x["metrics"]
+                if m["name"] == "success-rate")
+    assert (rate["threshold"], rate["comparison"], rate["unit"]) == (0.99, ">=", "ratio")
     # Both roll-backs, with their reasons: v3's failed analysis, then the manual one.
     first, second = data["rollbacks"]
     assert first["failed_image"] == V3[0] and "success rate 0.400 < 0.990" in first["reasons"]
@@ -104,6 +107,11 @@ def test_older_evidence_without_metrics_is_read_from_its_fields() -> None:
     assert got["success_rate"]["threshold"] == 0.99 and got["success_rate"]["ok"] is False
     assert got["p99_seconds"]["threshold"] == pytest.approx(0.5)
     assert got["p99_seconds"]["ok"] is True and got["requests"]["threshold"] == 20
+    # The canary executor's record: one metric per measurement, its limit as data.
+    executor = {"template": "t", "metric": "latency-p99", "value": [0.7], "ok": False,
+                "threshold": 0.5, "comparison": "<=", "summary": "latency p99 700 ms > 500 ms"}
+    (got_p99,) = metrics(executor)
+    assert (got_p99["value"], got_p99["threshold"], got_p99["unit"]) == (0.7, 0.5, "seconds")
     # Any metric a newer analysis records is read as it is, whatever its name.
     custom = {"metrics": [{"name": "error_budget", "value": 0.2, "threshold": 0.1,
                            "comparison": "<=", "unit": "ratio", "ok": False}]}
