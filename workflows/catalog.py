@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 from hera.workflows import WorkflowTemplate
-from pipeline.workflows import pr_check, release
+from pipeline.workflows import pr_check, release, rollback
 
 #: The workflow parameter every step's ``image`` is (workflows/common.py's ``IMAGE``).
 IMAGE_PARAMETER = "pipeline-image"
@@ -16,6 +16,7 @@ IMAGE_PARAMETER = "pipeline-image"
 WORKFLOWS: dict[str, Callable[[], WorkflowTemplate]] = {
     "pr-check": pr_check.build,
     "release": release.build,
+    "rollback": rollback.build,
 }
 _ALIASES = {"pr_check": "pr-check"}
 
