@@ -7,8 +7,8 @@ any release, so it is three cached layers from two locks, like a runtime image:
 * **base**: the distroless base of :mod:`pipeline.build.base` from its own Debian lock
   (``locks/debian-pipeline.lock``), whose roots add ``git`` and ``bash`` to the
   runtime's. The step scripts are bash (the templates' ``command: [bash]``) and call
-  ``git``, ``rm`` and ``mkdir`` besides ``pipeline``; git's local transport runs
-  ``/bin/sh -c git-upload-pack ...``. So those four programs are kept, and ``/bin/sh`` is
+  ``git``, ``rm``, ``mkdir`` and ``cat`` besides ``pipeline``; git's local transport runs
+  ``/bin/sh -c git-upload-pack ...``. So those five programs are kept, and ``/bin/sh`` is
   a symlink to bash. Left out: perl (git's perl commands are not used), the rest of
   coreutils, apt, dpkg, every other shell and every other program in a bin dir.
 * **python dependencies**: the CLI's requirements without torch (pyproject's
@@ -54,8 +54,9 @@ DEBIAN_ROOTS: tuple[str, ...] = (*ROOTS, "bash", "coreutils", "git")
 DEBIAN_EXCLUDED: frozenset[str] = ((EXCLUDED - {"bash", "coreutils"})
                                    | {"perl", "liberror-perl", "git-man"})
 #: The programs of bin dirs the step image keeps (the base keeps python3.11 only): the
-#: scripts' ``rm -rf`` and ``mkdir -p``; everything else of coreutils is dropped.
-KEEP_BIN: frozenset[str] = KEEP_IN_BIN | {"bin/bash", "bin/mkdir", "bin/rm", "usr/bin/git"}
+#: scripts' ``rm -rf``, ``mkdir -p`` and ``cat``; everything else of coreutils is dropped.
+KEEP_BIN: frozenset[str] = KEEP_IN_BIN | {"bin/bash", "bin/cat", "bin/mkdir", "bin/rm",
+                                          "usr/bin/git"}
 #: The shells the lint allows in this image, and only here.
 SHELLS: frozenset[str] = frozenset({"bin/bash", "bin/sh"})
 #: What the steps run: the CLI's dependencies (pyproject ``dependencies``, no torch),

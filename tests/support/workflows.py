@@ -113,7 +113,7 @@ class GitDaemon:
 
     def _handle(self, conn) -> None:  # type: ignore[no-untyped-def]
         with conn:
-            subprocess.run(["git", "daemon", "--inetd", "--export-all",
+            subprocess.run(["git", "daemon", "--inetd", "--export-all", "--enable=receive-pack",
                             f"--base-path={self.root}", str(self.root)],
                            stdin=conn, stdout=conn, stderr=subprocess.DEVNULL, check=False,
                            timeout=120)

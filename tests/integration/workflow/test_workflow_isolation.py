@@ -88,9 +88,12 @@ def test_release_runs_end_to_end_inside_the_pipeline_image(
     repo = git_repo(tmp_path, image_policy=image_policy(registry.host))
     revision = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()
+    gitops = tmp_path / "gitops.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(gitops)], check=True)
     workdir = tmp_path / "run"
     capsys.readouterr()
     code = run(["--json", "workflow", "run", "release", "--isolation", "image",
+                "-p", f"gitops-repo={git_server.url(gitops.name)}",
                 "--pipeline-image", step_image.ref, "--insecure",
                 "--image-key", str(step_image.signing / "release.pub"),
                 "-p", f"git-repo={git_server.url(repo.name)}", "-p", f"git-revision={revision}",
