@@ -1,8 +1,7 @@
 """Every third-party import of the code the app layer ships for ``secure_runtime`` is installed.
 
 Why: the runtime image carries ``secure_runtime/`` and the part of ``pipeline`` it imports
-at /app/lib,
-and only the requirements the builder adds for it. A module imported there but missing
+at /app/lib, and only the requirements the builder adds for it. A module imported there but missing
 from those requirements (``model_signing``, ``grpc`` were) makes the real image fail at
 start while every test that runs the runtime from the venv passes. This check is the fast
 guard; ``tests/integration/secure_runtime/test_runtime_image.py`` is the proof.
