@@ -25,6 +25,7 @@ from pipeline.build._tarlayer import DIR, Entry
 from pipeline.build.app import LIB_DIR, MODEL_DIR, app_entries, entries_digest, runtime_requirements
 from pipeline.build.base import BASE_FORMAT, NONROOT_UID, base_entries
 from pipeline.build.base_lock import lock_path
+from pipeline.build.bytecode import BYTECODE_FORMAT, bytecode_entries
 from pipeline.build.cache import CachedLayer, LayerCache
 from pipeline.build.debian import DebianLock, fetch_debs, load_lock
 from pipeline.build.lint import IndexEntry, enforce, lint_image
@@ -259,17 +260,21 @@ def _deps_layer(
         target = Path(tmp) / "site"
         wheels.install(pinned, target)
         entries = [Entry(wheels.SITE_DIR, DIR, 0o755), *wheels.site_entries(target)]
+        say(f"compiling bytecode for {sum(e.path.endswith('.py') for e in entries)} modules")
+        entries += bytecode_entries(entries, Path(tmp) / "bytecode")
         progress = _byte_progress(say, "compressing python packages", _total(entries))
         return cache.build(key, entries, progress), False
 
 
 def _app_layer(cache: LayerCache, spec: ProjectSpec, no_cache: bool) -> tuple[CachedLayer, bool]:
     entries = app_entries(spec)
-    key = _key("app-v1", entries_digest(entries))
+    key = _key("app-v2", BYTECODE_FORMAT, entries_digest(entries))
     hit = _cached(cache, key, no_cache)
     if hit:
         return hit, True
-    return cache.build(key, entries), False
+    with tempfile.TemporaryDirectory(prefix="pipeline-app-") as tmp:
+        entries += bytecode_entries(entries, Path(tmp))
+        return cache.build(key, entries), False
 
 
 def _key(*parts: str) -> str:

@@ -4,8 +4,9 @@ Why wheels only, hashes always: an sdist runs its build script on the build mach
 an unpinned download is whatever the index serves today. The lock pins
 ``name==version --hash=sha256:...`` for CPython 3.11 on manylinux (glibc 2.36, the
 base's libc), and ``pip install --require-hashes --only-binary=:all: --no-deps
---no-compile --target`` installs exactly that into the layer, no bytecode (it would carry
-timestamps) and no console scripts (nothing in the image may start a second program).
+--no-compile --target`` installs exactly that into the layer, no pip bytecode (it would carry
+timestamps; :mod:`pipeline.build.bytecode` adds reproducible unchecked-hash pycs instead)
+and no console scripts (nothing in the image may start a second program).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from pipeline._fileio import sha256_file, write_atomic
 from pipeline.build._tarlayer import REG, Entry
+from pipeline.build.bytecode import BYTECODE_FORMAT
 from pipeline.errors import BuildError, InputError
 
 LOCK_HEADER = "# secure-model-pipeline python lock v1"
@@ -142,7 +144,8 @@ def resolve(requirements: Sequence[str], torch: str = "none") -> tuple[PinnedWhe
 
 def lock_key(wheels: Sequence[PinnedWheel]) -> str:
     """The dependency layer's cache key: the pinned lines and the target platform."""
-    text = "deps-v2\n" + TARGET + "\n" + "\n".join(sorted(w.line() for w in wheels))
+    text = ("deps-v3\n" + TARGET + "\n" + BYTECODE_FORMAT + "\n"
+            + "\n".join(sorted(w.line() for w in wheels)))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
