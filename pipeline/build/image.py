@@ -303,6 +303,7 @@ def build_image(
     say("checking the python lock")
     lock_text = ensure_python_lock(spec, frozen=frozen)
     pinned = wheels.parse_python_lock(lock_text)
+    wheels.check_torch(pinned, spec.torch, str(spec.lock_path))
     cache = LayerCache()
 
     say("base layer")
