@@ -86,7 +86,10 @@ def ensure_python_lock(spec: ProjectSpec, *, frozen: bool = False) -> str:
     """The project's python lock text; (re)resolved and written when missing or stale.
 
     Stale means its recorded requirements or target differ from what pipeline.yaml asks
-    for now. With ``frozen`` (CI), a missing or stale lock is a BuildError instead.
+    for now, or its torch is not the build ``runtime.torch`` asks for (a CPU lock for a
+    CUDA runtime: the target line records requirements, not the torch mode). With
+    ``frozen`` (CI), a missing or stale lock is a BuildError instead; so is a resolution
+    that cannot give the torch build asked for (nothing is written then).
     """
     requirements = runtime_requirements(spec)
     wanted = wheels.target_line(requirements)
@@ -94,10 +97,16 @@ def ensure_python_lock(spec: ProjectSpec, *, frozen: bool = False) -> str:
         text = spec.lock_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = None
+    mismatch = ""
     if text is not None and wheels.recorded_target(text) == wanted:
-        wheels.parse_python_lock(text)
-        return text
+        try:
+            wheels.check_torch(wheels.parse_python_lock(text), spec.torch, str(spec.lock_path))
+            return text
+        except BuildError as exc:
+            mismatch = str(exc)
     if frozen:
+        if mismatch:
+            raise BuildError(f"{mismatch}; the lock is stale")
         state = "missing" if text is None else "stale (pipeline.yaml changed)"
         raise BuildError(f"{spec.lock_path}: python lock is {state}; run 'pipeline lock deps'")
     text = wheels.format_python_lock(wheels.resolve(requirements, spec.torch), requirements)

@@ -11,7 +11,6 @@ and its libraries are several GB; nothing is downloaded to lock them).
 from __future__ import annotations
 
 import hashlib
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from pipeline.errors import EXIT_BUILD, BuildError
 
 pytestmark = pytest.mark.integration
 
-TINY = Path(__file__).resolve().parents[3] / "examples" / "tiny"
 CUDA_LIB = "nvidia-cublas-cu12==12.8.4.1"
 
 
@@ -109,30 +107,50 @@ def test_cpu_mode_refuses_cuda_wheels(index) -> None:
 
 
 def _cuda_project(tmp_path: Path) -> Path:
-    """examples/tiny asking for a CUDA runtime, with its committed (CPU) lock."""
-    project = Path(shutil.copytree(TINY, tmp_path / "tiny"))
-    spec = yaml.safe_load((project / "pipeline.yaml").read_text())
-    spec["runtime"]["torch"] = "cuda"
-    (project / "pipeline.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    """A project asking for a CUDA runtime whose lock still pins the CPU torch it had."""
+    project = tmp_path / "gpu-model"
+    project.mkdir()
+    (project / "pipeline.yaml").write_text(yaml.safe_dump({
+        "name": "gpu-model",
+        "runtime": {"torch": "cuda", "python_packages": ["torch==2.13.0"],
+                    "entrypoint": ["python3", "serve.py"]}}))
+    (project / "serve.py").write_text("import torch\n")
+    cpu = wheels.PinnedWheel("torch", "2.13.0+cpu", "ab" * 32)
+    (project / "requirements.lock").write_text(
+        wheels.format_python_lock([cpu], ["torch==2.13.0"]))
     return project
 
 
-def test_the_build_refuses_a_cuda_runtime_on_a_cpu_lock(tmp_path: Path) -> None:
+def test_a_frozen_build_refuses_a_cuda_runtime_on_a_cpu_lock(tmp_path: Path) -> None:
     project = _cuda_project(tmp_path)
     with pytest.raises(BuildError, match=r"requirements\.lock: runtime\.torch is 'cuda' but "
                                          r"it pins torch 2\.13\.0\+cpu, a CPU build"):
-        build_image(project, tmp_path / "out")
+        build_image(project, tmp_path / "out", frozen=True)
     assert not (tmp_path / "out").exists()
 
 
-def test_pipeline_build_exits_13_on_a_cpu_lock_for_cuda(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_pipeline_build_exits_13_when_only_a_cpu_torch_resolves(
+    index, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Not frozen, the CPU lock is stale and re-resolved; a CPU-only index is refused."""
+    root, use = index
+    use({"torch": [_wheel(root, "torch", "2.13.0+cpu")]})
     project = _cuda_project(tmp_path)
     lock = (project / "requirements.lock").read_bytes()
     assert run(["build", str(project), "--out", str(tmp_path / "out")]) == EXIT_BUILD
     err = capsys.readouterr().err
-    assert "runtime.torch is 'cuda'" in err and "pipeline lock deps" in err
+    assert "runtime.torch is 'cuda' but it pins torch 2.13.0+cpu, a CPU build" in err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists()
     assert (project / "requirements.lock").read_bytes() == lock  # nothing rewritten
+
+
+def test_lock_deps_relocks_a_cpu_lock_with_cuda_wheels(index, tmp_path: Path) -> None:
+    root, use = index
+    use({"torch": [_wheel(root, "torch", "2.13.0", CUDA_LIB)],
+         "nvidia-cublas-cu12": [_wheel(root, "nvidia-cublas-cu12", "12.8.4.1")]})
+    project = _cuda_project(tmp_path)
+    assert run(["lock", "deps", str(project)]) == 0
+    pinned = wheels.parse_python_lock((project / "requirements.lock").read_text())
+    assert {w.name: w.version for w in pinned} == {"torch": "2.13.0",
+                                                   "nvidia-cublas-cu12": "12.8.4.1"}
