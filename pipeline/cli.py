@@ -23,8 +23,10 @@ import click
 from pipeline import __version__
 from pipeline._cli import (
     admission,
+    attach,
     build,
     chart,
+    hooks,
     image_signature,
     keys,
     model_signature,
@@ -121,8 +123,8 @@ gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applicatio
 
 for _command in (image_group, model_group, release_group, gitops_group, keys.keys_group,
                  build.lock_group, policy.policy_group, chart.chart_group,
-                 workflow.workflow_group,
-                 admission.admission_group):
+                 workflow.workflow_group, hooks.hooks_group, hooks.runs_group,
+                 hooks.init_command, admission.admission_group, attach.attach_group):
     main.add_command(_command)
 # The earlier name of `pipeline chart render`: the same command object (docs/cli.md).
 workflow.workflow_group.add_command(chart.render_command, "render-chart")

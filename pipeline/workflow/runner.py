@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline._fileio import write_atomic
+from pipeline._process import without_git_repository_env
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.workflow.plan import Plan, Task
 from pipeline.workflow.substitute import substitute, unresolved
@@ -77,12 +78,21 @@ def _now() -> str:
 
 
 def resolve_parameters(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
-    """Declared defaults overridden by ``given``; unknown names are a ConfigError."""
+    """Declared defaults overridden by ``given``; unknown names are a ConfigError.
+
+    ``git-repo`` (empty: the current directory) is made absolute here, against the
+    directory the run was started from (:func:`pipeline.workflow.gitrepo.resolve_git_repo`).
+    """
+    from pipeline.workflow.gitrepo import resolve_git_repo
+
     unknown = sorted(set(given) - set(plan.parameters))
     if unknown:
         raise ConfigError(f"unknown parameter(s) for {plan.name}: {', '.join(unknown)} "
                           f"(declared: {', '.join(plan.parameters)})")
-    return {**plan.parameters, **given}
+    values = {**plan.parameters, **given}
+    if "git-repo" in values:
+        values["git-repo"] = resolve_git_repo(values["git-repo"])
+    return values
 
 
 class _Mounts:
@@ -145,7 +155,8 @@ class Runner:
         self.logs = self.workdir / "logs"
         self.scripts = self.workdir / "scripts"
         self.max_parallel = max(1, max_parallel)
-        self.env = dict(os.environ if env is None else env)
+        # A git hook's GIT_DIR & co. must not reach the steps' own git commands.
+        self.env = without_git_repository_env(os.environ if env is None else env)
         bindir = str(Path(sys.executable).parent)
         self.env["PATH"] = bindir + os.pathsep + self.env.get("PATH", "")
         self.on_event = on_event or (lambda _event, _step: None)
@@ -311,12 +322,31 @@ def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
                  on_event: Callable[[str, StepRecord], None] | None = None) -> RunResult:
     """Run workflow ``name`` locally; raise :class:`WorkflowStepError` when a step fails.
 
-    The run record (``workdir/run.json``) is written in every case.
+    The run record (``workdir/run.json``) is written in every case. A local ``git-repo``
+    contributes its project's parameters (the ``workflows`` section of its pipeline.yaml
+    at ``git-revision``, :mod:`pipeline.workflow.params`) under ``parameters``.
     """
-    runner = Runner(load_plan(name), parameters, workdir, max_parallel=max_parallel,
+    plan = load_plan(name)
+    parameters = {**_project_defaults(plan, parameters), **parameters}
+    runner = Runner(plan, parameters, workdir, max_parallel=max_parallel,
                     on_event=on_event)
     result = runner.run()
     return result
+
+
+def _project_defaults(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
+    """The project's own parameters for ``plan``, read from the repository it will clone."""
+    from pipeline.workflow.gitrepo import is_remote, resolve_git_repo
+    from pipeline.workflow.params import project_parameters, read_project_file
+
+    if "git-repo" not in plan.parameters:
+        return {}
+    repo = given.get("git-repo", plan.parameters["git-repo"])
+    if repo and is_remote(repo):
+        return {}
+    revision = given.get("git-revision", plan.parameters.get("git-revision", "HEAD"))
+    data = read_project_file(Path(resolve_git_repo(repo)), revision or "HEAD")
+    return project_parameters(data, plan.name, set(plan.parameters))
 
 
 def failure_summary(result: RunResult, tail_lines: int = 15) -> str:

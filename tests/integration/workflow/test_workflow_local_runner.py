@@ -191,6 +191,16 @@ def test_release_runs_end_to_end_against_the_registry(
     # The image in the registry is signed by the release key; the model is pullable.
     pinned = f"{registry.host}/ml/runtime@{image_digest}"
     assert run(["verify", pinned, "--key", str(signing / "release.pub"), "--insecure"]) == 0
+    # The three attest steps ran in parallel on one digest and all three attestations
+    # are there: each its own manifest and discovery tag (issue 10: nothing lost).
+    for kind in ("slsaprovenance", "cyclonedx", "vuln"):
+        assert run(["verify-attestation", pinned, "--type", kind,
+                    "--key", str(signing / "release.pub"), "--insecure"]) == 0, kind
+    from pipeline.oci import discovery
+
+    with registry.client() as client:
+        tags = discovery.list_tags(client, "ml/runtime")
+    assert len(discovery.attachment_tags(tags, image_digest, "att")) == 3
     rendered = (workdir / "workspace" / "rendered.yaml").read_text()
     assert pinned in rendered and model_digest in rendered
     # No secret material in the run record, the scripts or the logs.
