@@ -34,6 +34,8 @@ from pipeline._cli import (
     policy,
     provenance,
     release,
+    release_record,
+    report,
     report_error,
     sealing,
     workflow,
@@ -114,6 +116,8 @@ release_group = _group("release", "Release state kept in the GitOps repository: 
     "promote": release.promote_command,
     "rollback": release.rollback_command,
     "status": release.status_command,
+    "record": release_record.record_command,
+    "environments": release_record.environments_command,
 })
 
 gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applications per "
@@ -126,6 +130,7 @@ for _command in (image_group, model_group, release_group, gitops_group, keys.key
                  workflow.workflow_group, hooks.hooks_group, hooks.runs_group,
                  hooks.init_command, admission.admission_group, attach.attach_group):
     main.add_command(_command)
+main.add_command(report.report_command)
 # The earlier name of `pipeline chart render`: the same command object (docs/cli.md).
 workflow.workflow_group.add_command(chart.render_command, "render-chart")
 

@@ -95,6 +95,15 @@ def summarise(metric: Metric, result: Result | None, phase: str) -> str:
     return f"{label} {_number(value, limit)} {op if passed else _NEGATE[op]} {_limit(limit)}"
 
 
+def passing_limit(metric: Metric) -> tuple[str, float] | None:
+    """``(op, limit)`` a value must satisfy to pass: the success condition's comparison,
+    or the negation of the failure condition's; None when neither compares a number."""
+    if metric.success is not None:
+        return metric.success.threshold()
+    found = metric.failure.threshold() if metric.failure is not None else None
+    return (_NEGATE[found[0]], found[1]) if found else None
+
+
 def assess(success: Condition | None, failure: Condition | None, result: Result) -> str:
     """One measurement's phase, as Argo Rollouts' ``EvaluateResult``: failure wins."""
     try:
@@ -126,6 +135,11 @@ class MetricMeasurement:
     error: str = ""
     #: Why it counts against the canary (empty when Successful).
     failures: tuple[str, ...] = ()
+    #: The limit the value was held to, as data (``value COMPARISON threshold`` passes),
+    #: and the condition it came from: what the evidence report plots, whatever the metric.
+    threshold: float | None = None
+    comparison: str = ""
+    condition: str = ""
 
     @property
     def ok(self) -> bool:
@@ -142,7 +156,9 @@ class MetricMeasurement:
             value = clean(self.value)
         return {"template": self.template, "metric": self.metric, "value": value,
                 "phase": self.phase, "ok": self.ok, "summary": self.summary,
-                "failures": list(self.failures), "error": self.error or None}
+                "failures": list(self.failures), "error": self.error or None,
+                "threshold": self.threshold, "comparison": self.comparison or None,
+                "condition": self.condition or None}
 
 
 @dataclass
@@ -264,9 +280,14 @@ class StepExecutor:
         elif phase == "Inconclusive":
             run.inconclusive += 1
         failures: Sequence[str] = () if phase == "Successful" else (f"{summary} {where}",)
+        limit = passing_limit(m)
+        condition = m.success or m.failure
         return MetricMeasurement(m.template, m.name, m.query, result, phase, summary,
-                                 failures=tuple(failures))
+                                 failures=tuple(failures),
+                                 threshold=limit[1] if limit else None,
+                                 comparison=limit[0] if limit else "",
+                                 condition=condition.text if condition else "")
 
 
 __all__ = ["MetricMeasurement", "MetricSource", "StepExecutor", "Traffic", "assess",
-           "summarise"]
+           "passing_limit", "summarise"]

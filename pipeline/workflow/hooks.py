@@ -7,7 +7,8 @@ once; the worker runs the queue one run at a time through the local runner, with
 pushed revision. Everything a run gets is recorded at install time in
 ``REPO/pipeline-runs/hooks.json``: the main branch, parameters (``-p``), and the local
 directories standing in for the Kubernetes Secrets (created here, 0700, when not given:
-a release signing key pair and a KEK keyring).
+a release signing key pair and a KEK keyring), and the bare GitOps repository the
+release records itself in and promotes through (``gitops-repo``, ``pipeline-runs/gitops.git``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ def _secrets(root: Path, parameters: dict[str, str]) -> list[str]:
                 parameters.get("kek-name", "release-kek"))
             created.append("kek-secret")
         parameters["kek-secret"] = str(kek)
+    if "gitops-repo" not in parameters:
+        # The release records itself and promotes through a GitOps repository; on this
+        # machine a bare one beside the runs stands in for the team's (a git URL with -p).
+        gitops = root / "gitops.git"
+        if not gitops.exists():
+            from pipeline.workflow.gitrepo import git_env
+
+            subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(gitops)],
+                           env=git_env(), check=True, capture_output=True)
+            created.append("gitops-repo")
+        parameters["gitops-repo"] = str(gitops)
     return created
 
 

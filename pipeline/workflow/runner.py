@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -159,6 +160,11 @@ class Runner:
         self.env = without_git_repository_env(os.environ if env is None else env)
         bindir = str(Path(sys.executable).parent)
         self.env["PATH"] = bindir + os.pathsep + self.env.get("PATH", "")
+        # Steps learn they run locally, and where the run record is (the release
+        # record links to it); on Argo the variable is absent.
+        self.env["PIPELINE_RUN_DIR"] = str(self.workdir)
+        #: ``{{workflow.uid}}``: Argo's is a UUID per run; so is ours.
+        self.uid = str(uuid.uuid4())
         self.on_event = on_event or (lambda _event, _step: None)
         self.records = {t.name: StepRecord(t.name) for t in plan.tasks}
         self.outputs: dict[str, str] = {}
@@ -168,6 +174,7 @@ class Runner:
     def _values(self) -> dict[str, str]:
         values = {f"workflow.parameters.{k}": v for k, v in self.parameters.items()}
         values["workflow.name"] = self.plan.name
+        values["workflow.uid"] = self.uid
         values.update(self.outputs)
         return values
 
@@ -227,8 +234,9 @@ class Runner:
     # -- the run ----------------------------------------------------------------------
     def _write_record(self, status: str, exit_code: int | None, failed: str | None) -> Path:
         path = self.workdir / RECORD
-        data = {"workflow": self.plan.name, "status": status, "exit_code": exit_code,
-                "failed_step": failed, "started": self.started_at, "finished": _now(),
+        data = {"workflow": self.plan.name, "uid": self.uid, "status": status,
+                "exit_code": exit_code, "failed_step": failed, "started": self.started_at,
+                "finished": _now(),
                 "parameters": self.parameters,
                 "steps": [asdict(self.records[t.name]) for t in self.plan.tasks]}
         write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

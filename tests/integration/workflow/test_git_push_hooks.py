@@ -136,3 +136,14 @@ def test_a_full_release_from_a_push(build_env, registry, tmp_path: Path) -> None
     signing = bare / "pipeline-runs" / "secrets" / "signing" / "release.pub"
     assert cli(["verify", listed["outputs"]["image_ref"], "--key", str(signing),
                 "--insecure"]) == 0
+    # The hand-off recorded the release in the hook's GitOps repository; with no analysis
+    # target configured, nothing was promoted, and the promote step says so.
+    from pipeline.report import collect
+
+    gitops = bare / "pipeline-runs" / "gitops.git"
+    evidence = collect(gitops, "dev", listed["outputs"]["image_ref"])
+    assert evidence["record"]["source"]["revision"] == revision
+    assert evidence["record"]["image"]["signature"]["verified"] is True
+    assert evidence["runs"] is False and evidence["steps"] == []
+    log = (RunStore(bare).directory(run.id) / "logs" / "promote.log").read_text()
+    assert "promote: skipped, nothing promoted: no analysis target" in log, log

@@ -47,7 +47,13 @@ def test_the_tree_is_noun_first() -> None:
     assert isinstance(release, click.Group)
     assert {"sign", "verify", "attest", "verify-attestation"} <= set(image.commands)
     assert {"seal", "unseal", "sign", "verify", "push", "pull"} <= set(model.commands)
-    assert set(release.commands) == {"promote", "rollback", "status"}
+    assert set(release.commands) == {"promote", "rollback", "status", "record",
+                                     "environments"}
+    # Top-level commands that are not a group or an alias (issue 12's interface):
+    # `pipeline init DIR` and the evidence report, which spans every noun.
+    standalone = {name for name, cmd in main.commands.items()
+                  if not isinstance(cmd, click.Group) and name not in ALIASES}
+    assert standalone == {"init", "report"}
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))
@@ -152,8 +158,8 @@ def test_non_runtime_commands_run_with_the_server_stack_unimportable(tmp_path: P
     assert "admission 3" in out.stdout
     assert "'secure-model-pipeline[admission]'" in out.stderr
     assert (tmp_path / "sealed" / "seal.json").is_file()
-    assert sorted(p.name for p in (tmp_path / "workflows").iterdir()) == ["pr-check.yaml",
-                                                                         "release.yaml"]
+    assert sorted(p.name for p in (tmp_path / "workflows").iterdir()) == [
+        "pr-check.yaml", "release.yaml", "rollback.yaml"]
 
 
 # ---------------------------------------------------------------------------- --json errors

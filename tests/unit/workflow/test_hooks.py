@@ -40,7 +40,12 @@ def test_install_writes_the_hook_its_config_and_local_secrets(tmp_path: Path) ->
     assert json.loads((kek / "keyring.json").read_text())["keys"][0]["name"] == "release-kek"
     for directory in (signing, kek, RunStore(bare).root):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    assert set(done.created_secrets) == {"signing-key-secret", "kek-secret"}
+    assert set(done.created_secrets) == {"signing-key-secret", "kek-secret", "gitops-repo"}
+    # The release's hand-off records into a bare GitOps repository beside the runs.
+    gitops = Path(config["parameters"]["gitops-repo"])
+    assert gitops == RunStore(bare).root / "gitops.git"
+    assert subprocess.run(["git", "-C", str(gitops), "rev-parse", "--is-bare-repository"],
+                          capture_output=True, text=True).stdout.strip() == "true"
     # Installing again keeps the keys (nothing created) and replaces our own hook.
     again = install_hook(bare)
     assert again.created_secrets == ()
