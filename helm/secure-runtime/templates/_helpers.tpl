@@ -249,7 +249,6 @@ spec:
     - name: secure-runtime
       image: {{ include "secure-runtime.digestRef" (list "image" .Values.image) | quote }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
-      command: ["python", "-m", "secure_runtime"]
       args:
         - --model
         - {{ include "secure-runtime.modelArg" . | quote }}
