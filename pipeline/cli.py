@@ -25,6 +25,7 @@ from pipeline._cli import (
     admission,
     build,
     chart,
+    deploy,
     image_signature,
     keys,
     model_signature,
@@ -124,6 +125,7 @@ for _command in (image_group, model_group, release_group, gitops_group, keys.key
                  workflow.workflow_group,
                  admission.admission_group):
     main.add_command(_command)
+main.add_command(deploy.deploy_cmd)
 # The earlier name of `pipeline chart render`: the same command object (docs/cli.md).
 workflow.workflow_group.add_command(chart.render_command, "render-chart")
 

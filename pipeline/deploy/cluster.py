@@ -13,7 +13,10 @@ digest) and this run's pods, nginx and Prometheus (``run/``, removed at close).
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import json
+import re
 import shutil
 import threading
 import time
@@ -55,6 +58,18 @@ class PodSet:
     pods: list[Pod]
 
 
+_LOOPBACK = re.compile(r"(?:^|[/@\s=])(?:127\.0\.0\.1|localhost):(\d{1,5})(?=[/\s]|$)")
+
+
+def loopback_ports(container: Mapping[str, Any]) -> tuple[int, ...]:
+    """Host loopback ports a container names in its args and env (``127.0.0.1:5000/repo``:
+    a registry on this machine), relayed into its namespace so it can reach them."""
+    texts = [*(container.get("args") or []), *(container.get("command") or []),
+             *(str(e.get("value", "")) for e in container.get("env") or [])]
+    ports = {int(m) for text in texts for m in _LOOPBACK.findall(str(text))}
+    return tuple(sorted(p for p in ports if 0 < p < 65536))
+
+
 class LocalCluster:
     """Run rendered objects locally; see the module docstring for the promotion seam."""
 
@@ -72,9 +87,9 @@ class LocalCluster:
     ) -> None:
         self.state_dir = Path(state_dir)
         self.images = ImageCache(self.state_dir / "images", registry_options)
-        self.run_dir = self.state_dir / "run"
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        self.run_dir.mkdir(parents=True)
+        # One directory per run: two deploys may share the image cache, never their pods.
+        (self.state_dir / "run").mkdir(parents=True, exist_ok=True)
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.state_dir / "run"))
         self.secret_dirs = {k: Path(v) for k, v in (secret_dirs or {}).items()}
         self.claim_dirs = {k: Path(v) for k, v in (claim_dirs or {}).items()}
         self.image_check = image_check
@@ -258,7 +273,7 @@ class LocalCluster:
         return Pod(pod_name, namespace, set_name, labels, ports,
                    {k: v for k, v in probes.items() if v}, launch,
                    self.run_dir / "pods" / pod_name, self._pod_event, self.backoff_base,
-                   unpacked.reference)
+                   unpacked.reference, loopback_ports(container))
 
     # -- state changes -------------------------------------------------------------------
     def _pod_event(self, pod: Pod, message: str) -> None:

@@ -3,7 +3,7 @@
 Why a cache keyed by digest: a digest names exactly one content, so the unpacked tree of
 ``repo@sha256:X`` can be reused by every pod and every later start without asking the
 registry again (the second start of ``pipeline deploy --local`` skips pull and unpack).
-Blobs are verified against their digests as they arrive (:func:`pipeline.oci.transfer.pull_to_layout`),
+Blobs are verified against their digests as they arrive (``pull_to_layout``),
 and a tree is published atomically (a crash leaves no half-unpacked root), so a cached tree
 is always a complete unpack of verified layers. Layers are applied in order with OCI
 whiteouts; a member that would land outside the tree (``..``, absolute paths, links that
@@ -83,14 +83,17 @@ class ImageCache:
             raise InputError(f"image {ref}: {manifest.get('mediaType', 'manifest')} is not a "
                              "single-platform image manifest")
         config = json.loads(layout.read_blob(manifest["config"]["digest"])).get("config") or {}
-        with atomic_directory(tree, mode=0o755, take_empty=True,
-                              on_exists=lambda _p: FileExistsError()) as tmp:
-            rootfs = tmp / "rootfs"
-            rootfs.mkdir(mode=0o755)
-            for layer in manifest["layers"]:
-                _apply_layer(layout.blob_path(layer["digest"]), layer.get("mediaType", ""),
-                             rootfs, f"{ref}: layer {layer['digest']}")
-            (tmp / "config.json").write_text(json.dumps(config))
+        try:
+            with atomic_directory(tree, mode=0o755, take_empty=True,
+                                  on_exists=lambda _p: FileExistsError()) as tmp:
+                rootfs = tmp / "rootfs"
+                rootfs.mkdir(mode=0o755)
+                for layer in manifest["layers"]:
+                    _apply_layer(layout.blob_path(layer["digest"]), layer.get("mediaType", ""),
+                                 rootfs, f"{ref}: layer {layer['digest']}")
+                (tmp / "config.json").write_text(json.dumps(config))
+        except FileExistsError:
+            pass  # another deploy unpacked the same digest meanwhile: same content
         return UnpackedImage(str(ref), ref.digest, tree / "rootfs", config, False)
 
     def _pull(self, ref: Reference) -> OCILayout:

@@ -140,4 +140,52 @@ class Relay:
         self._listener.close()
 
 
-__all__ = ["Relay", "connect", "http_get"]
+class Egress:
+    """127.0.0.1:``port`` inside a pod piped to 127.0.0.1:``port`` of the host.
+
+    Why: a pod pulls its model from a registry the chart names; on one machine that
+    registry listens on the host's loopback, which the pod's own loopback is not. The
+    listening socket is created inside the pod's namespace (setns), so the pod reaches
+    exactly the host ports it names and nothing else; no address is added anywhere.
+    """
+
+    def __init__(self, netns: str, port: int) -> None:
+        self.port = port
+        with _in_namespace(netns):
+            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", port))
+        self._listener.listen(128)
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name=f"egress-{port}").start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.port), timeout=5.0)
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+        back.start()
+        _pump(client, upstream)
+        back.join()
+        client.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
+
+__all__ = ["Egress", "Relay", "connect", "http_get"]

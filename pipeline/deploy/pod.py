@@ -9,6 +9,7 @@ of a failure carries its last lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,7 +86,7 @@ class Pod:
                  ports: Mapping[str, int], probes: Mapping[str, Probe | None],
                  launch: Callable[[], Launch], state_dir: Path,
                  events: Callable[[Pod, str], None], backoff_base: float = BACKOFF_BASE,
-                 image: str = "") -> None:
+                 image: str = "", egress_ports: tuple[int, ...] = ()) -> None:
         self.name, self.namespace, self.pod_set = name, namespace, pod_set
         self.labels = dict(labels)
         self.ports = dict(ports)
@@ -102,6 +103,8 @@ class Pod:
         self.restarts = 0
         self.last_error: str | None = None
         self.relays: dict[int, netns.Relay] = {}
+        self.egress_ports = egress_ports
+        self._egress: list[netns.Egress] = []
         self._process: subprocess.Popen[bytes] | None = None
         self._child_pid: int | None = None
         self._stop = threading.Event()
@@ -120,6 +123,8 @@ class Pod:
             self._thread.join(grace + 10)
         for relay in self.relays.values():
             relay.close()
+        for egress in self._egress:
+            egress.close()
         self.ready = False
         self.phase = "Terminated"
 
@@ -172,29 +177,46 @@ class Pod:
 
     def _spawn(self, launch: Launch) -> str | None:
         info_r, info_w = os.pipe()
+        # bwrap waits on block-fd before it runs the container: the egress listeners
+        # exist inside the namespace before the process could try to use them.
+        block_r, block_w = os.pipe()
         try:
             argv = list(launch.argv)
             bwrap = next(i for i, a in enumerate(argv) if a.endswith("bwrap"))
-            argv[bwrap + 1:bwrap + 1] = ["--info-fd", str(info_w)]
+            argv[bwrap + 1:bwrap + 1] = ["--info-fd", str(info_w), "--block-fd", str(block_r)]
             with open(self.log_path, "ab") as log:
                 self._process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    pass_fds=[*launch.fds, info_w], cwd="/", env={"PATH": "/usr/bin:/bin"},
-                    start_new_session=True)
+                    pass_fds=[*launch.fds, info_w, block_r], cwd="/",
+                    env={"PATH": "/usr/bin:/bin"}, start_new_session=True)
         except OSError as exc:
             os.close(info_r)
+            os.close(block_w)
             return f"cannot start: {exc}"
         finally:
             os.close(info_w)
+            os.close(block_r)
             launch.close()
         with os.fdopen(info_r, "rb") as info:
             raw = info.read()
         try:
             self._child_pid = int(json.loads(raw)["child-pid"])
         except (ValueError, KeyError):
+            os.close(block_w)
             self._process.wait()
             self._child_pid = None
             return None  # exited during setup: the supervisor reports it with the log
+        try:
+            for egress in self._egress:
+                egress.close()
+            self._egress = [netns.Egress(self.netns_path or "", p) for p in self.egress_ports]
+        except OSError as exc:
+            os.close(block_w)
+            self._terminate(1.0)
+            return f"cannot relay host ports {list(self.egress_ports)} into the pod: {exc}"
+        with contextlib.suppress(OSError):
+            os.write(block_w, b"1")
+        os.close(block_w)
         for port in self.ports.values():
             if port in self.relays:
                 self.relays[port].netns = self.netns_path or ""
