@@ -168,7 +168,7 @@ class LocalCluster:
             wanted = self.service_ports.get(f"{name}:{port_name}",
                                             self.service_ports.get(name, 0))
             try:
-                listen = reserve_port(wanted, f"Service/{namespace}/{name} port {port_name}")
+                listen = reserve_port(wanted, f"port {port_name}")
             except PipelineError as exc:
                 self._emit(Event("error", f"Service/{namespace}/{name}", str(exc),
                                  exc.exit_code))
@@ -215,10 +215,7 @@ class LocalCluster:
             if not containers:
                 raise InputError(f"{subject}: the pod template has no containers")
             ref = containers[0].get("image", "")
-            try:
-                require_digest(ref)
-            except InputError as exc:
-                raise InputError(f"{subject}: {exc}") from None
+            require_digest(ref)
             if self.image_check is not None:
                 self.image_check(ref, namespace)
             unpacked = self.images.get(ref)

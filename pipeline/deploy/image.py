@@ -13,6 +13,7 @@ point out) is refused by ``tarfile``'s ``tar`` filter, which resolves links alre
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -70,8 +71,22 @@ class ImageCache:
         return self.root / "rootfs" / digest.replace(":", "-")
 
     def get(self, image: str) -> UnpackedImage:
-        """The unpacked tree of ``image`` (REPO@sha256:...), pulling and unpacking if needed."""
+        """The unpacked tree of ``image`` (REPO@sha256:...), pulling and unpacking if needed.
+
+        One pull and one unpack per digest, even when several workloads (threads) or
+        deploys (processes) ask at once: they wait on the digest's lock file."""
         ref = require_digest(image)
+        assert ref.digest is not None
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / ref.digest.replace(":", "-"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._get(ref)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _get(self, ref: Reference) -> UnpackedImage:
         assert ref.digest is not None
         tree = self._tree(ref.digest)
         if (tree / "config.json").is_file():
@@ -100,7 +115,9 @@ class ImageCache:
         from pipeline.oci.transfer import pull_to_layout
 
         layout_dir = self.root / "blobs"
-        layout = OCILayout.create(layout_dir)
+        with open(self.root / "locks" / "layout", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            layout = OCILayout.create(layout_dir)
         assert ref.digest is not None
         if not layout.has_blob(ref.digest):
             with open_client(ref, None, self.registry_options) as client:
