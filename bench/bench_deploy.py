@@ -63,7 +63,7 @@ def _direct(model: Path, trust: Path, keyring: Path, env: dict[str, str]) -> flo
     start = time.monotonic()
     process = subprocess.Popen(
         [PYTHON, "-m", "secure_runtime", "--model", str(model), "--trust", str(trust),
-         "--key-file", str(keyring), "--port", str(port), "--no-grpc"],
+         "--key-file", str(keyring), "--port", str(port), "--no-grpc", "--allow-root"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     try:
         while True:

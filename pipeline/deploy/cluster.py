@@ -13,11 +13,11 @@ digest) and this run's pods, nginx and Prometheus (``run/``, removed at close).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import json
+import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
