@@ -84,6 +84,7 @@ class LocalCluster:
         service_ports: Mapping[str, int] | None = None,
         on_event: Callable[[Event], None] | None = None,
         backoff_base: float = BACKOFF_BASE,
+        use_bytecode: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.images = ImageCache(self.state_dir / "images", registry_options)
@@ -95,6 +96,7 @@ class LocalCluster:
         self.image_check = image_check
         self.service_ports = dict(service_ports or {})
         self.backoff_base = backoff_base
+        self.use_bytecode = use_bytecode
         self._on_event = on_event or (lambda _e: None)
         self._lock = threading.RLock()
         self.plan: Plan | None = None
@@ -234,6 +236,10 @@ class LocalCluster:
                 self._emit(Event("error", subject, str(exc),
                                  getattr(exc, "exit_code", InputError.exit_code)))
                 return None
+        if self.use_bytecode and self.images.bytecode(unpacked) is None:
+            # After this start, for the next ones: never in the way of this one.
+            threading.Thread(target=self._compile, args=(unpacked, subject),
+                             daemon=True).start()
         pod_set = PodSet(name, meta["name"], namespace, ref, pods)
         with self._lock:
             self.pod_sets[name] = pod_set
@@ -242,6 +248,11 @@ class LocalCluster:
         self._emit(Event("note", subject, f"{count} pod(s) from {unpacked.reference}"
                          f"{' (cached image)' if unpacked.cached else ''}"))
         return pod_set
+
+    def _compile(self, unpacked: UnpackedImage, subject: str) -> None:
+        if self.images.compile_bytecode(unpacked) is not None and not self._closed:
+            self._emit(Event("note", subject, f"bytecode of {unpacked.digest} compiled for "
+                                              "the next starts"))
 
     def _pod(self, set_name: str, namespace: str, template: Mapping[str, Any],
              template_hash: str, index: int, unpacked: UnpackedImage, subject: str) -> Pod:
@@ -262,10 +273,11 @@ class LocalCluster:
         # Built once now so a missing --secret is reported before anything runs.
         build_launch(pod_name, metadata, pod_spec, unpacked.config, unpacked.rootfs,
                      sources).close()
+        bytecode = self.images.bytecode(unpacked) if self.use_bytecode else None
 
         def launch() -> Any:
             return build_launch(pod_name, metadata, pod_spec, unpacked.config,
-                                unpacked.rootfs, sources)
+                                unpacked.rootfs, sources, bytecode)
 
         return Pod(pod_name, namespace, set_name, labels, ports,
                    {k: v for k, v in probes.items() if v}, launch,

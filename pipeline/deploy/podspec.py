@@ -182,6 +182,7 @@ def build_launch(
     image_config: Mapping[str, Any],
     rootfs: Path,
     sources: Sources,
+    bytecode: Path | None = None,
 ) -> Launch:
     """The setpriv + bubblewrap argv that runs the pod's only container.
 
@@ -220,6 +221,14 @@ def build_launch(
             args += _mount(mount, volumes, metadata, sources, rootfs, launch, where)
         setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
         bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+        if bytecode is not None:
+            from pipeline.deploy.image import PYCACHE_MOUNT
+
+            # The image's own modules, compiled once per digest (ImageCache.compile_bytecode).
+            pyc_fd = os.open(bytecode, os.O_PATH | os.O_DIRECTORY)
+            launch.fds.append(pyc_fd)
+            args += ["--ro-bind-fd", str(pyc_fd), PYCACHE_MOUNT]
+            env.setdefault("PYTHONPYCACHEPREFIX", PYCACHE_MOUNT)
         env_args = [a for k, v in env.items() for a in ("--setenv", k, v)]
         launch.argv = [
             setpriv, "--reuid", str(uid), "--regid", str(gid), "--clear-groups",
