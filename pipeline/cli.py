@@ -23,9 +23,11 @@ import click
 from pipeline import __version__
 from pipeline._cli import (
     admission,
+    attach,
     build,
     chart,
     deploy,
+    hooks,
     image_signature,
     keys,
     model_signature,
@@ -33,6 +35,8 @@ from pipeline._cli import (
     policy,
     provenance,
     release,
+    release_record,
+    report,
     report_error,
     sealing,
     workflow,
@@ -113,6 +117,8 @@ release_group = _group("release", "Release state kept in the GitOps repository: 
     "promote": release.promote_command,
     "rollback": release.rollback_command,
     "status": release.status_command,
+    "record": release_record.record_command,
+    "environments": release_record.environments_command,
 })
 
 gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applications per "
@@ -122,10 +128,11 @@ gitops_group = _group("gitops", "The GitOps repository Argo CD syncs: Applicatio
 
 for _command in (image_group, model_group, release_group, gitops_group, keys.keys_group,
                  build.lock_group, policy.policy_group, chart.chart_group,
-                 workflow.workflow_group,
-                 admission.admission_group):
+                 workflow.workflow_group, hooks.hooks_group, hooks.runs_group,
+                 hooks.init_command, admission.admission_group, attach.attach_group):
     main.add_command(_command)
 main.add_command(deploy.deploy_cmd)
+main.add_command(report.report_command)
 # The earlier name of `pipeline chart render`: the same command object (docs/cli.md).
 workflow.workflow_group.add_command(chart.render_command, "render-chart")
 

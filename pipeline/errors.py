@@ -29,7 +29,8 @@ EXIT_BUILD = 13
 EXIT_RENDER = 14
 #: ``pipeline policy check`` found violations (docs/exit-codes.md): the code linters use.
 EXIT_VIOLATIONS = 1
-# 15 is left to a branch that was open when this was added.
+#: A command's own signature or attestation is not durably discoverable (docs/exit-codes.md).
+EXIT_ATTACHMENT = 15
 EXIT_CONFLICT = 16
 
 
@@ -77,6 +78,16 @@ class InsecureKeyStoreError(KeyProviderError):
 
 class UnreachableError(PipelineError):
     """A service (registry, Prometheus, KMS, HSM) cannot be reached."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class DeadlineError(UnreachableError):
+    """A registry (or a service behind it) did not answer within the operation's deadline.
+
+    Exit 9 like any unreachable service; the message names the budget
+    ("registry X did not answer within 5s"), so a webhook denial says why.
+    """
 
     exit_code = EXIT_UNREACHABLE
 
@@ -134,6 +145,17 @@ class ConflictError(PipelineError):
     the requested change would change nothing (a roll-back to what already runs)."""
 
     exit_code = EXIT_CONFLICT
+
+
+class AttachmentError(PipelineError):
+    """A signature or attestation was pushed but is not durably discoverable.
+
+    Its manifest exists, but neither its discovery tag nor the registry's referrers
+    API lists it (the registry rejected the tag, say), so a verifier might not find
+    it; the message says what is missing and that ``pipeline attach repair`` retries.
+    """
+
+    exit_code = EXIT_ATTACHMENT
 
 
 class RuntimeSecurityError(PipelineError):

@@ -21,7 +21,7 @@ if [ -z "$(find "$lists_dir" -maxdepth 1 -name '*_Packages*' -size +0 -print -qu
 fi
 
 APT_PACKAGES=(softhsm2 opensc docker-registry skopeo umoci bubblewrap runc apache2-utils openssl
-              ca-certificates git debootstrap prometheus nginx-light)
+              ca-certificates git debootstrap prometheus nginx-light chromium chromium-driver)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -70,6 +70,24 @@ class RegistryServer:
     def ref(self, repository: str, tag: str = "latest") -> str:
         return f"{self.host}/{repository}:{tag}"
 
+    def drop_tag(self, repository: str, tag: str) -> None:
+        """Remove a tag the way a retention job does: from the registry's own storage
+        (distribution 2.8 has no tag DELETE; the manifest itself stays)."""
+        import shutil
+
+        path = self.storage / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+        shutil.rmtree(path / tag)
+
+    def cosign_layout_only(self, repository: str, digest: str) -> None:
+        """Leave only cosign's ``.sig``/``.att`` tags for ``digest``: drop its discovery tags
+        and referrers fallback index, so a test can tamper with the one remaining copy."""
+        tags = self.storage / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+        prefix = digest.replace(":", "-")
+        for path in tags.iterdir():
+            name = path.name
+            if name == prefix or name.startswith((prefix + ".sig.", prefix + ".att.")):
+                self.drop_tag(repository, name)
+
 
 def _write_certificates(directory: Path) -> tuple[Path, Path, Path]:
     """A throw-away CA and a server certificate for 127.0.0.1/localhost."""
@@ -357,6 +375,8 @@ class FlakyProxy:
     ``log``: (method, path, status) of every request seen.
     ``rewrite_digest``: after ``tamper``, send a Docker-Content-Digest that matches the
     altered body (a registry that serves bad content consistently, not a corrupted hop).
+    ``reject``: predicate(method, path) -> True to refuse the request with HTTP 400
+    ``TAG_INVALID`` (a registry whose tag rules refuse a name: immutability, patterns).
     """
 
     upstream: RegistryServer
@@ -365,6 +385,18 @@ class FlakyProxy:
     drop: Callable[[str, str, int], bool] | None = None
     tamper: Callable[[str, str, bytes], bytes] | None = None
     rewrite_digest: bool = False
+    reject: Callable[[str, str], bool] | None = None
+    #: Paginate ``tags/list`` as distribution 3, GHCR and Harbor do (``n``, ``last``, a
+    #: ``Link`` header): the Debian distribution 2.8 ignores ``n`` and sends every tag.
+    #: ``paginate`` caps a page; ``link_loop`` sends a Link back to the same page.
+    paginate: int = 0
+    link_loop: bool = False
+    #: Serve the OCI 1.1 referrers API in front of distribution 2.8 (which has none): a
+    #: manifest PUT with a ``subject`` is recorded and answered with ``OCI-Subject``, and
+    #: ``GET /v2/<name>/referrers/<digest>`` lists what was recorded, as distribution 3,
+    #: Harbor and Zot do. A stand-in named as such, not a real registry's API.
+    referrers_api: bool = False
+    _referrers: dict[tuple[str, str], list[dict]] = field(default_factory=dict)
     log: list[tuple[str, str, int]] = field(default_factory=list)
     _count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -381,6 +413,27 @@ class FlakyProxy:
         with self._lock:
             self._count += 1
             return self._count
+
+
+def _paginate(proxy: FlakyProxy, path: str, data: bytes) -> tuple[bytes, str | None]:
+    """One page of a tags/list answer, the way distribution 3 pages it (sorted, n, last)."""
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    parts = urlsplit(path)
+    if proxy.link_loop:
+        return data, f'<{path}>; rel="next"'
+    query = parse_qs(parts.query)
+    body = json.loads(data)
+    tags = sorted(body.get("tags") or [])
+    last = query.get("last", [""])[0]
+    size = min(int(query.get("n", [proxy.paginate])[0]), proxy.paginate)
+    rest = [t for t in tags if t > last]
+    page, more = rest[:size], rest[size:]
+    body["tags"] = page
+    link = None
+    if more:
+        link = f'<{parts.path}?{urlencode({"last": page[-1], "n": size})}>; rel="next"'
+    return json.dumps(body).encode(), link
 
 
 def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
@@ -414,6 +467,19 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
+            if proxy.referrers_api and method == "GET" and "/referrers/sha256:" in path:
+                self._referrers_answer(path)
+                return
+            if proxy.reject and proxy.reject(method, path):
+                proxy.log.append((method, path, 400))
+                refusal = json.dumps({"errors": [{"code": "TAG_INVALID",
+                                                  "message": "tag refused by policy"}]}).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(refusal)))
+                self.end_headers()
+                self.wfile.write(refusal)
+                return
             if count <= proxy.fail_first:
                 proxy.log.append((method, path, 503))
                 self.send_response(503)
@@ -443,6 +509,16 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
                         (k, fixed if k.lower() == "docker-content-digest" else v)
                         for k, v in headers_out
                     ]
+            subject_header = None
+            if proxy.referrers_api and method == "PUT" and "/manifests/" in path \
+                    and response.status in (200, 201):
+                subject_header = self._record_referrer(path, body, headers_out)
+            if subject_header:
+                headers_out = [*headers_out, ("OCI-Subject", subject_header)]
+            if (proxy.paginate or proxy.link_loop) and method == "GET" and "/tags/list" in path:
+                data, link = _paginate(proxy, path, data)
+                if link:
+                    headers_out = [*headers_out, ("Link", link)]
             proxy.log.append((method, path, response.status))
             self.send_response(response.status)
             for key, value in headers_out:
@@ -462,6 +538,50 @@ def _make_handler(proxy: FlakyProxy) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if method != "HEAD":
                 self.wfile.write(data)
+
+        def _record_referrer(self, path: str, body: bytes, headers: list) -> str | None:
+            import hashlib
+
+            try:
+                manifest = json.loads(body)
+            except ValueError:
+                return None
+            subject = manifest.get("subject") if isinstance(manifest, dict) else None
+            if not isinstance(subject, dict):
+                return None
+            name = path.split("/v2/", 1)[1].split("/manifests/", 1)[0]
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            descriptor = {"mediaType": manifest.get("mediaType"), "digest": digest,
+                          "size": len(body)}
+            if manifest.get("artifactType"):
+                descriptor["artifactType"] = manifest["artifactType"]
+            if manifest.get("annotations"):
+                descriptor["annotations"] = manifest["annotations"]
+            with proxy._lock:
+                listed = proxy._referrers.setdefault((name, subject["digest"]), [])
+                if all(d["digest"] != digest for d in listed):
+                    listed.append(descriptor)
+            return str(subject["digest"])
+
+        def _referrers_answer(self, path: str) -> None:
+            from urllib.parse import parse_qs, urlsplit
+
+            parts = urlsplit(path)
+            name, _, digest = parts.path.split("/v2/", 1)[1].rpartition("/referrers/")
+            wanted = parse_qs(parts.query).get("artifactType", [None])[0]
+            with proxy._lock:
+                listed = list(proxy._referrers.get((name, digest), []))
+            if wanted:
+                listed = [d for d in listed if d.get("artifactType") == wanted]
+            data = json.dumps({"schemaVersion": 2,
+                               "mediaType": "application/vnd.oci.image.index.v1+json",
+                               "manifests": listed}).encode()
+            proxy.log.append(("GET", path, 200))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 

@@ -1,4 +1,4 @@
-"""Hera definitions of the pipeline's Argo workflows: ``release`` and ``pr_check``.
+"""Hera definitions of the pipeline's Argo workflows: ``release``, ``pr_check``, ``rollback``.
 
 These objects are the single definition of both workflows: ``pipeline workflow render``
 writes them as Argo ``WorkflowTemplate`` YAML for a cluster, and the local runner

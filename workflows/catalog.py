@@ -8,12 +8,13 @@ from typing import Any
 
 import yaml
 from hera.workflows import WorkflowTemplate
-from pipeline.workflows import pr_check, release
+from pipeline.workflows import pr_check, release, rollback
 
 #: Workflow name → builder. Names are the WorkflowTemplates' metadata.name.
 WORKFLOWS: dict[str, Callable[[], WorkflowTemplate]] = {
     "pr-check": pr_check.build,
     "release": release.build,
+    "rollback": rollback.build,
 }
 _ALIASES = {"pr_check": "pr-check"}
 

@@ -68,7 +68,8 @@ def step(
     """A bash script template running ``pipeline ...`` commands in the pipeline image.
 
     Secrets reach the step only as mounted files (never in args or env values); env values
-    are paths. ``outputs`` maps output parameter names to files under the workspace.
+    are paths, or user text that must not be spliced into the bash source (a roll-back's
+    reason). ``outputs`` maps output parameter names to files under the workspace.
     """
     return Script(
         name=name,
@@ -98,4 +99,35 @@ rm -rf {WORKSPACE}/src
 git clone --quiet "{wp('git-repo')}" {WORKSPACE}/src
 git -C {WORKSPACE}/src checkout --quiet --detach "{wp('git-revision')}"
 git -C {WORKSPACE}/src rev-parse HEAD > {WORKSPACE}/revision
+"""
+
+
+#: Where a hand-off step clones the GitOps repository (``gitops-repo``) and how it sets
+#: up: every commit is pushed to it (``origin``), and the project's own pipeline.yaml
+#: (environments, gates) applies when the source checkout has one.
+GITOPS = f"{WORKSPACE}/gitops"
+
+
+def gitops_checkout(*, config: bool = True) -> str:
+    """Bash: clone ``gitops-repo`` into the workspace; refuse an empty parameter (exit 3)."""
+    lines = [
+        f'gitops="{wp("gitops-repo")}"',
+        'if [ -z "$gitops" ]; then',
+        '  echo "error: parameter gitops-repo is empty: give the GitOps repository (a git '
+        'URL, or a bare repository\'s path) that records and promotes releases" >&2',
+        "  exit 3",
+        "fi",
+        f"rm -rf {GITOPS}",
+        f'git clone --quiet "$gitops" {GITOPS}',
+        "export PIPELINE_GITOPS_REMOTE=origin",
+    ]
+    if config:
+        lines.append(f"if [ -f {WORKSPACE}/src/pipeline.yaml ]; then "
+                     f"export PIPELINE_CONFIG={WORKSPACE}/src/pipeline.yaml; fi")
+    return "\n".join(lines) + "\n"
+
+
+#: Bash: ``env`` is the ``environment`` parameter, else pipeline.yaml's first environment.
+ENVIRONMENT = f"""env="{wp('environment')}"
+if [ -z "$env" ]; then env="$(pipeline release environments --first)"; fi
 """

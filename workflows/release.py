@@ -9,6 +9,16 @@ The DAG (independent steps run in parallel)::
                         └─ push-image ─┬─ sign-image ───────┘
                                        └─ (attest-* also wait for push-image)
 
+    policy-check ── record-release ── promote   (the hand-off)
+
+The hand-off clones ``gitops-repo``, commits the release record (``releases/*.json``:
+digests, signatures, attestations, SBOM and scan summary, provenance, seal manifest,
+policy results, admission decision) and pushes it, then ``pipeline promote`` walks the
+release through the canary stages of ``environment`` (default: the first environment
+of the project's pipeline.yaml, else ``dev``) with the same gates as by hand;
+``promote-flags`` adds the analysis target (``--prometheus URL`` on a cluster,
+``--local --stable-url ... --canary-url ...`` on one machine).
+
 Secrets (the release signing key pair, the KEK keyring) are mounted from the Kubernetes
 Secrets named by ``signing-key-secret`` and ``kek-secret``; only their paths appear in the
 scripts. The image and the model are referred to by the digests their push steps output.
@@ -19,10 +29,13 @@ from __future__ import annotations
 from hera.workflows import DAG, Parameter, WorkflowTemplate
 from pipeline.workflows.common import (
     CHECKOUT_SOURCE,
+    ENVIRONMENT,
+    GITOPS,
     KEYRING,
     SIGNING_KEY,
     SIGNING_PUB,
     WORKSPACE,
+    gitops_checkout,
     kek_volume,
     registry_flags,
     signing_volume,
@@ -45,6 +58,10 @@ PARAMETERS = {
     "scan-env": "prod",
     "chart": "helm/secure-runtime",
     "image-policy": "policies/image-policy.yaml",
+    "gitops-repo": "",
+    "environment": "",
+    "promote-flags": "",
+    "run-url": "",
 }
 
 ATTESTATIONS = (("provenance", "slsaprovenance", "provenance.json"),
@@ -59,7 +76,8 @@ def _templates() -> dict[str, object]:
         "seal-model": step("seal-model", f"""
 PIPELINE_KEYRING={KEYRING} pipeline seal "{w}/src/{wp('model-dir')}" --key "{wp('kek-name')}" \\
     --out {w}/model.sealed --sign-key {SIGNING_KEY} --force
-pipeline verify-model {w}/model.sealed --trust {SIGNING_PUB}
+mkdir -p {w}/evidence
+pipeline verify-model {w}/model.sealed --trust {SIGNING_PUB} --json > {w}/evidence/model-verify.json
 """, secrets=(signing_volume(), kek_volume())),
         "build": step("build", f"pipeline build {w}/src --out {w}/image --frozen"),
         "sbom": step("sbom", f"pipeline sbom {w}/image -o {w}/sbom.json"),
@@ -83,9 +101,12 @@ pipeline sign "{wp('repository')}@{{{{inputs.parameters.digest}}}}" --key {SIGNI
 """, inputs=("digest",), secrets=(signing_volume(),)),
         "verify": step("verify", registry_flags() + f"""
 ref="{wp('repository')}@{{{{inputs.parameters.digest}}}}"
-pipeline verify "$ref" --key {SIGNING_PUB} "${{flags[@]}}"
+mkdir -p {w}/evidence
+pipeline verify "$ref" --key {SIGNING_PUB} "${{flags[@]}}" --json \\
+    > {w}/evidence/image-signature.json
 for kind in slsaprovenance cyclonedx vuln; do
-  pipeline verify-attestation "$ref" --type "$kind" --key {SIGNING_PUB} "${{flags[@]}}"
+  pipeline verify-attestation "$ref" --type "$kind" --key {SIGNING_PUB} "${{flags[@]}}" \\
+      --json > "{w}/evidence/attestation-$kind.json"
 done
 """, inputs=("digest",), secrets=(signing_volume(),)),
         "policy-check": step("policy-check", registry_flags() + f"""
@@ -99,6 +120,38 @@ pipeline chart render "{w}/src/{wp('chart')}" -o {w}/rendered.yaml "${{values[@]
 PIPELINE_RELEASE_PUBLIC_KEY={SIGNING_PUB} pipeline policy check "{w}/src/{wp('chart')}" \\
     "${{values[@]}}" --verify-images --image-policy "{w}/src/{wp('image-policy')}" \\
     "${{flags[@]}}" --format sarif -o {w}/policy.sarif
+""", inputs=("digest", "model-digest"), secrets=(signing_volume(),)),
+        "record-release": step("record-release", gitops_checkout() + f"""
+executor=argo
+run_url="{wp('run-url')}"
+if [ -n "${{PIPELINE_RUN_DIR:-}}" ]; then
+  executor=local
+  run_url="file://$PIPELINE_RUN_DIR/run.json"
+fi
+pipeline release record --gitops {GITOPS} --workspace {w} \\
+    --image "{wp('repository')}@{{{{inputs.parameters.digest}}}}" \\
+    --model "{wp('model-repository')}@{{{{inputs.parameters.model-digest}}}}" \\
+    --git-repo "{wp('git-repo')}" --revision "$(cat {w}/revision)" \\
+    --run-name "{{{{workflow.name}}}}" --run-uid "{{{{workflow.uid}}}}" \\
+    --executor "$executor" --run-url "$run_url"
+""", inputs=("digest", "model-digest")),
+        "promote": step("promote", registry_flags() + f"""
+if [ -z "{wp('promote-flags')}" ]; then
+  echo "promote: skipped, nothing promoted: no analysis target (set the parameter" \\
+       "promote-flags: --prometheus URL on a cluster, --local --stable-url URL" \\
+       "--canary-url URL on one machine); the release is recorded in the GitOps repository"
+  exit 0
+fi
+export PIPELINE_GITOPS_REMOTE=origin
+if [ -f {w}/src/pipeline.yaml ]; then export PIPELINE_CONFIG={w}/src/pipeline.yaml; fi
+""" + ENVIRONMENT + f"""
+extra=()
+read -r -a extra <<< "{wp('promote-flags')}" || true
+PIPELINE_RELEASE_PUBLIC_KEY={SIGNING_PUB} pipeline promote --gitops {GITOPS} --env "$env" \\
+    --image "{wp('repository')}@{{{{inputs.parameters.digest}}}}" \\
+    --model "{wp('model-repository')}@{{{{inputs.parameters.model-digest}}}}" \\
+    --image-policy "{w}/src/{wp('image-policy')}" --trust {SIGNING_PUB} \\
+    --chart "{w}/src/{wp('chart')}" "${{flags[@]}}" "${{extra[@]}}"
 """, inputs=("digest", "model-digest"), secrets=(signing_volume(),)),
     }
     for name, kind, predicate in ATTESTATIONS:
@@ -147,4 +200,8 @@ def build() -> WorkflowTemplate:
             policy = t["policy-check"](name="policy-check", arguments={
                 "digest": image_digest, "model-digest": model_digest})
             [verify, push_model] >> policy
+            digests = {"digest": image_digest, "model-digest": model_digest}
+            record = t["record-release"](name="record-release", arguments=digests)
+            promote = t["promote"](name="promote", arguments=digests)
+            policy >> record >> promote
     return template

@@ -1,9 +1,13 @@
 """The registry flags every command shares, and the one place they become RegistryOptions.
 
-``@registry_flags()`` adds ``--insecure`` and ``--ca-file`` (and, where asked,
-``--username``/``--password-stdin`` or ``--registry-timeout``) to a command and hands
+``@registry_flags()`` adds ``--insecure``, ``--ca-file`` and ``--timeout`` (and, where
+asked, ``--username``/``--password-stdin`` or ``--registry-timeout``) to a command and hands
 the command one ``registry_options: RegistryOptions`` instead of the loose flags, so
 every command reaches registries the same way and the library never sees a dict.
+
+``--timeout`` is one total deadline for all of the command's registry work (every
+request, retry sleep and token fetch), started when the command starts; the
+per-request timeout still applies inside it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pipeline.oci.registry import Credentials, RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_FLAGS = ("ca_file", "username", "password_stdin", "registry_timeout")
+_FLAGS = ("ca_file", "username", "password_stdin", "registry_timeout", "total_timeout")
 
 
 def build_registry_options(
@@ -32,8 +36,13 @@ def build_registry_options(
     timeout: float | None = None,
     retries: int | None = None,
     backoff: float | None = None,
+    total_timeout: float | None = None,
 ) -> RegistryOptions:
-    """RegistryOptions from the flags; the password from stdin or the settings, never argv."""
+    """RegistryOptions from the flags; the password from stdin or the settings, never argv.
+
+    ``total_timeout``: seconds from now for everything done with the options (a
+    :class:`~pipeline.oci.deadline.Deadline`); None: no total limit.
+    """
     from pipeline.errors import ConfigError
 
     credentials = None
@@ -56,7 +65,7 @@ def build_registry_options(
         retries=defaults.retries if retries is None else retries,
         backoff=defaults.backoff if backoff is None else backoff,
         credentials=credentials,
-    )
+    ).with_deadline(total_timeout)
 
 
 def registry_flags(
@@ -67,12 +76,14 @@ def registry_flags(
     timeout: float | None = None,
     retries: int | None = None,
     backoff: float | None = None,
+    deadline: bool = True,
 ) -> Callable[[F], F]:
     """Add the registry flags to a command; it receives ``registry_options`` instead.
 
     ``purpose`` ends each help text (", with --push"); ``credentials`` adds
     ``--username``/``--password-stdin``; ``timeout`` adds ``--registry-timeout`` with that
-    default; ``retries``/``backoff`` are the command's fixed transport policy.
+    default; ``retries``/``backoff`` are the command's fixed transport policy; ``deadline``
+    adds ``--timeout`` (a server, whose deadline is per decision, passes False).
     """
 
     insecure_dest = insecure_flag.lstrip("-").replace("-", "_")
@@ -89,14 +100,25 @@ def registry_flags(
                 timeout=flags.get("registry_timeout", timeout),
                 retries=retries,
                 backoff=backoff,
+                total_timeout=flags.get("total_timeout"),
             )
             return func(*args, **kwargs)
 
         wrapped: Any = command
+        if deadline:
+            wrapped = click.option(
+                "--timeout", "total_timeout", default=None, type=click.FloatRange(0.1),
+                metavar="SECONDS",
+                help="Total seconds for all of this command's registry work (every request, "
+                     "retry and token fetch); past it the command fails with exit 9. "
+                     "Default: no total limit.",
+            )(wrapped)
         if timeout is not None:
             wrapped = click.option(
                 "--registry-timeout", "registry_timeout", default=timeout, show_default=True,
-                type=click.FloatRange(0.1), help="Seconds per registry request.",
+                type=click.FloatRange(0.1),
+                help="Seconds per registry request" + ("." if deadline else
+                     "; also the budget of all registry work for one decision."),
             )(wrapped)
         if credentials:
             wrapped = click.option(

@@ -33,7 +33,8 @@ def admission_group() -> None:
               help="Server private key (PEM), e.g. the Secret's tls.key.")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535))
-@registry_flags(insecure_flag="--insecure-registry", timeout=5.0, retries=2, backoff=0.1)
+@registry_flags(insecure_flag="--insecure-registry", timeout=5.0, retries=2, backoff=0.1,
+                deadline=False)
 @click.option("--cache-ttl", default=300.0, show_default=True, type=click.FloatRange(0),
               help="Seconds an allowed image verdict is reused (0: verify every time).")
 @click.option("--max-request-bytes", default=4 * 1024 * 1024, show_default=True,
@@ -61,6 +62,8 @@ def serve_command(
     decider = Decider(
         load_policies(list(policy_dirs)), ImagePolicy.load(image_policy), registry_options,
         VerdictCache(ttl=cache_ttl),
+        # --registry-timeout is the budget of a whole decision, not of one request.
+        decision_budget=registry_options.timeout,
     )
     server = build_server(create_app(decider, max_request_bytes=max_request_bytes),
                           tls_cert, tls_key)

@@ -128,8 +128,9 @@ def sign_command(reference: str, key: Path | str, annotations: tuple[str, ...],
                         registry_options=registry_options, certificate=certificate,
                         certificate_chain=certificate_chain)
     verb = "signed" if result["added"] else "already signed by this key:"
-    emit(result, as_json, f"{verb} {result['digest']} -> {result['signature_tag']} "
+    emit(result, as_json, f"{verb} {result['digest']} -> {result['discovery_tag']} "
                           f"({result['signatures']} signature(s))")
+    _warn_problems(result)
 
 
 @click.command("verify")
@@ -161,6 +162,13 @@ def verify_command(reference: str, keys: tuple[Path, ...], identity_regexp: str 
                           trust_root=root)
     emit(result, as_json, f"verified {result['digest']}: signed by "
                           f"{len(result['signers'])} trusted signer(s)")
+
+
+def _warn_problems(result: dict[str, Any]) -> None:
+    """The attachment is durably discoverable (else exit 15), but a copy lags: say so."""
+    for problem in result.get("problems") or []:
+        click.echo(f"warning: {problem}; `pipeline attach repair {result['reference']}` "
+                   "brings the copies in step", err=True)
 
 
 def _read_predicate(path: Path) -> dict[str, Any]:
@@ -195,7 +203,8 @@ def attest_command(reference: str, predicate_type: str, predicate: Path, key: Pa
     result = attest(reference, predicate_type, _read_predicate(predicate), key,
                     registry_options=registry_options)
     emit(result, as_json, f"attested {result['predicate_type']} for {result['digest']} -> "
-                          f"{result['attestation_tag']}")
+                          f"{result['discovery_tag']}")
+    _warn_problems(result)
 
 
 @click.command("verify-attestation")

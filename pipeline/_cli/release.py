@@ -1,10 +1,12 @@
 """``pipeline release promote|rollback|status`` (aliases ``promote``, ``rollback``) and
 ``pipeline gitops init``.
 
-Thin: parse, build the gates, the analysis (Prometheus + thresholds), the publisher
-(push, Argo CD) and, with ``--local``, the local target (nginx + Prometheus in front of
-two OIP servers); call :mod:`pipeline.release.promote`; print (live progress with rich
-on a terminal). Exit codes in docs/release.md and docs/exit-codes.md.
+Thin: parse, build the gates, the canary definition (the chart rendered for the
+environment: :func:`pipeline.release.canary.render_definition`) and its executor, the
+publisher (push, Argo CD) and, with ``--local``, the local target (nginx + Prometheus in
+front of two OIP servers, labelled as the chart's ServiceMonitor); call
+:mod:`pipeline.release.promote`; print (live progress with rich on a terminal).
+Exit codes in docs/release.md and docs/exit-codes.md.
 """
 
 from __future__ import annotations
@@ -19,17 +21,11 @@ import click
 
 from pipeline._cli._common import emit, json_option, wants_json
 from pipeline._cli._registry import registry_flags
-from pipeline.errors import ConfigError, InputError, NotFoundError
+from pipeline.errors import ConfigError, ConflictError, InputError, NotFoundError
 from pipeline.oci.registry import RegistryOptions
-from pipeline.release.analysis import Measurement, Prometheus, Thresholds, analyse
+from pipeline.release.analysis import Prometheus
 from pipeline.release.gitops import GitOpsRepo, pinned
-from pipeline.release.promote import (
-    CallbackExecutor,
-    PromoteResult,
-    parse_stages,
-    promote,
-    rollback,
-)
+from pipeline.release.promote import PromoteResult, promote, rollback
 
 _ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CHART = _ROOT / "helm" / "secure-runtime"
@@ -166,23 +162,13 @@ def _model_verifier(trust: tuple[Path, ...], registry_options: RegistryOptions
 @click.option("--reason", default=None, help="Why --force (recorded in git).")
 @click.option("--approve", is_flag=True, default=False,
               help="Give the manual approval an environment requires (you are recorded).")
-@click.option("--stages", default="10,50,100", show_default=True,
-              help="Canary weights in percent, ending at 100.")
+@click.option("--continue", "continue_", is_flag=True, default=False,
+              help="End the pause (a Rollout `pause: {}` step) the running promotion of ENV "
+                   "waits in, and exit.")
 @click.option("--prometheus", "prometheus_url", default=None,
               help="Prometheus base URL (default with --local: the local one).")
-@click.option("--thresholds", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML: success_rate, p99_seconds, min_requests, window, "
-                                 "interval, count, initial_delay.")
-@click.option("--interval", type=float, default=None, help="Seconds between measurements.")
-@click.option("--count", type=int, default=None, help="Measurements per stage (all must pass).")
-@click.option("--window", default=None, help="PromQL range of each measurement (e.g. 30s).")
-@click.option("--min-requests", type=int, default=None, help="Fewer canary requests fail.")
-@click.option("--initial-delay", type=float, default=None,
-              help="Seconds to wait after a weight change before the first measurement.")
 @click.option("--hold", "hold_seconds", type=float, default=30.0, show_default=True,
               help="Seconds to hold (retrying) while Prometheus is unreachable, then roll back.")
-@click.option("--job", default="canary", show_default=True,
-              help="Prometheus job label of the canary's scrape target.")
 @click.option("--image-policy", type=click.Path(path_type=Path), default=None,
               help="Image policy (default: release.image_policy, else policies/image-policy.yaml).")
 @click.option("--trust", "trust", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -194,7 +180,8 @@ def _model_verifier(trust: tuple[Path, ...], registry_options: RegistryOptions
               help="The secure-runtime chart (default: helm/secure-runtime).")
 @click.option("-f", "--values", "values_files", multiple=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Extra chart values for ENV (over pipeline.yaml's).")
+              help="Extra chart values for ENV (over pipeline.yaml's); the canary is their "
+                   "rendered Rollout steps and AnalysisTemplates.")
 @registry_flags(purpose=" (gates: image policy, model signature)")
 @click.option("--local", "local", is_flag=True, default=False,
               help="Split traffic locally: nginx + Prometheus in front of --stable-url and "
@@ -209,30 +196,32 @@ def _model_verifier(trust: tuple[Path, ...], registry_options: RegistryOptions
 @json_option
 def promote_command(
     gitops: Path, env: str, image: str | None, model: str | None, resume: bool, force: bool,
-    reason: str | None, approve: bool, stages: str, prometheus_url: str | None,
-    thresholds: Path | None, interval: float | None, count: int | None, window: str | None,
-    min_requests: int | None, initial_delay: float | None, hold_seconds: float, job: str,
-    image_policy: Path | None, trust: tuple[Path, ...], policies: Path | None,
+    reason: str | None, approve: bool, continue_: bool, prometheus_url: str | None,
+    hold_seconds: float, image_policy: Path | None, trust: tuple[Path, ...], policies: Path | None,
     chart: Path | None, values_files: tuple[Path, ...], registry_options: RegistryOptions,
     local: bool, stable_url: str | None, canary_url: str | None, listen: int | None,
     traffic_path: str | None, traffic_body: Path | None, as_json: bool,
 ) -> None:
-    """Canary IMAGE+MODEL through the stages, gated and analysed; every step a commit."""
+    """Canary IMAGE+MODEL through the chart's rendered Rollout steps, gated and analysed
+    with its AnalysisTemplates; every step a commit."""
     from pipeline.config import load_settings
     from pipeline.release.environments import Publisher, environment_values, merge_values
     from pipeline.release.gates import Gates, load_values_file
 
+    if continue_:
+        from pipeline.release.pauses import signal_continue
+
+        what = signal_continue(_existing_repo(gitops).git_dir, env)
+        emit({"environment": env, "continued": what}, as_json, f"{env}: continued ({what})")
+        return
     loaded = load_settings()
     settings = loaded.release()
     if not resume and (image is None or model is None):
         raise InputError("give --image and --model (or --resume)")
     image = pinned(image, "image") if image else None
     model = pinned(model, "model") if model else None
-    weights = parse_stages(stages)
     if force and not reason:
         raise InputError("--force needs --reason TEXT (it is recorded)")
-    limits = Thresholds.load(thresholds, interval=interval, count=count, window=window,
-                             min_requests=min_requests, initial_delay=initial_delay)
     if local and not (stable_url and canary_url):
         raise InputError("--local needs --stable-url and --canary-url")
     if (traffic_path is None) != (traffic_body is None):
@@ -261,41 +250,76 @@ def promote_command(
             repo.fetch(settings.remote, settings.branch)
             publish = Publisher(repo, settings.remote, settings.branch, env, argocd,
                                 settings.argocd_timeout, on_event=say)
-        apply_weight = None
+        current = repo.current(env) if resume else None
+        from pipeline.release.gitops import Release
+
+        release = (current.release if current is not None else None) \
+            or Release(image or "", model or "")
+        namespace = env_settings.namespace if env_settings else env
+        from pipeline.release.canary import render_definition
+
+        rendered, definition = render_definition(chart or DEFAULT_CHART, values, release,
+                                                 namespace)
+        if current is not None and current.stages and current.stages != definition.weights:
+            raise ConflictError(f"--resume: the rendered Rollout's weights are now "
+                                f"{list(definition.weights)}, the interrupted promotion "
+                                f"walked {list(current.stages)}; restore its values first")
+        say(f"canary: {_describe_steps(definition)} (rendered Rollout {definition.rollout})")
+        traffic: Any = _ClusterTraffic()
         if local and stable_url and canary_url:
+            from pipeline.release.canary import scrape_labels
             from pipeline.release.local import LocalTarget, TrafficLoop
 
-            target = stack.enter_context(LocalTarget(stable_url, canary_url, listen_port=listen))
+            target = stack.enter_context(LocalTarget(
+                stable_url, canary_url, listen_port=listen,
+                scrape=scrape_labels(rendered, definition)))
             say(f"local split on {target.url}, Prometheus on {target.prometheus.url}")
             prometheus_url = prometheus_url or target.prometheus.url
-            apply_weight = target.set_weight
+            traffic = target
             if traffic_path and traffic_body:
                 body = json.loads(traffic_body.read_text(encoding="utf-8"))
                 stack.enter_context(TrafficLoop(target.url, traffic_path, body))
         if not prometheus_url:
             raise ConfigError("no Prometheus to analyse with: give --prometheus URL")
-        prom = Prometheus(prometheus_url)
+        from pipeline.release.executor import StepExecutor
+        from pipeline.release.pauses import wait_for_continue
 
-        def on_measurement(m: Measurement) -> None:
-            say(f"  {'ok  ' if m.ok else 'FAIL'} {m.describe(limits)}")
-
-        def run_analysis(weight: int) -> Any:
-            return analyse(prom, job, limits, on_measurement=on_measurement)
-
-        current = repo.current(env) if resume else None
-        candidate = current.release if current is not None else None
-        from pipeline.release.gitops import Release
-
-        release = candidate or Release(image or "", model or "")
+        executor = StepExecutor(definition, traffic, Prometheus(prometheus_url),
+                                wait_continue=lambda what: wait_for_continue(repo.git_dir,
+                                                                             env, what),
+                                on_event=say)
         result: PromoteResult = promote(
-            repo, env, image, model, executor=CallbackExecutor(run_analysis, apply_weight),
-            stages=weights, on_event=say, predecessor=predecessor,
+            repo, env, image, model, executor=executor,
+            stages=definition.weights, on_event=say, predecessor=predecessor,
             force_reason=reason if force else None,
             require_approval=bool(env_settings and env_settings.approval == "manual"),
             approved_by=_actor() if approve else None, gate=gates.gate(release, say),
             publish=publish, hold_seconds=hold_seconds, resume=resume, values=values)
-    emit(result.to_dict(), as_json,
+    # What ran, step by step (the rendered steps, in order): the proof of "same canary".
+    emit({**result.to_dict(), "executed": executor.log}, as_json,
          f"{env}: promoted {result.release.label} ({len(result.commits)} commits)")
+
+
+def _describe_steps(definition: Any) -> str:
+    from pipeline.release.canary import Analysis, Pause
+
+    parts = []
+    for stage in definition.stages:
+        parts.append(f"{stage.weight}%")
+        for step in stage.steps:
+            if isinstance(step, Pause):
+                parts.append("pause " + (f"{step.seconds:g}s" if step.seconds is not None
+                                         else "until --continue"))
+            elif isinstance(step, Analysis):
+                parts.append(f"analysis ({len(step.metrics)} metrics)")
+    return " -> ".join(parts)
+
+
+class _ClusterTraffic:
+    """Without --local, Argo Rollouts moves the traffic in the cluster: nothing to do here."""
+
+    def set_weight(self, weight: int) -> None:
+        return None
 
 
 def _argocd(settings: Any) -> Any:

@@ -60,14 +60,23 @@ class Decider:
 
     def __init__(self, policies: PolicySet, image_policy: ImagePolicy,
                  registry_options: RegistryOptions | None = None,
-                 cache: VerdictCache | None = None) -> None:
+                 cache: VerdictCache | None = None,
+                 decision_budget: float | None = None) -> None:
         self.policies = policies
         self.image_policy = image_policy
         self.registry_options = registry_options or RegistryOptions()
+        #: Seconds all the registry work of one decision may take (None: no total limit).
+        #: Below the API server's timeoutSeconds, so a silent registry is answered with a
+        #: denial that names it instead of the API server's own timeout.
+        self.decision_budget = decision_budget
         self.cache = cache if cache is not None else VerdictCache()
         self._bound = policies.bound()
         #: Model verification runs beside the image checks of the same request.
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="model-verify")
+
+    def _options(self) -> RegistryOptions:
+        """The registry options of one decision: one deadline for all of its requests."""
+        return self.registry_options.with_deadline(self.decision_budget)
 
     # -- the two webhooks ----------------------------------------------------------------
     def validate(self, request: AdmissionRequest) -> Decision:
@@ -77,8 +86,9 @@ class Decider:
             decision.judged = False
             return decision
         self._cel(request, decision)
+        options = self._options()
         # The models are verified while the images are: both are registry round trips.
-        models = self._start_models(request)
+        models = self._start_models(request, options)
         namespace = request.namespace or None
         verdicts: dict[str, PolicyResult] = {}
         for slot in self._slots(request, decision):
@@ -87,13 +97,14 @@ class Decider:
                 continue
             image = slot.image
             if image not in verdicts:
-                verdicts[image] = self._verdict(ref, namespace) if ref.digest else \
-                    self.image_policy.evaluate(ref, self.registry_options, namespace=namespace)
+                verdicts[image] = self._verdict(ref, options, namespace) if ref.digest else \
+                    self.image_policy.evaluate(ref, options, namespace=namespace)
             self._apply(slot, verdicts[image], decision)
         self._finish_models(models, decision)
         return decision
 
-    def _start_models(self, request: AdmissionRequest) -> list[tuple[Any, Any]]:
+    def _start_models(self, request: AdmissionRequest,
+                      options: RegistryOptions) -> list[tuple[Any, Any]]:
         """Start verifying the sealed models the pod will load (with a model policy)."""
         models = self.image_policy.models
         if models is None:
@@ -107,7 +118,7 @@ class Decider:
             if cached is not None:
                 started.append((slot, cached))
                 continue
-            future = self._pool.submit(models.evaluate, slot.reference, self.registry_options,
+            future = self._pool.submit(models.evaluate, slot.reference, options,
                                        namespace=namespace)
             started.append((slot, (key, future)))
         return started
@@ -135,20 +146,22 @@ class Decider:
         if not request.judged:
             decision.judged = False
             return decision
+        options = self._options()
         for slot in self._slots(request, decision):
             ref = self._parse(slot, decision)
             if ref is None:
                 continue
             if ref.digest:
-                self._apply(slot, self._verdict(ref, request.namespace or None), decision)
+                self._apply(slot, self._verdict(ref, options, request.namespace or None),
+                            decision)
                 continue
             try:
-                digest = self._resolve(ref)
+                digest = self._resolve(ref, options)
             except PipelineError as exc:
                 decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {slot.label}: "
                                             f"cannot resolve {slot.image} to a digest: {exc}")
                 continue
-            verdict = self._verdict(ref.with_digest(digest), request.namespace or None)
+            verdict = self._verdict(ref.with_digest(digest), options, request.namespace or None)
             if self._apply(slot, verdict, decision):
                 decision.patch += pin_operations(slot.pointer, slot.value, digest)
                 decision.warnings.append(f"{slot.label}: image {slot.image} "
@@ -194,11 +207,13 @@ class Decider:
             decision.deny(IMAGE_POLICY, f"{IMAGE_POLICY}: {slot.label}: {exc}")
             return None
 
-    def _resolve(self, ref: Reference) -> str:
-        with open_client(ref, None, self.registry_options) as registry:
+    @staticmethod
+    def _resolve(ref: Reference, options: RegistryOptions) -> str:
+        with open_client(ref, None, options) as registry:
             return resolve_digest(registry, ref)
 
-    def _verdict(self, pinned: Reference, namespace: str | None = None) -> PolicyResult:
+    def _verdict(self, pinned: Reference, options: RegistryOptions,
+                 namespace: str | None = None) -> PolicyResult:
         """The image policy's verdict on a digest-pinned reference, from the cache if fresh.
 
         Keyed by digest, and by namespace too when some rule applies only in some.
@@ -209,7 +224,7 @@ class Decider:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        result = self.image_policy.evaluate(pinned, self.registry_options, namespace=namespace)
+        result = self.image_policy.evaluate(pinned, options, namespace=namespace)
         self.cache.put(key, result)
         return result
 

@@ -18,13 +18,18 @@ import base64
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
 
 from pipeline.errors import AuthError, ConfigError
 from pipeline.oci.registry import Credentials
+
+if TYPE_CHECKING:
+    from pipeline.oci.deadline import Deadline
 
 ENV_USERNAME = "PIPELINE_REGISTRY_USERNAME"
 ENV_PASSWORD = "PIPELINE_REGISTRY_PASSWORD"
@@ -129,13 +134,15 @@ class Authenticator:
         *,
         base_url: str,
         verify: bool | str,
-        timeout: float,
+        timeout: float | Callable[[], float],
+        deadline: Deadline | None = None,
     ):
         self._session = session
         self._credentials = credentials
         self._base_url = base_url
         self._verify = verify
         self._timeout = timeout
+        self._deadline = deadline
         self._basic = False
         self._tokens: dict[str, str] = {}
 
@@ -186,11 +193,17 @@ class Authenticator:
         if self._credentials:
             self._check_clear_text(realm)
             headers["Authorization"] = self._credentials.basic_header()
+        # The token fetch spends the same deadline as the registry requests around it.
+        timeout = self._timeout() if callable(self._timeout) else self._timeout
         try:
             response = self._session.get(
-                realm, params=query, headers=headers, timeout=self._timeout, verify=self._verify
+                realm, params=query, headers=headers, timeout=timeout, verify=self._verify
             )
         except requests.RequestException as exc:
+            if self._deadline is not None and self._deadline.expired:
+                raise self._deadline.error(
+                    f"token service {parts.hostname}", f"token for {scope}"
+                ) from None
             raise AuthError(
                 f"token service {parts.hostname} unreachable: {exc.__class__.__name__}"
             ) from None

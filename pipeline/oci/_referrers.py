@@ -4,13 +4,16 @@
 digest. A registry without that API (distribution 2.8, the local one) answers 404;
 then the index at the fallback tag ``<alg>-<hex>`` is read instead, and every
 manifest pushed with a ``subject`` is added to that index (what OCI distribution 1.1
-tells clients to do). The fallback index is writable by anyone who can push, so
-readers re-check each listed manifest's ``subject``.
+tells clients to do), by an optimistic merge that reads its write back. The fallback
+index is writable by anyone who can push, so readers re-check each listed manifest's
+``subject``.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -90,19 +93,37 @@ def index_subject(
     add_to_tag_index(client, repository, subject.get("digest", ""), descriptor)
 
 
+#: Read-merge-write rounds on the fallback index before giving up (a racing writer won).
+_INDEX_ATTEMPTS = 8
+
+
 def add_to_tag_index(
     client: RegistryClient, repository: str, subject_digest: str, descriptor: dict[str, Any]
-) -> None:
-    """Add ``descriptor`` to the fallback index of ``subject_digest`` (read, merge, write)."""
+) -> bool:
+    """Add ``descriptor`` to the fallback index of ``subject_digest``.
+
+    Read, merge, write, read back: the registry has no compare-and-swap, so a concurrent
+    writer may overwrite the index; then merge again after a jittered backoff. True when
+    a read-back listed it (signatures and attestations keep their own discovery tags and
+    do not depend on this; see pipeline.signing._attachments).
+    """
     algorithm, encoded = parse_digest(subject_digest)
     tag = f"{algorithm}-{encoded}"
-    existing = tag_index(client, repository, tag)
-    if any(m.get("digest") == descriptor["digest"] for m in existing):
-        return
-    index = {
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_INDEX,
-        "manifests": [*existing, descriptor],
-    }
-    body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
-    client.put_manifest(repository, tag, body, mt.OCI_INDEX)
+    for attempt in range(_INDEX_ATTEMPTS):
+        existing = tag_index(client, repository, tag)
+        if any(m.get("digest") == descriptor["digest"] for m in existing):
+            return True
+        index = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [*existing, descriptor],
+        }
+        body = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+        client.put_manifest(repository, tag, body, mt.OCI_INDEX)
+        if any(m.get("digest") == descriptor["digest"]
+               for m in tag_index(client, repository, tag)):
+            return True
+        delay = random.uniform(0, 0.05 * (2**attempt))
+        deadline = getattr(client, "deadline", None)
+        time.sleep(delay if deadline is None else deadline.bound(delay))
+    return False

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import requests
 
 from pipeline.errors import UnreachableError
+
+if TYPE_CHECKING:
+    from pipeline.oci.deadline import Deadline
 
 T = TypeVar("T")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -47,11 +50,19 @@ def with_retries(
     what: str,
     base_delay: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
+    deadline: Deadline | None = None,
+    who: str = "registry",
 ) -> T:
-    """Run ``attempt`` up to ``retries + 1`` times; UnreachableError when all fail."""
+    """Run ``attempt`` up to ``retries + 1`` times; UnreachableError when all fail.
+
+    With a ``deadline``, sleeps are cut to what it leaves and no attempt starts after
+    it: DeadlineError (``<who> did not answer within Ns``) instead.
+    """
     last: BaseException | None = None
     delays = backoff_delays(retries, base_delay)
     for index in range(len(delays) + 1):
+        if deadline is not None and index > 0:
+            deadline.check(who, f"{what}: {_describe(last)}")
         try:
             return attempt()
         except RetryableStatus as exc:
@@ -64,7 +75,9 @@ def with_retries(
         except requests.exceptions.ChunkedEncodingError as exc:
             last = exc
         if index < len(delays):
-            sleep(delays[index])
+            sleep(delays[index] if deadline is None else deadline.bound(delays[index]))
+    if deadline is not None:
+        deadline.check(who, f"{what}: {_describe(last)}")
     raise UnreachableError(f"{what}: failed after {retries + 1} attempts: {_describe(last)}")
 
 

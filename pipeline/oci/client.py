@@ -41,6 +41,8 @@ from pipeline.oci import _referrers, _upload
 from pipeline.oci import media_types as mt
 from pipeline.oci._auth import Authenticator, is_loopback_host, resolve_credentials
 from pipeline.oci._retry import RetryableStatus, with_retries
+from pipeline.oci._watchdog import SocketWatch
+from pipeline.oci.deadline import Deadline
 from pipeline.oci.digest import digest_of, is_digest, parse_digest
 from pipeline.oci.manifest import MAX_MANIFEST_BYTES
 
@@ -55,11 +57,17 @@ class BlobSink(Protocol):
 
 
 class _BigBlockAdapter(HTTPAdapter):
-    """Send request bodies in 1 MiB writes instead of urllib3's 16 KiB (upload speed)."""
+    """Send request bodies in 1 MiB writes instead of urllib3's 16 KiB (upload speed);
+    every connection it opens reports to the client's :class:`SocketWatch` (deadline)."""
+
+    def __init__(self, watch: SocketWatch, **kwargs: Any) -> None:
+        self._watch = watch
+        super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("blocksize", _IO_BLOCK)
         super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._watch.pool_classes()
 
 
 def _error_detail(response: requests.Response) -> str:
@@ -101,6 +109,7 @@ class RegistryClient:
         retries: int = 4,
         timeout: float = 30.0,
         backoff: float = 0.2,
+        deadline: Deadline | None = None,
     ):
         if not registry or "/" in registry:
             raise ConfigError(f"invalid registry host {registry!r}")
@@ -125,10 +134,13 @@ class RegistryClient:
         self.on_bytes: Callable[[int], None] | None = None
         self.timeout = timeout
         self.backoff = backoff
+        #: The whole operation's deadline (None: only the per-request ``timeout``).
+        self.deadline = deadline
+        self._watch = SocketWatch()
         self._verify: bool | str = ca_file or True
         self._session = requests.Session()
         self._session.trust_env = False  # no proxies or netrc from the environment
-        adapter = _BigBlockAdapter(max_retries=0)
+        adapter = _BigBlockAdapter(self._watch, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._auth = Authenticator(
@@ -136,10 +148,12 @@ class RegistryClient:
             resolve_credentials(registry, username, password),
             base_url=self.base_url,
             verify=self._verify,
-            timeout=timeout,
+            timeout=self._request_timeout,
+            deadline=deadline,
         )
 
     def close(self) -> None:
+        self._watch.cancel()
         self._session.close()
 
     def __enter__(self) -> RegistryClient:
@@ -152,6 +166,24 @@ class RegistryClient:
         return f"RegistryClient({self.base_url!r})"
 
     # -- transport -----------------------------------------------------------------------
+    def _request_timeout(self) -> float:
+        """This request's timeout: the per-request one, cut to what the deadline leaves.
+
+        Arms the socket watch, so a request in flight at the deadline is cut off too.
+        """
+        if self.deadline is None:
+            return self.timeout
+        remaining = self.deadline.remaining()
+        if remaining <= 0:
+            raise self.deadline.error(f"registry {self.registry}")
+        self._watch.arm(remaining)
+        return min(self.timeout, remaining)
+
+    def _deadline_passed(self, during: str) -> None:
+        """After a transport failure: DeadlineError when the deadline is why."""
+        if self.deadline is not None and (self.deadline.expired or self._watch.fired):
+            raise self.deadline.error(f"registry {self.registry}", during) from None
+
     def _url(self, path: str) -> str:
         return urljoin(self.base_url + "/", path.lstrip("/"))
 
@@ -182,6 +214,7 @@ class RegistryClient:
                 auth = self._auth.header(scope) if same_origin else None
                 if auth:
                     send_headers["Authorization"] = auth
+                timeout = self._request_timeout()
                 data = body() if callable(body) else body
                 try:
                     response = self._session.request(
@@ -190,7 +223,7 @@ class RegistryClient:
                         headers=send_headers,
                         data=data,
                         stream=stream,
-                        timeout=self.timeout,
+                        timeout=timeout,
                         verify=self._verify,
                         allow_redirects=True,
                     )
@@ -204,6 +237,9 @@ class RegistryClient:
                     close = getattr(data, "close", None)
                     if close is not None:
                         close()
+                if self._watch.fired:  # cut off at the deadline: what came is not an answer
+                    response.close()
+                    self._deadline_passed(what)
                 if response.status_code == 401 and round_ == 0 and same_origin:
                     if self._auth.header(scope):
                         self._auth.forget(scope)
@@ -222,6 +258,8 @@ class RegistryClient:
             retries=self.retries if retries is None else retries,
             what=f"{what} at {self.registry}",
             base_delay=self.backoff,
+            deadline=self.deadline,
+            who=f"registry {self.registry}",
         )
         status = response.status_code
         if status in ok:
@@ -308,6 +346,26 @@ class RegistryClient:
         tag ``sha256-<hex>`` of the subject is updated, as OCI distribution 1.1
         tells clients to do.
         """
+        digest, indexed, parsed = self._put_manifest(repository, reference, body, media_type)
+        if not indexed:  # the registry did not index it
+            _referrers.index_subject(self, repository, parsed, media_type, digest, len(body))
+        return digest
+
+    def put_attachment(
+        self, repository: str, reference: str, body: bytes, media_type: str
+    ) -> tuple[str, bool]:
+        """Upload a manifest, leaving the referrers fallback index to the caller.
+
+        Returns ``(digest, indexed)``: ``indexed`` is True when the registry answered
+        ``OCI-Subject`` (its referrers API lists the manifest). pipeline.signing keeps
+        the fallback index itself, with a merge that survives concurrent writers.
+        """
+        digest, indexed, _ = self._put_manifest(repository, reference, body, media_type)
+        return digest, indexed
+
+    def _put_manifest(
+        self, repository: str, reference: str, body: bytes, media_type: str
+    ) -> tuple[str, bool, Any]:
         try:
             parsed = json.loads(body)
         except ValueError as exc:
@@ -331,9 +389,7 @@ class RegistryClient:
         returned = response.headers.get("Docker-Content-Digest")
         if returned and returned.startswith(algorithm + ":") and returned != digest:
             raise IntegrityError(f"{what}: registry stored digest {returned}, we sent {digest}")
-        if not response.headers.get("OCI-Subject"):  # the registry did not index it
-            _referrers.index_subject(self, repository, parsed, media_type, digest, len(body))
-        return digest
+        return digest, bool(response.headers.get("OCI-Subject")), parsed
 
     def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (registries may refuse: InputError)."""
@@ -389,11 +445,14 @@ class RegistryClient:
         except requests.RequestException as exc:
             from pipeline.errors import UnreachableError
 
+            self._deadline_passed(what)
             raise UnreachableError(
                 f"{what}: download interrupted ({exc.__class__.__name__})"
             ) from None
         finally:
             response.close()
+        if self._watch.fired:
+            self._deadline_passed(what)
         if hasher.hexdigest() != expected:
             raise IntegrityError(
                 f"{what}: registry returned content with digest {algorithm}:{hasher.hexdigest()}"
@@ -436,8 +495,7 @@ class RegistryClient:
     referrers = _referrers.referrers
 
     # -- helpers -------------------------------------------------------------------------
-    @staticmethod
-    def _read_limited(response: requests.Response, limit: int, what: str) -> bytes:
+    def _read_limited(self, response: requests.Response, limit: int, what: str) -> bytes:
         chunks, total = [], 0
         try:
             for chunk in response.iter_content(65536):
@@ -448,11 +506,14 @@ class RegistryClient:
         except requests.RequestException as exc:
             from pipeline.errors import UnreachableError
 
+            self._deadline_passed(what)
             raise UnreachableError(
                 f"{what}: download interrupted ({exc.__class__.__name__})"
             ) from None
         finally:
             response.close()
+        if self._watch.fired:
+            self._deadline_passed(what)
         return b"".join(chunks)
 
     @staticmethod

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import IntegrityError, NotFoundError
+from pipeline.oci.deadline import Deadline
 from pipeline.oci.digest import parse_digest
 from pipeline.oci.reference import Reference
 
@@ -53,7 +54,10 @@ class RegistryOptions:
     ``insecure``: plain HTTP, refused for anything but a loopback registry.
     ``ca_file``: PEM bundle that verifies the registry's TLS certificate (else the
     system CAs). ``timeout`` (seconds per request), ``retries`` and ``backoff``
-    (seconds, doubled per retry) for transient failures. ``credentials``: an explicit
+    (seconds, doubled per retry) for transient failures. ``deadline``: one total
+    deadline (:class:`~pipeline.oci.deadline.Deadline`) for everything done with these
+    options — every request, retry and token fetch of a CLI command or one admission
+    decision — made where that operation starts (``with_deadline``). ``credentials``: an explicit
     pair; ``None`` means the settings' (``PIPELINE_REGISTRY_USERNAME``/``_PASSWORD``),
     then docker's ``config.json``, then anonymous.
     """
@@ -64,6 +68,15 @@ class RegistryOptions:
     retries: int = 4
     backoff: float = 0.2
     credentials: Credentials | None = None
+    deadline: Deadline | None = None
+
+    def with_deadline(self, seconds: float | None) -> RegistryOptions:
+        """These options with a deadline ``seconds`` from now (None: unchanged)."""
+        if seconds is None:
+            return self
+        import dataclasses
+
+        return dataclasses.replace(self, deadline=Deadline.after(seconds))
 
     def client(self, registry: str | Reference) -> RegistryClient:
         """A new client for ``registry`` (a host or a reference's host); the caller closes it."""
@@ -80,6 +93,7 @@ class RegistryOptions:
             retries=self.retries,
             timeout=self.timeout,
             backoff=self.backoff,
+            deadline=self.deadline,
         )
 
 

@@ -2,19 +2,25 @@
 
 Git is the database: per environment the chart values pinning the image and sealed
 model digests, and a release record, one commit per step; rollback is a revert.
-``promote`` walks the canary stages (10% -> 50% -> 100% by default), checking the gates
-(``gates``) before each and analysing each with PromQL; a :class:`CanaryExecutor` carries
-the steps out (today ``local`` and ``traffic``: nginx weights, a local Prometheus).
+The canary is the chart's rendered Argo Rollouts ``Rollout`` steps and
+``AnalysisTemplate``s (``canary``: :func:`render_definition`); ``promote`` walks their
+stages, checking the gates (``gates``) before each; a :class:`CanaryExecutor` carries the
+steps out: on a cluster Argo Rollouts, locally :class:`StepExecutor` (``executor``:
+setWeight as nginx weights, pause, analysis as the templates' PromQL and conditions,
+``expr``, against a local Prometheus; ``local`` and ``traffic``).
 ``environments`` and ``argocd`` lay the repository out for Argo CD, push, and wait for
 the sync; ``lock`` keeps one promotion per environment. See docs/release.md.
 
 Usage::
 
-    from pipeline.release import GitOpsRepo, Prometheus, Thresholds, analyse, promote
+    from pipeline.release import (GitOpsRepo, Prometheus, Release, StepExecutor, promote,
+                                  render_definition)
 
-    prom, limits = Prometheus("http://127.0.0.1:9090"), Thresholds()
-    result = promote(GitOpsRepo(Path("gitops")), "prod", image, model,
-                     analyse=lambda weight: analyse(prom, "canary", limits))
+    _chart, canary = render_definition("helm/secure-runtime", values, Release(image, model),
+                                       "prod")
+    executor = StepExecutor(canary, target, Prometheus("http://127.0.0.1:9090"))
+    result = promote(GitOpsRepo(Path("gitops")), "prod", image, model, executor=executor,
+                     stages=canary.weights)
 """
 
 from __future__ import annotations
@@ -24,15 +30,11 @@ from typing import TYPE_CHECKING
 from pipeline._facade import lazy_exports
 
 if TYPE_CHECKING:
-    from pipeline.release.analysis import (
-        AnalysisResult,
-        Measurement,
-        Prometheus,
-        Thresholds,
-        analyse,
-    )
+    from pipeline.release.analysis import AnalysisResult, Prometheus
     from pipeline.release.argocd import ArgoCD
+    from pipeline.release.canary import CanaryDefinition, load_definition, render_definition
     from pipeline.release.environments import Publisher, init_repository
+    from pipeline.release.executor import MetricMeasurement, StepExecutor
     from pipeline.release.gates import Gates
     from pipeline.release.gitops import STATUSES, Commit, GitOpsRepo, Release, ReleaseState, pinned
     from pipeline.release.local import LocalTarget, PrometheusServer, TrafficLoop
@@ -60,10 +62,12 @@ _LAZY = {
     "CanaryExecutor": "pipeline.release.promote",
     "Stage": "pipeline.release.promote",
     "AnalysisResult": "pipeline.release.analysis",
-    "Measurement": "pipeline.release.analysis",
     "Prometheus": "pipeline.release.analysis",
-    "Thresholds": "pipeline.release.analysis",
-    "analyse": "pipeline.release.analysis",
+    "CanaryDefinition": "pipeline.release.canary",
+    "load_definition": "pipeline.release.canary",
+    "render_definition": "pipeline.release.canary",
+    "MetricMeasurement": "pipeline.release.executor",
+    "StepExecutor": "pipeline.release.executor",
     "STATUSES": "pipeline.release.gitops",
     "Commit": "pipeline.release.gitops",
     "GitOpsRepo": "pipeline.release.gitops",
@@ -88,13 +92,14 @@ __all__ = [
     "AnalysisResult",
     "ArgoCD",
     "CallbackExecutor",
+    "CanaryDefinition",
     "CanaryExecutor",
     "Commit",
     "EnvironmentLock",
     "Gates",
     "GitOpsRepo",
     "LocalTarget",
-    "Measurement",
+    "MetricMeasurement",
     "Nginx",
     "Prometheus",
     "PrometheusServer",
@@ -103,14 +108,15 @@ __all__ = [
     "Release",
     "ReleaseState",
     "Stage",
-    "Thresholds",
+    "StepExecutor",
     "TrafficLoop",
-    "analyse",
     "check_image_policy",
     "init_repository",
+    "load_definition",
     "parse_stages",
     "pinned",
     "promote",
+    "render_definition",
     "rollback",
 ]
 

@@ -1,115 +1,37 @@
-"""Canary analysis: PromQL against a real Prometheus, judged against thresholds.
+"""Canary analysis results, and the Prometheus the analysis queries.
 
-The queries use the runtime's own metric names (secure_runtime/metrics.py,
-docs/runtime.md) so the same numbers gate a local rollout and the chart's Argo
-Rollouts AnalysisTemplate. Every doubt fails closed:
-
-* no traffic, too little traffic or a NaN result is a failed measurement, never a pass;
-* the success-rate numerator is ``(... or vector(0))``: a canary answering only errors
-  has no non-error series at all, and an empty numerator would divide into NaN (read
-  as "no data") instead of 0.000 (read as "all failed");
-* a Prometheus that cannot be reached raises :class:`UnreachableError` (exit 9), and
-  the caller rolls back before re-raising it;
-* a measurement is taken ``count`` times, ``interval`` seconds apart, and every one
-  must pass: one good sample right after a weight change proves little.
+There is no canary definition here on purpose: what is measured (the PromQL), how often
+and what passes (the conditions) is the chart's AnalysisTemplates', run by Argo Rollouts
+on a cluster and by :mod:`pipeline.release.executor` locally. This module holds what
+both sides of the promotion share: the verdict of one stage (:class:`AnalysisResult`)
+and the instant-query half of the Prometheus HTTP API, answering as Argo Rollouts'
+Prometheus provider does (a vector is a list of floats, in the order Prometheus returned
+them; an empty vector an empty list; a scalar a float). Fails closed: a Prometheus that
+cannot be reached raises :class:`UnreachableError` (exit 9), and the promotion holds,
+then rolls back.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import requests
-import yaml
 
 from pipeline.errors import ConfigError, UnreachableError
 
-REQUESTS = "secure_runtime_requests_total"
-LATENCY = "secure_runtime_request_duration_seconds_bucket"
-# Server errors: HTTP 5xx and the gRPC codes that mean the server failed (as in the chart).
-ERROR_STATUS = "5..|INTERNAL|UNKNOWN|DATA_LOSS"
-# Only inference traffic counts: Prometheus' own scrapes of /metrics and health probes
-# would otherwise dilute the error rate.
-DEFAULT_ENDPOINTS = "/v2/models/.+"
 
-
-@dataclass(frozen=True)
-class Thresholds:
-    """What a healthy canary looks like, and how long to look (seconds)."""
-
-    success_rate: float = 0.99
-    p99_seconds: float = 0.5
-    min_requests: int = 20
-    window: str = "30s"
-    interval: float = 10.0
-    count: int = 3
-    initial_delay: float = 0.0
-    endpoints: str = DEFAULT_ENDPOINTS
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.success_rate <= 1:
-            raise ConfigError(f"success_rate must be within 0..1, got {self.success_rate}")
-        if self.p99_seconds <= 0 or self.min_requests < 1 or self.count < 1 \
-                or self.interval < 0 or self.initial_delay < 0:
-            raise ConfigError("thresholds: p99_seconds, min_requests and count must be "
-                              "positive, interval and initial_delay not negative")
-        if not (self.window[:-1].isdigit() and self.window[-1] in "smh"):
-            raise ConfigError(f"window must look like 30s, 2m or 1h, got {self.window!r}")
-
-    @classmethod
-    def load(cls, path: str | Path | None, **overrides: Any) -> Thresholds:
-        """Thresholds from a YAML mapping (keys as the fields), then non-None overrides."""
-        values: dict[str, Any] = {}
-        if path is not None:
-            try:
-                data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"{path}: cannot read thresholds: {exc}") from None
-            if not isinstance(data, dict):
-                raise ConfigError(f"{path}: thresholds must be a mapping")
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(data) - known)
-            if unknown:
-                raise ConfigError(f"{path}: unknown threshold(s) {unknown}; known: {sorted(known)}")
-            values.update(data)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"thresholds: {exc}") from None
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One look at the canary: the numbers and what was wrong with them."""
-
-    requests: float
-    success_rate: float
-    p99_seconds: float
-    failures: tuple[str, ...] = field(default_factory=tuple)
-    #: The numbers next to their thresholds, as people read them (set by :func:`judge`).
-    summary: str = ""
+class Measured(Protocol):
+    """One measurement as the promotion records it."""
 
     @property
-    def ok(self) -> bool:
-        return not self.failures
+    def ok(self) -> bool: ...
 
-    def to_dict(self) -> dict[str, Any]:
-        def num(x: float) -> float | None:
-            return None if math.isnan(x) else round(x, 6)
+    @property
+    def failures(self) -> tuple[str, ...]: ...
 
-        requests_seen = None if math.isnan(self.requests) else int(round(self.requests))
-        return {"requests": requests_seen, "success_rate": num(self.success_rate),
-                "p99_seconds": num(self.p99_seconds), "ok": self.ok,
-                "summary": self.summary, "failures": list(self.failures)}
-
-    def describe(self, t: Thresholds) -> str:
-        """One readable line: each number formatted, next to its threshold."""
-        return "; ".join(format_numbers(self.requests, self.success_rate, self.p99_seconds, t))
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -117,62 +39,11 @@ class AnalysisResult:
     """The verdict over all measurements of one stage."""
 
     ok: bool
-    measurements: tuple[Measurement, ...]
+    measurements: tuple[Measured, ...]
 
     @property
     def reasons(self) -> list[str]:
         return [f for m in self.measurements for f in m.failures]
-
-
-def queries(job: str, t: Thresholds) -> dict[str, str]:
-    """The three PromQL queries for the canary scraped as ``job``."""
-    sel = f'job="{job}",endpoint=~"{t.endpoints}"'
-    return {
-        "requests": f"sum(increase({REQUESTS}{{{sel}}}[{t.window}]))",
-        "success_rate": (f'(sum(rate({REQUESTS}{{{sel},status!~"{ERROR_STATUS}"}}[{t.window}]))'
-                         f" or vector(0)) / sum(rate({REQUESTS}{{{sel}}}[{t.window}]))"),
-        "p99_seconds": (f"histogram_quantile(0.99, sum by (le) "
-                        f"(rate({LATENCY}{{{sel}}}[{t.window}])))"),
-    }
-
-
-def format_numbers(requests_seen: float, success_rate: float, p99: float,
-                   t: Thresholds) -> list[str]:
-    """``requests 120 >= 20``, ``success rate 0.000 < 0.990``, ``p99 4.2 ms <= 500 ms``.
-
-    Why one formatter: the live progress, the failure reasons and the commit messages
-    must read the same; a number without its threshold explains nothing.
-    """
-    seen = 0 if math.isnan(requests_seen) else int(round(requests_seen))
-    parts = [f"requests {seen} {'>=' if seen >= t.min_requests else '<'} {t.min_requests}"]
-    if math.isnan(success_rate):
-        parts.append(f"success rate n/a (no requests) < {t.success_rate:.3f}")
-    else:
-        cmp = ">=" if success_rate >= t.success_rate else "<"
-        parts.append(f"success rate {success_rate:.3f} {cmp} {t.success_rate:.3f}")
-    limit = f"{t.p99_seconds * 1000:.0f} ms"
-    if math.isnan(p99):
-        parts.append(f"p99 n/a (no requests) > {limit}")
-    else:
-        parts.append(f"p99 {p99 * 1000:.1f} ms {'<=' if p99 <= t.p99_seconds else '>'} {limit}")
-    return parts
-
-
-def judge(requests_seen: float, success_rate: float, p99: float, t: Thresholds) -> Measurement:
-    """Compare one set of numbers with the thresholds (pure: unit-tested directly).
-
-    NaN never passes: no requests means nothing was shown to work.
-    """
-    too_few, rate, latency = format_numbers(requests_seen, success_rate, p99, t)
-    failures = []
-    if math.isnan(requests_seen) or requests_seen < t.min_requests:
-        failures.append(f"too little traffic: {too_few} in {t.window}")
-    if math.isnan(success_rate) or success_rate < t.success_rate:
-        failures.append(rate)
-    if math.isnan(p99) or p99 > t.p99_seconds:
-        failures.append(latency)
-    return Measurement(requests_seen, success_rate, p99, tuple(failures),
-                       "; ".join((too_few, rate, latency)))
 
 
 class Prometheus:
@@ -185,8 +56,7 @@ class Prometheus:
         # query itself (bench/bench_promote.py).
         self._session = requests.Session()
 
-    def query(self, promql: str) -> float:
-        """A scalar from an instant query: the first sample, NaN when the result is empty."""
+    def _data(self, promql: str) -> dict[str, Any]:
         try:
             response = self._session.get(f"{self.url}/api/v1/query",
                                          params={"query": promql}, timeout=self.timeout)
@@ -202,35 +72,26 @@ class Prometheus:
             raise UnreachableError(f"{self.url} did not answer like Prometheus") from None
         if body.get("status") != "success":
             raise ConfigError(f"Prometheus refused the query {promql!r}: {body.get('error')}")
-        result = body["data"]["result"]
-        if body["data"]["resultType"] == "scalar":
+        data: dict[str, Any] = body["data"]
+        return data
+
+    def result(self, promql: str) -> float | list[float]:
+        """What Argo Rollouts' Prometheus provider binds to ``result``."""
+        data = self._data(promql)
+        kind, result = data["resultType"], data["result"]
+        if kind == "scalar":
             return float(result[1])
-        return float(result[0]["value"][1]) if result else math.nan
+        if kind == "vector":
+            return [float(sample["value"][1]) for sample in result]
+        raise ConfigError(f"query {promql!r} returned a {kind}; an analysis needs a vector "
+                          "or a scalar")
+
+    def query(self, promql: str) -> float:
+        """A scalar: the first sample, NaN when the result is empty."""
+        value = self.result(promql)
+        if isinstance(value, list):
+            return value[0] if value else math.nan
+        return value
 
 
-def measure(prom: Prometheus, job: str, t: Thresholds) -> Measurement:
-    """Query the three numbers once and judge them."""
-    q = queries(job, t)
-    return judge(prom.query(q["requests"]), prom.query(q["success_rate"]),
-                 prom.query(q["p99_seconds"]), t)
-
-
-def analyse(prom: Prometheus, job: str, t: Thresholds,
-            sleep: Callable[[float], None] = time.sleep,
-            on_measurement: Callable[[Measurement], None] | None = None) -> AnalysisResult:
-    """``count`` measurements ``interval`` s apart; stops at the first failure."""
-    sleep(t.initial_delay)
-    taken: list[Measurement] = []
-    for _ in range(t.count):
-        sleep(t.interval)
-        m = measure(prom, job, t)
-        taken.append(m)
-        if on_measurement:
-            on_measurement(m)
-        if not m.ok:
-            return AnalysisResult(False, tuple(taken))
-    return AnalysisResult(True, tuple(taken))
-
-
-__all__ = ["AnalysisResult", "Measurement", "Prometheus", "Thresholds", "analyse",
-           "format_numbers", "judge", "measure", "queries"]
+__all__ = ["AnalysisResult", "Measured", "Prometheus"]

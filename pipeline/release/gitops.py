@@ -238,8 +238,39 @@ class GitOpsRepo:
         if not self.path.exists() and create:
             self.path.mkdir(parents=True)
             self._git("init", "-q")
-        if not (self.path / ".git").exists():
+        if not (self.path / ".git").exists() and not self._is_bare():
             raise NotFoundError(f"{self.path}: not a git working tree (git init or clone it)")
+
+    def _is_bare(self) -> bool:
+        """A bare repository can be read (``history``, ``read``), never committed to."""
+        if not self.path.is_dir():
+            return False
+        done = subprocess.run(["git", "-C", str(self.path), "rev-parse",
+                               "--is-bare-repository"], capture_output=True, text=True,
+                              timeout=60)
+        return done.returncode == 0 and done.stdout.strip() == "true"
+
+    def read(self, rel: str, rev: str = "HEAD") -> str | None:
+        """The committed text of ``rel`` at ``rev`` (None when it is not there)."""
+        if not self.head():
+            return None
+        text = self._git("show", f"{rev}:{rel}", check=False)
+        return text or None
+
+    def committed_files(self, directory: str, rev: str = "HEAD") -> list[str]:
+        """Paths committed below ``directory`` at ``rev`` (what git says, not the disk)."""
+        if not self.head():
+            return []
+        out = self._git("ls-tree", "-r", "--name-only", rev, "--", directory, check=False)
+        return sorted(line for line in out.splitlines() if line.strip())
+
+    def log_of(self, rel: str) -> list[tuple[str, str, str, str]]:
+        """``(sha, author, date, subject)`` of every commit touching ``rel``, newest first."""
+        if not self.head():
+            return []
+        out = self._git("log", "--format=%H%x1f%an%x1f%aI%x1f%s", "--", rel)
+        return [tuple((line.split("\x1f", 3) + ["", "", ""])[:4])  # type: ignore[misc]
+                for line in out.splitlines()]
 
     def _git(self, *args: str, check: bool = True) -> str:
         env = dict(os.environ)
@@ -332,6 +363,11 @@ class GitOpsRepo:
         if done.returncode != 0:
             raise ConflictError(f"{self.path} has diverged from {remote}/{branch}: "
                                 f"{(done.stderr or done.stdout).strip()[:300]}")
+
+    def has_remote_branch(self, remote: str, branch: str) -> bool:
+        """Whether ``remote`` has ``branch`` yet (a new GitOps remote has none)."""
+        out = self._git("ls-remote", "--heads", remote, branch, check=False)
+        return bool(out.strip())
 
     def push(self, remote: str, branch: str) -> None:
         """Push HEAD to ``remote``/``branch``; a rejected push is a ConflictError."""

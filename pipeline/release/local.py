@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,11 +32,22 @@ from pipeline.oci.local_registry import free_port
 from pipeline.release.traffic import Nginx, upstream_address
 
 
-def prometheus_config(targets: dict[str, str], scrape_interval: str = "1s") -> str:
-    """prometheus.yml scraping each ``job: URL`` target's /metrics."""
+def prometheus_config(targets: dict[str, str], scrape_interval: str = "1s",
+                      labels: Mapping[str, Mapping[str, str]] | None = None,
+                      metrics_path: str = "/metrics") -> str:
+    """prometheus.yml scraping each ``job: URL`` target's ``metrics_path``.
+
+    ``labels`` (per job) are attached to the target as prometheus-operator attaches a
+    ServiceMonitor's (namespace, service, endpoint, pod, ...): with ``honor_labels``
+    false, as the operator's default, a scraped label of the same name is renamed
+    ``exported_<name>``, so queries written for the cluster select the same series here.
+    """
     jobs = [{"job_name": job, "scrape_interval": scrape_interval,
-             "scrape_timeout": scrape_interval, "metrics_path": "/metrics",
-             "static_configs": [{"targets": [upstream_address(url)]}]}
+             "scrape_timeout": scrape_interval, "metrics_path": metrics_path,
+             "honor_labels": False,
+             "static_configs": [{"targets": [upstream_address(url)],
+                                 "labels": {k: v for k, v in (labels or {}).get(job, {}).items()
+                                            if k != "job"}}]}
             for job, url in targets.items()]
     return json.dumps({"global": {"scrape_interval": scrape_interval},
                        "scrape_configs": jobs}, indent=2)  # JSON is YAML
@@ -45,12 +57,16 @@ class PrometheusServer:
     """A ``prometheus`` process with its config and TSDB in a temporary directory."""
 
     def __init__(self, targets: dict[str, str], port: int | None = None,
-                 binary: str = "prometheus") -> None:
+                 binary: str = "prometheus", *, scrape_interval: str = "1s",
+                 labels: Mapping[str, Mapping[str, str]] | None = None,
+                 metrics_path: str = "/metrics") -> None:
         found = shutil.which(binary)
         if not found:
             raise ConfigError("prometheus is not installed (apt-get install prometheus)")
         self.binary = found
         self.targets = targets
+        self.scrape_interval, self.labels, self.metrics_path = (scrape_interval, labels,
+                                                                metrics_path)
         self.port = port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="pipeline-prometheus-")
         self.dir = Path(self._dir.name)
@@ -66,7 +82,9 @@ class PrometheusServer:
 
     def start(self, timeout: float = 30.0) -> PrometheusServer:
         config = self.dir / "prometheus.yml"
-        write_atomic(config, prometheus_config(self.targets), mode=0o644)
+        write_atomic(config, prometheus_config(self.targets, self.scrape_interval,
+                                                 self.labels, self.metrics_path),
+                     mode=0o644)
         with open(self.dir / "prometheus.log", "wb") as log:
             self.process = subprocess.Popen(
                 [self.binary, f"--config.file={config}",
@@ -118,14 +136,31 @@ class PrometheusServer:
 
 
 class LocalTarget:
-    """nginx + Prometheus in front of a stable and a canary OIP server."""
+    """nginx + Prometheus in front of a stable and a canary OIP server.
+
+    ``scrape`` (:func:`pipeline.release.canary.scrape_labels`) names the jobs after the
+    chart's stable and canary Services and labels them as its ServiceMonitor would;
+    without it the jobs are plainly ``stable`` and ``canary``. It is the
+    :class:`~pipeline.release.executor.Traffic` of the local executor.
+    """
 
     def __init__(self, stable_url: str, canary_url: str, *, listen_port: int | None = None,
-                 prometheus_port: int | None = None) -> None:
+                 prometheus_port: int | None = None,
+                 scrape: Mapping[str, Any] | None = None) -> None:
         self.stable_url, self.canary_url = stable_url, canary_url
         self.nginx = Nginx(stable_url, canary_url, listen_port or free_port(), weight=0)
-        self.prometheus = PrometheusServer({"stable": stable_url, "canary": canary_url},
-                                           prometheus_port)
+        if scrape:
+            roles = scrape["roles"]
+            urls = {"stable": stable_url, "canary": canary_url}
+            targets = {roles[r]["job"]: urls[r] for r in ("stable", "canary")}
+            labels = {roles[r]["job"]: roles[r] for r in ("stable", "canary")}
+            self.prometheus = PrometheusServer(targets, prometheus_port,
+                                               scrape_interval=str(scrape["interval"]),
+                                               labels=labels,
+                                               metrics_path=str(scrape["path"]))
+        else:
+            self.prometheus = PrometheusServer({"stable": stable_url, "canary": canary_url},
+                                               prometheus_port)
 
     @property
     def url(self) -> str:

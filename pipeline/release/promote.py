@@ -1,16 +1,18 @@
 """Promotion and roll-back: the stage machine, recorded as GitOps commits.
 
-For each stage (10 → 50 → 100 % by default): check the gates, commit the weight, apply
-it, analyse, commit the result. A failed analysis (or a gate that fails mid-way)
-commits weight 0 pointing back at the last good release and raises, so the repository
-never claims a release it did not verify. Prometheus unreachable first *holds* (a
-commit saying so), retries for ``hold_seconds``, and then rolls back: it never passes.
+For each stage (the weights derived from the chart's rendered Rollout steps,
+:mod:`pipeline.release.canary`; 10 → 50 → 100 % for a library caller that gives none):
+check the gates, commit the weight, apply it, analyse, commit the result. A failed
+analysis (or a gate that fails mid-way, or an analysis that cannot run) commits weight 0
+pointing back at the last good release and raises, so the repository never claims a
+release it did not verify. Prometheus unreachable first *holds* (a commit saying so),
+retries for ``hold_seconds``, and then rolls back: it never passes.
 
-Who makes a step happen is a seam, :class:`CanaryExecutor`: today the local executor
-(nginx weights + the PromQL analysis of :mod:`pipeline.release.analysis`, wrapped by
-:class:`CallbackExecutor`); the executor of the chart's rendered Rollout steps plugs in
-at the same place. This module owns only the order of events, the lock and what gets
-written.
+Who makes a step happen is a seam, :class:`CanaryExecutor`: the CLI's is
+:class:`~pipeline.release.executor.StepExecutor`, which runs the rendered steps (setWeight
+as nginx weights, pauses, the AnalysisTemplates' PromQL and conditions); tests and
+library callers may pass two callables (:class:`CallbackExecutor`). This module owns
+only the order of events, the lock and what gets written.
 
 Crash safety: one promotion per environment (:class:`~pipeline.release.lock.
 EnvironmentLock`, released by the kernel when its holder dies); every step is one
@@ -358,7 +360,11 @@ def _analyse_or_hold(run: _Run, executor: CanaryExecutor, stage: Stage, hold_sec
     while True:
         try:
             return executor.analyse(stage)
-        except UnreachableError as exc:
+        except PipelineError as exc:
+            if not isinstance(exc, UnreachableError):
+                # The analysis could not run at all: fail closed, traffic back to stable.
+                run.roll_back(executor, stage, [f"analysis could not run: {exc}"])
+                raise
             if not held:
                 held = True
                 run.record(run.state(stage, f"held: {exc}"),

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         load_verify_keys,
         open_signer,
     )
+    from pipeline.signing.attachments import repair_attachments
     from pipeline.signing.attestation import attest, check_conditions, verify_attestations
     from pipeline.signing.image import ANY_IDENTITY, sign_image, verify_image
     from pipeline.signing.intoto import PREDICATE_TYPES, resolve_predicate_type
@@ -60,6 +61,7 @@ _LAZY = {
     "load_verify_keys": "pipeline.signing._ecdsa",
     "open_signer": "pipeline.signing._ecdsa",
     "attest": "pipeline.signing.attestation",
+    "repair_attachments": "pipeline.signing.attachments",
     "check_conditions": "pipeline.signing.attestation",
     "verify_attestations": "pipeline.signing.attestation",
     "ANY_IDENTITY": "pipeline.signing.image",
@@ -83,6 +85,7 @@ _LAZY = {
 
 __all__ = [
     "ANY_IDENTITY",
+    "repair_attachments",
     "BUNDLE_MEDIA_TYPE",
     "PREDICATE_TYPES",
     "SIGNATURE_NAME",

@@ -3,9 +3,10 @@
 cosign finds what is attached to ``repo@sha256:<hex>`` by a tag derived from the
 digest, ``repo:sha256-<hex>.<suffix>``; that tag holds an ordinary OCI image
 manifest whose layers are the signatures (or DSSE envelopes), each with its
-annotations. Adding one is a read-modify-write of that manifest: the registry
-API has no compare-and-swap, so two signers racing on the same image can lose
-one signature (the loser re-runs; documented in docs/image-signatures.md).
+annotations. Adding one is a read-modify-write of that manifest and the registry
+API has no compare-and-swap, so this tag is never the only record of an attachment:
+pipeline.signing._attachments gives each its own manifest and discovery tag and keeps
+this tag in step by merging and reading back (docs/image-signatures.md).
 
 Also here: the small LRU that makes repeated verification of the same content cheap.
 (Which digest a reference names now, and a client for it, are pipeline.oci.registry's.)
@@ -14,7 +15,7 @@ Also here: the small LRU that makes repeated verification of the same content ch
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,43 +131,14 @@ def _config_for(layers: list[dict[str, Any]]) -> bytes:
     return json.dumps(config, separators=(",", ":")).encode()
 
 
-def append_layer(
-    client: Any,
-    repository: str,
-    tag: str,
-    blob: bytes,
-    media_type: str,
-    annotations: Mapping[str, str],
-    *,
-    is_duplicate: Callable[[dict[str, Any], bytes], bool] | None = None,
-) -> tuple[str, int, bool]:
-    """Add one layer to the attached manifest at ``tag`` (creating it).
+def put_cosign_manifest(
+    client: Any, repository: str, tag: str, layers: list[dict[str, Any]]
+) -> str:
+    """Write cosign's manifest at ``tag`` holding ``layers`` (blobs already pushed).
 
-    Returns ``(manifest digest, layer count, added)``; ``added`` is False when
-    ``is_duplicate(layer, existing_blob)`` says an equivalent layer is already there.
+    A plain overwrite: callers merge first and read back (pipeline.signing._attachments),
+    since the registry offers no compare-and-swap.
     """
-    current = fetch_attached(client, repository, tag)
-    layers = current.layers if current else []
-    blob_digest = sha256_digest(blob)
-    if is_duplicate is not None:
-        for layer in layers:
-            if layer["digest"] == blob_digest or layer["mediaType"] == media_type:
-                try:
-                    existing = fetch_layer(client, repository, layer)
-                except VerificationError:
-                    continue
-                if is_duplicate(layer, existing):
-                    assert current is not None
-                    return current.digest, len(layers), False
-    client.push_blob(repository, blob, blob_digest)
-    layers.append(
-        {
-            "mediaType": media_type,
-            "size": len(blob),
-            "digest": blob_digest,
-            "annotations": dict(annotations),
-        }
-    )
     config = _config_for(layers)
     config_digest = client.push_blob(repository, config, sha256_digest(config))
     manifest = {
@@ -176,8 +148,7 @@ def append_layer(
         "layers": layers,
     }
     body = json.dumps(manifest, separators=(",", ":")).encode()
-    digest = client.put_manifest(repository, tag, body, mt.OCI_MANIFEST)
-    return digest, len(layers), True
+    return str(client.put_manifest(repository, tag, body, mt.OCI_MANIFEST))
 
 
 class VerificationCache(LRUCache[tuple[Any, ...], Any]):
@@ -194,7 +165,7 @@ class VerificationCache(LRUCache[tuple[Any, ...], Any]):
 __all__ = [
     "AttachedManifest",
     "VerificationCache",
-    "append_layer",
+    "put_cosign_manifest",
     "as_reference",
     "attached_tag",
     "fetch_attached",

@@ -1,13 +1,10 @@
 """Signed attestations: in-toto statements in DSSE envelopes, attached to a manifest.
 
-Each attestation is stored twice, for two kinds of readers:
-
-* cosign's way: a layer (``application/vnd.dsse.envelope.v1+json``, annotation
-  ``predicateType``) of the ``sha256-<hex>.att`` manifest, which ``cosign
-  verify-attestation --key`` reads;
-* the OCI 1.1 way: an artifact manifest whose ``subject`` is the image, found
-  through the referrers API or, on registries without it (distribution 2.8),
-  through the ``sha256-<hex>`` fallback index the registry client maintains.
+Each attestation is its own artifact manifest whose ``subject`` is the image (the
+OCI 1.1 way), found by a discovery tag unique to it, by the referrers API where the
+registry has one and through the ``sha256-<hex>`` fallback index; its layer is also
+merged into cosign's ``sha256-<hex>.att`` manifest, which ``cosign verify-attestation
+--key`` reads (pipeline.signing._attachments: concurrent attesters lose nothing).
 
 Verification trusts neither the annotations nor the storage location: it checks
 the DSSE signatures over PAE, then that the *signed* statement has the wanted
@@ -22,8 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError, IntegrityError, VerificationError
-from pipeline.oci import media_types as mt
+from pipeline.errors import InputError, VerificationError
 from pipeline.oci.digest import sha256_digest
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import (
@@ -32,8 +28,8 @@ from pipeline.oci.registry import (
     resolve_descriptor,
     resolve_digest,
 )
+from pipeline.signing import _attachments, dsse, intoto
 from pipeline.signing import _cosign_store as store
-from pipeline.signing import dsse, intoto
 from pipeline.signing import simple_signing as ss
 from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 
@@ -53,11 +49,17 @@ def attest(
     client: Any | None = None,
     referrer: bool = True,
 ) -> dict[str, Any]:
-    """Sign ``predicate`` about the manifest ``ref`` names and attach it (``.att`` + referrer).
+    """Sign ``predicate`` about the manifest ``ref`` names and attach it.
 
     ``predicate_type`` is a short name (slsaprovenance, cyclonedx, vuln) or a URI.
     ``key``: a PEM private key path, a ``pkcs11:`` URI naming a token key, or a Signer.
     Attesting the same statement again with the same key adds nothing.
+
+    The envelope is its own manifest with ``subject`` (the OCI 1.1 referrer) and a
+    discovery tag, so attestations made at once on one digest lose nothing; the cosign
+    ``.att`` tag and the referrers fallback index are kept in step. AttachmentError
+    (exit 15) when it is not durably discoverable. ``referrer=False`` writes only the
+    ``.att`` layer, as cosign does (interop tests, the benchmark's baseline).
     """
     reference = store.as_reference(ref)
     type_uri = intoto.resolve_predicate_type(predicate_type)
@@ -67,72 +69,69 @@ def attest(
         public = VerifyKey(signer.public_key, "signer")
         subject = resolve_descriptor(registry, reference)
         digest = str(subject["digest"])
+        repository = reference.repository
         statement = intoto.build_statement(reference.name, digest, type_uri, predicate)
         payload = intoto.serialize_statement(statement)
-        envelope = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [signer])
-        blob = envelope.to_json()
-
-        def same_statement(_layer: dict[str, Any], existing: bytes) -> bool:
-            try:
-                old = dsse.Envelope.from_json(existing)
-                dsse.verify(old, [public])
-            except VerificationError:
-                return False
-            return old.payload == payload
-
+        found = _attachments.discover(registry, repository, digest, ATTESTATION_SUFFIX)
+        layer = _same_statement(registry, repository, found, payload, public, type_uri)
+        added = layer is None
+        pushed: bytes | None = None
+        if layer is None:
+            blob = pushed = dsse.sign(payload, dsse.INTOTO_PAYLOAD_TYPE, [signer]).to_json()
+            layer = {
+                "mediaType": dsse.MEDIA_TYPE,
+                "size": len(blob),
+                "digest": _attachments.push_blob(registry, repository, blob),
+                "annotations": {PREDICATE_TYPE_ANNOTATION: type_uri, ss.SIGNATURE_ANNOTATION: ""},
+            }
         tag = store.attached_tag(digest, ATTESTATION_SUFFIX)
-        annotations = {PREDICATE_TYPE_ANNOTATION: type_uri, ss.SIGNATURE_ANNOTATION: ""}
-        att_digest, count, added = store.append_layer(
-            registry, reference.repository, tag, blob, dsse.MEDIA_TYPE, annotations,
-            is_duplicate=same_statement,
-        )
-        referrer_digest = None
-        if referrer and added:
-            referrer_digest = _push_referrer(registry, reference, subject, blob, type_uri)
+        deadline = getattr(registry, "deadline", None)
+        problems: list[str] = []
+        referrer_digest = discovery = None
+        if referrer:
+            published = _attachments.publish(registry, repository, subject, ATTESTATION_SUFFIX,
+                                             layer, deadline=deadline,
+                                             blob=pushed)
+            referrer_digest, discovery = published.manifest, published.tag
+            problems = published.problems
+        else:
+            _attachments.merge_cosign(registry, repository, digest, ATTESTATION_SUFFIX, [layer],
+                                      deadline=deadline,
+                                      blobs={layer["digest"]: pushed} if pushed else None)
+        att_digest = store.head_attached(registry, repository, tag)
+    count = _attachments.union_count(found.layers, dsse.MEDIA_TYPE) + (1 if added else 0)
     return {
         "reference": str(reference),
         "digest": digest,
         "predicate_type": type_uri,
         "statement_digest": sha256_digest(payload),
         "attestation_tag": f"{reference.name}:{tag}",
+        "discovery_tag": f"{reference.name}:{discovery}" if discovery else None,
         "attestation_manifest": att_digest,
         "attestations": count,
         "added": added,
         "referrer_manifest": referrer_digest,
         "keyid": public.keyid,
+        "problems": problems,
     }
 
 
-def _push_referrer(
-    registry: Any, reference: Reference, subject: Mapping[str, Any], blob: bytes, type_uri: str
-) -> str:
-    """Attach the envelope as an OCI 1.1 artifact whose subject is the image."""
-    repository = reference.repository
-    blob_digest = registry.push_blob(repository, blob, sha256_digest(blob))
-    registry.push_blob(repository, mt.EMPTY_JSON, mt.EMPTY_DIGEST)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": mt.OCI_MANIFEST,
-        "artifactType": dsse.MEDIA_TYPE,
-        "config": {"mediaType": mt.OCI_EMPTY, "digest": mt.EMPTY_DIGEST, "size": 2},
-        "layers": [
-            {
-                "mediaType": dsse.MEDIA_TYPE,
-                "digest": blob_digest,
-                "size": len(blob),
-                "annotations": {PREDICATE_TYPE_ANNOTATION: type_uri},
-            }
-        ],
-        "subject": {
-            "mediaType": subject["mediaType"],
-            "digest": subject["digest"],
-            "size": subject["size"],
-        },
-        "annotations": {PREDICATE_TYPE_ANNOTATION: type_uri},
-    }
-    body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    # The client maintains the referrers fallback tag when the registry has no API.
-    return str(registry.put_manifest(repository, sha256_digest(body), body, mt.OCI_MANIFEST))
+def _same_statement(registry: Any, repository: str, found: _attachments.Found, payload: bytes,
+                    public: VerifyKey, type_uri: str) -> dict[str, Any] | None:
+    """An existing envelope of exactly ``payload`` signed by ``public``'s key, if any."""
+    for layer, _ in found.layers:
+        if layer.get("mediaType") != dsse.MEDIA_TYPE:
+            continue
+        if (layer.get("annotations") or {}).get(PREDICATE_TYPE_ANNOTATION) not in (None, type_uri):
+            continue
+        try:
+            old = dsse.Envelope.from_json(store.fetch_layer(registry, repository, layer))
+            dsse.verify(old, [public])
+        except VerificationError:
+            continue
+        if old.payload == payload:
+            return layer
+    return None
 
 
 def _lookup(document: Any, path: str) -> tuple[bool, Any]:
@@ -269,29 +268,36 @@ def verify_attestations(
     trusted = load_verify_keys(keys)
     with open_client(reference, client, registry_options) as registry:
         digest = resolve_digest(registry, reference)
-        tag = store.attached_tag(digest, ATTESTATION_SUFFIX)
-        att_digest = store.head_attached(registry, reference.repository, tag)
-        cache_key = (reference.name, digest, att_digest, type_uri,
+        repository = reference.repository
+        # One tag listing (+ a HEAD of .att) names everything attached: the cache key.
+        found = _attachments.list_found(registry, repository, digest, ATTESTATION_SUFFIX)
+        cache_key = (reference.name, found.cache_key, type_uri,
                      tuple(sorted(k.keyid for k in trusted)), threshold)
-        cached = _cache.get(cache_key) if use_cache and att_digest else None
+        listed = bool(found.tags) or found.cosign_digest is not None
+        cached = _cache.get(cache_key) if use_cache and listed else None
         if cached is not None:
             verified, reasons = cached
         else:
-            verified, reasons = [], []
-            if att_digest is not None:
-                attached = store.fetch_attached(registry, reference.repository, att_digest)
-                if attached is not None:
-                    verified, reasons = _verify_layers(
-                        registry, reference, attached.layers, digest, type_uri, trusted,
-                        "attestation",
-                    )
-            if len(_signers(verified)) >= threshold and use_cache and att_digest:
+            _attachments.load(registry, repository, found)
+            verified, reasons = _verify_layers(
+                registry, reference, [layer for layer, _ in found.layers], digest, type_uri,
+                trusted, "attestation",
+            )
+            reasons = [*found.reasons, *reasons]
+            if len(_signers(verified)) >= threshold and use_cache and listed:
                 _cache.put(cache_key, (verified, reasons))
         # The threshold counts the keys behind statements that meet the conditions: a key
         # that only signed a statement the conditions reject vouches for nothing here.
         if len(_signers(_meeting(verified, conditions)[0])) < threshold:
-            found, more = _from_referrers(registry, reference, digest, type_uri, trusted)
-            verified, reasons = [*verified, *found], [*reasons, *more]
+            if cached is not None:
+                _attachments.load(registry, repository, found)
+            seen = len(found.layers)
+            _attachments.add_referrers(registry, repository, found, dsse.MEDIA_TYPE)
+            more, more_reasons = _verify_layers(
+                registry, reference, [layer for layer, _ in found.layers[seen:]], digest,
+                type_uri, trusted, "referrer",
+            )
+            verified, reasons = [*verified, *more], [*reasons, *more_reasons]
     if not verified:
         detail = "; ".join(reasons) if reasons else "none attached"
         raise VerificationError(
@@ -312,34 +318,6 @@ def verify_attestations(
         )
     statements = _unique([statement for statement, _ in passing])
     return [json.loads(json.dumps(s)) for s in statements]  # callers get their own copies
-
-
-def _from_referrers(
-    registry: Any, reference: Reference, digest: str, type_uri: str,
-    trusted: list[VerifyKey],
-) -> tuple[list[_Verified], list[str]]:
-    try:
-        descriptors = registry.referrers(reference.repository, digest, dsse.MEDIA_TYPE)
-    except (InputError, IntegrityError, VerificationError) as exc:
-        return [], [f"referrers: {exc}"]
-    verified: list[_Verified] = []
-    reasons: list[str] = []
-    for descriptor in descriptors:
-        manifest_digest = descriptor.get("digest")
-        if not isinstance(manifest_digest, str):
-            continue
-        try:
-            attached = store.fetch_attached(registry, reference.repository, manifest_digest)
-        except VerificationError as exc:
-            reasons.append(f"referrer {manifest_digest}: {exc}")
-            continue
-        if attached is None:
-            continue
-        found, more = _verify_layers(registry, reference, attached.layers, digest,
-                                     type_uri, trusted, f"referrer {manifest_digest}")
-        verified.extend(found)
-        reasons.extend(more)
-    return verified, reasons
 
 
 def _unique(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError, VerificationError
+from pipeline.oci.digest import sha256_digest
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import (
     RegistryOptions,
@@ -32,8 +33,8 @@ from pipeline.oci.registry import (
     resolve_descriptor,
     resolve_digest,
 )
+from pipeline.signing import _attachments, keyless
 from pipeline.signing import _cosign_store as store
-from pipeline.signing import keyless
 from pipeline.signing import simple_signing as ss
 from pipeline.signing._ecdsa import Signer, VerifyKey, load_verify_keys, open_signer
 from pipeline.signing.keyless import Identity, TrustRoot, certificate_annotations
@@ -54,6 +55,7 @@ def sign_image(
     client: Any | None = None,
     certificate: Path | str | None = None,
     certificate_chain: Path | str | None = None,
+    attachments: bool = True,
 ) -> dict[str, Any]:
     """Sign the manifest ``ref`` names (a tag is resolved to its digest now).
 
@@ -63,8 +65,14 @@ def sign_image(
 
     ``key``: a PEM private key path, a ``pkcs11:`` URI naming a token key, or a Signer.
 
-    Signing the same digest again with the same key is a no-op; another key adds a
-    layer, so several signers can meet a verification threshold.
+    The signature is its own manifest with a discovery tag (pipeline.signing._attachments),
+    so signers running at once on one digest lose nothing; the cosign ``.sig`` tag is kept
+    in step. AttachmentError (exit 15) when the signature is not durably discoverable.
+    ``attachments=False`` writes only the cosign tag, as cosign does (interop tests, the
+    benchmark's baseline): racing writers can then lose signatures.
+
+    Signing the same digest again with the same key adds nothing (and re-publishes the
+    existing signature's manifest and tag, so it is a repair of its own entry too).
     """
     reference = store.as_reference(ref)
     layer_annotations: dict[str, str] = {}
@@ -74,37 +82,68 @@ def sign_image(
         descriptor = resolve_descriptor(registry, reference)
         digest = str(descriptor["digest"])
         payload = ss.build_payload(reference.name, digest, annotations)
-        signature = signer.sign(payload)
         public = VerifyKey(signer.public_key, "signer")
-
-        def same_signature(layer: dict[str, Any], blob: bytes) -> bool:
-            encoded = layer.get("annotations", {}).get(ss.SIGNATURE_ANNOTATION, "")
-            try:
-                existing = base64.b64decode(encoded, validate=True)
-            except (binascii.Error, ValueError):
-                return False
-            return blob == payload and public.verify(existing, blob)
-
+        repository = reference.repository
+        found = _attachments.discover(registry, repository, digest, SIGNATURE_SUFFIX)
+        layer = _same_signature(found, payload, public)
+        added = layer is None
+        if layer is None:
+            signature = signer.sign(payload)
+            layer = {
+                "mediaType": ss.MEDIA_TYPE,
+                "size": len(payload),
+                "digest": _attachments.push_blob(registry, repository, payload),
+                "annotations": {ss.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode(),
+                                **layer_annotations},
+            }
         tag = store.attached_tag(digest, SIGNATURE_SUFFIX)
-        manifest_digest, count, added = store.append_layer(
-            registry,
-            reference.repository,
-            tag,
-            payload,
-            ss.MEDIA_TYPE,
-            {ss.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode(), **layer_annotations},
-            is_duplicate=same_signature,
-        )
+        deadline = getattr(registry, "deadline", None)
+        pushed = payload  # the layer's blob (the same bytes when it already existed)
+        problems: list[str] = []
+        discovery: str | None = None
+        if attachments:
+            published = _attachments.publish(registry, repository, descriptor,
+                                             SIGNATURE_SUFFIX, layer, deadline=deadline,
+                                             blob=pushed)
+            manifest_digest, discovery = published.manifest, published.tag
+            problems = published.problems
+        else:
+            _attachments.merge_cosign(registry, repository, digest, SIGNATURE_SUFFIX, [layer],
+                                      deadline=deadline, blobs={layer["digest"]: pushed})
+            manifest_digest = str(store.head_attached(registry, repository, tag))
+    count = _attachments.union_count(found.layers, ss.MEDIA_TYPE) + (1 if added else 0)
     return {
         "reference": str(reference),
         "digest": digest,
         "media_type": descriptor.get("mediaType"),
         "signature_tag": f"{reference.name}:{tag}",
+        "discovery_tag": f"{reference.name}:{discovery}" if discovery else None,
         "signature_manifest": manifest_digest,
         "signatures": count,
         "added": added,
         "keyid": public.keyid,
+        "problems": problems,
     }
+
+
+def _same_signature(found: _attachments.Found, payload: bytes,
+                    public: VerifyKey) -> dict[str, Any] | None:
+    """An existing layer signing exactly ``payload`` with ``public``'s key, if any.
+
+    The payload is deterministic, so its blob digest finds candidates without a fetch.
+    """
+    payload_digest = sha256_digest(payload)
+    for layer, _ in found.layers:
+        if layer.get("mediaType") != ss.MEDIA_TYPE or layer.get("digest") != payload_digest:
+            continue
+        encoded = (layer.get("annotations") or {}).get(ss.SIGNATURE_ANNOTATION, "")
+        try:
+            existing = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if public.verify(existing, payload):
+            return layer
+    return None
 
 
 def _identity_matches(docker_reference: str, expected: str) -> bool:
@@ -155,14 +194,12 @@ def verify_image(
     expected_identity = identity or reference.name
     with open_client(reference, client, registry_options) as registry:
         digest = resolve_digest(registry, reference)
-        tag = store.attached_tag(digest, SIGNATURE_SUFFIX)
-        sig_digest = store.head_attached(registry, reference.repository, tag)
-        if sig_digest is None:
-            raise VerificationError(f"{reference}: no signatures found ({digest} is unsigned)")
+        repository = reference.repository
+        # One tag listing (+ a HEAD of .sig) names everything attached: the cache key.
+        found = _attachments.list_found(registry, repository, digest, SIGNATURE_SUFFIX)
         key = (
             reference.name,
-            digest,
-            sig_digest,
+            found.cache_key,
             tuple(sorted(k.keyid for k in trusted)),
             threshold,
             expected_identity,
@@ -172,13 +209,27 @@ def verify_image(
         cached = _cache.get(key) if use_cache else None
         if cached is not None:
             return {**cached, "reference": str(reference), "cached": True}
-        attached = store.fetch_attached(registry, reference.repository, sig_digest)
-        if attached is None:
-            raise VerificationError(f"{reference}: signature manifest vanished while verifying")
+        _attachments.load(registry, repository, found)
         keyless_trust = (trust_root, identities) if identities and trust_root else None
         signers, reasons = _check_layers(
-            registry, reference, attached.layers, digest, trusted, expected_identity, keyless_trust
+            registry, reference, [layer for layer, _ in found.layers], digest, trusted,
+            expected_identity, keyless_trust,
         )
+        if len(signers) < threshold:
+            # Not enough in the union of the discovery tags and .sig: the referrers API
+            # (or its fallback index) may list signatures other tools attached.
+            seen = len(found.layers)
+            _attachments.add_referrers(registry, repository, found, ss.MEDIA_TYPE)
+            more, more_reasons = _check_layers(
+                registry, reference, [layer for layer, _ in found.layers[seen:]], digest,
+                trusted, expected_identity, keyless_trust,
+            )
+            signers |= more
+            reasons += more_reasons
+        if not found.layers:
+            raise VerificationError(f"{reference}: no signatures found ({digest} is unsigned)"
+                                    + (f": {'; '.join(found.reasons)}" if found.reasons else ""))
+        reasons = [*found.reasons, *reasons]
     if len(signers) < threshold:
         detail = "; ".join(reasons) if reasons else "no signature layers"
         raise VerificationError(
@@ -191,7 +242,8 @@ def verify_image(
         "verified": True,
         "signers": sorted(signers),
         "threshold": threshold,
-        "signature_manifest": attached.digest,
+        "signature_manifest": found.cosign_digest,
+        "signature_manifests": sorted(set(found.manifests.values())),
         "identity": expected_identity,
         "cached": False,
     }

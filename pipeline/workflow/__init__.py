@@ -8,9 +8,12 @@ docs/workflows.md.
 
 Usage::
 
-    from pipeline.workflow import run_workflow
+    from pipeline.workflow import run_workflow, install_hook, RunStore, init_project
 
-    result = run_workflow("release", {"project": "examples/tiny"}, workdir=Path("run"))
+    result = run_workflow("release", {"git-repo": "."}, workdir=Path("run"))
+    init_project(Path("my-model"))                 # the layout the workflows expect
+    install_hook(Path("my-model.git"))              # git push runs release / pr-check
+    RunStore(Path("my-model.git")).all()            # the runs pushes queued, newest first
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import TYPE_CHECKING
 from pipeline._facade import lazy_exports
 
 if TYPE_CHECKING:
+    from pipeline.workflow.gitrepo import resolve_git_repo
+    from pipeline.workflow.hooks import HookInstall, install_hook, on_push
     from pipeline.workflow.plan import Plan, Task, plan_from_dict, topological_order
     from pipeline.workflow.runner import (
         Runner,
@@ -29,8 +34,18 @@ if TYPE_CHECKING:
         load_plan,
         run_workflow,
     )
+    from pipeline.workflow.runs import Run, RunStore
+    from pipeline.workflow.scaffold import Scaffold, init_project
 
 _LAZY = {
+    "HookInstall": "pipeline.workflow.hooks",
+    "install_hook": "pipeline.workflow.hooks",
+    "on_push": "pipeline.workflow.hooks",
+    "resolve_git_repo": "pipeline.workflow.gitrepo",
+    "Run": "pipeline.workflow.runs",
+    "RunStore": "pipeline.workflow.runs",
+    "Scaffold": "pipeline.workflow.scaffold",
+    "init_project": "pipeline.workflow.scaffold",
     "Plan": "pipeline.workflow.plan",
     "Task": "pipeline.workflow.plan",
     "plan_from_dict": "pipeline.workflow.plan",
@@ -44,14 +59,22 @@ _LAZY = {
 }
 
 __all__ = [
+    "HookInstall",
     "Plan",
+    "Run",
     "RunResult",
+    "RunStore",
     "Runner",
+    "Scaffold",
     "StepRecord",
     "Task",
     "WorkflowStepError",
+    "init_project",
+    "install_hook",
     "load_plan",
+    "on_push",
     "plan_from_dict",
+    "resolve_git_repo",
     "run_workflow",
     "topological_order",
 ]

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline._fileio import write_atomic
+from pipeline._process import without_git_repository_env
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.workflow.plan import Plan, Task
 from pipeline.workflow.substitute import substitute, unresolved
@@ -77,12 +79,21 @@ def _now() -> str:
 
 
 def resolve_parameters(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
-    """Declared defaults overridden by ``given``; unknown names are a ConfigError."""
+    """Declared defaults overridden by ``given``; unknown names are a ConfigError.
+
+    ``git-repo`` (empty: the current directory) is made absolute here, against the
+    directory the run was started from (:func:`pipeline.workflow.gitrepo.resolve_git_repo`).
+    """
+    from pipeline.workflow.gitrepo import resolve_git_repo
+
     unknown = sorted(set(given) - set(plan.parameters))
     if unknown:
         raise ConfigError(f"unknown parameter(s) for {plan.name}: {', '.join(unknown)} "
                           f"(declared: {', '.join(plan.parameters)})")
-    return {**plan.parameters, **given}
+    values = {**plan.parameters, **given}
+    if "git-repo" in values:
+        values["git-repo"] = resolve_git_repo(values["git-repo"])
+    return values
 
 
 class _Mounts:
@@ -145,9 +156,15 @@ class Runner:
         self.logs = self.workdir / "logs"
         self.scripts = self.workdir / "scripts"
         self.max_parallel = max(1, max_parallel)
-        self.env = dict(os.environ if env is None else env)
+        # A git hook's GIT_DIR & co. must not reach the steps' own git commands.
+        self.env = without_git_repository_env(os.environ if env is None else env)
         bindir = str(Path(sys.executable).parent)
         self.env["PATH"] = bindir + os.pathsep + self.env.get("PATH", "")
+        # Steps learn they run locally, and where the run record is (the release
+        # record links to it); on Argo the variable is absent.
+        self.env["PIPELINE_RUN_DIR"] = str(self.workdir)
+        #: ``{{workflow.uid}}``: Argo's is a UUID per run; so is ours.
+        self.uid = str(uuid.uuid4())
         self.on_event = on_event or (lambda _event, _step: None)
         self.records = {t.name: StepRecord(t.name) for t in plan.tasks}
         self.outputs: dict[str, str] = {}
@@ -157,6 +174,7 @@ class Runner:
     def _values(self) -> dict[str, str]:
         values = {f"workflow.parameters.{k}": v for k, v in self.parameters.items()}
         values["workflow.name"] = self.plan.name
+        values["workflow.uid"] = self.uid
         values.update(self.outputs)
         return values
 
@@ -216,8 +234,9 @@ class Runner:
     # -- the run ----------------------------------------------------------------------
     def _write_record(self, status: str, exit_code: int | None, failed: str | None) -> Path:
         path = self.workdir / RECORD
-        data = {"workflow": self.plan.name, "status": status, "exit_code": exit_code,
-                "failed_step": failed, "started": self.started_at, "finished": _now(),
+        data = {"workflow": self.plan.name, "uid": self.uid, "status": status,
+                "exit_code": exit_code, "failed_step": failed, "started": self.started_at,
+                "finished": _now(),
                 "parameters": self.parameters,
                 "steps": [asdict(self.records[t.name]) for t in self.plan.tasks]}
         write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -311,12 +330,31 @@ def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
                  on_event: Callable[[str, StepRecord], None] | None = None) -> RunResult:
     """Run workflow ``name`` locally; raise :class:`WorkflowStepError` when a step fails.
 
-    The run record (``workdir/run.json``) is written in every case.
+    The run record (``workdir/run.json``) is written in every case. A local ``git-repo``
+    contributes its project's parameters (the ``workflows`` section of its pipeline.yaml
+    at ``git-revision``, :mod:`pipeline.workflow.params`) under ``parameters``.
     """
-    runner = Runner(load_plan(name), parameters, workdir, max_parallel=max_parallel,
+    plan = load_plan(name)
+    parameters = {**_project_defaults(plan, parameters), **parameters}
+    runner = Runner(plan, parameters, workdir, max_parallel=max_parallel,
                     on_event=on_event)
     result = runner.run()
     return result
+
+
+def _project_defaults(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
+    """The project's own parameters for ``plan``, read from the repository it will clone."""
+    from pipeline.workflow.gitrepo import is_remote, resolve_git_repo
+    from pipeline.workflow.params import project_parameters, read_project_file
+
+    if "git-repo" not in plan.parameters:
+        return {}
+    repo = given.get("git-repo", plan.parameters["git-repo"])
+    if repo and is_remote(repo):
+        return {}
+    revision = given.get("git-revision", plan.parameters.get("git-revision", "HEAD"))
+    data = read_project_file(Path(resolve_git_repo(repo)), revision or "HEAD")
+    return project_parameters(data, plan.name, set(plan.parameters))
 
 
 def failure_summary(result: RunResult, tail_lines: int = 15) -> str:

@@ -77,6 +77,25 @@ def seal(ws: Workspace, project: Path, out: Path, *, sign: bool = True) -> Path:
     return out
 
 
+def write_broken_project(directory: Path) -> Path:
+    """tiny, except that forward raises whenever the input is not all zeros (warm-up sends
+    zeros, so it starts; real traffic gets HTTP 500: a canary that fails its analysis)."""
+    shutil.copytree(TINY, directory)
+    model = directory / "model.py"
+    model.write_text(model.read_text() + (
+        "\n\nclass Broken(TinyClassifier):\n"
+        "    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002\n"
+        "        if bool(input.abs().sum() > 0):\n"
+        "            raise RuntimeError('canary bug')\n"
+        "        return super().forward(input)\n\n\n"
+        "def build_broken(config: dict) -> nn.Module:\n"
+        "    return Broken(config['features'], config['hidden'], config['classes'])\n"
+    ))
+    spec = directory / "pipeline.yaml"
+    spec.write_text(spec.read_text().replace("factory: build_model", "factory: build_broken"))
+    return directory
+
+
 def write_slow_project(directory: Path) -> Path:
     """A model whose forward sleeps ``input[0, 0]`` seconds (warm-up sends 0: no sleep)."""
     import torch

@@ -102,14 +102,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* Every check on values that the schema cannot express. */}}
+{{/*
+The registry budget of one decision (--registry-timeout): what the API server's
+timeoutSeconds leaves after the margin the webhook keeps to answer. Derived, never set.
+*/}}
+{{- define "admission-webhook.registryTimeout" -}}
+{{- sub (int .Values.webhook.timeoutSeconds) (int .Values.webhook.answerMarginSeconds) -}}
+{{- end }}
+
 {{- define "admission-webhook.checks" -}}
 {{- range .Values.server.extraEnv }}
 {{- if and .valueFrom .valueFrom.secretKeyRef }}
 {{- fail (printf "server.extraEnv %q reads a Secret: secrets are mounted as read-only files, never passed as environment variables" .name) }}
 {{- end }}
 {{- end }}
-{{- if not (lt (float64 .Values.server.registryTimeout) (float64 .Values.webhook.timeoutSeconds)) }}
-{{- fail (printf "server.registryTimeout (%v) must be below webhook.timeoutSeconds (%v): the API server would give up before the registry error is answered" .Values.server.registryTimeout .Values.webhook.timeoutSeconds) }}
+{{- if not (lt (int .Values.webhook.answerMarginSeconds) (int .Values.webhook.timeoutSeconds)) }}
+{{- fail (printf "webhook.answerMarginSeconds (%v) must be below webhook.timeoutSeconds (%v): the registry budget of a decision is their difference" .Values.webhook.answerMarginSeconds .Values.webhook.timeoutSeconds) }}
 {{- end }}
 {{- if not .Values.certManager.enabled }}
 {{- $ca := required "caBundle is required unless certManager.enabled: the base64 PEM CA that signed the serving certificate" .Values.caBundle }}

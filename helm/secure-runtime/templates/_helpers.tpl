@@ -381,3 +381,11 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/* interval/count/failureLimit/inconclusiveLimit of one analysis metric. */}}
+{{- define "secure-runtime.metricLimits" -}}
+interval: {{ .interval | quote }}
+count: {{ int .count }}
+failureLimit: {{ int .failureLimit }}
+inconclusiveLimit: {{ int .inconclusiveLimit }}
+{{- end }}

@@ -166,8 +166,9 @@ CERT_MANAGER = {
 EVERYTHING = values(
     registryCA={"configMap": "registry-ca"},
     serviceMonitor={"enabled": True},
-    webhook={"excludeNamespaces": ["cert-manager"], "timeoutSeconds": 15},
-    server={"registryTimeout": 3, "cacheTTL": 60, "logLevel": "debug"},
+    webhook={"excludeNamespaces": ["cert-manager"], "timeoutSeconds": 15,
+             "answerMarginSeconds": 4},
+    server={"cacheTTL": 60, "logLevel": "debug"},
     networkPolicy={
         "ingress": {"from": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]},
         "egress": {"registry": [{"cidr": "10.20.0.0/16", "ports": [443, 5000]}]},
@@ -253,7 +254,7 @@ def test_args_parse_with_the_real_serve_command(rendered: dict) -> None:
         "0.0.0.0",
         8443,
         300.0,
-        5.0,
+        7.0,  # timeoutSeconds 10 - answerMarginSeconds 3
     )
     assert (p["max_request_bytes"], p["log_level"], p["insecure_registry"]) == (
         4194304,
@@ -270,7 +271,7 @@ def test_every_flag_of_every_variant_is_a_serve_option(rendered: dict) -> None:
         assert flags <= known, (name, flags - known)
     args = container(rendered["everything"])["args"]
     assert args[args.index("--ca-file") + 1] == "/etc/admission-webhook/registry-ca/ca.crt"
-    assert args[args.index("--registry-timeout") + 1] == "3"
+    assert args[args.index("--registry-timeout") + 1] == "11"  # 15 - 4
     assert args[args.index("--log-level") + 1] == "debug"
 
 
@@ -481,8 +482,24 @@ def test_service_routes_443_to_the_container_port(rendered: dict) -> None:
 
 def test_registry_timeout_must_stay_below_the_webhook_timeout() -> None:
     assert "must be below webhook.timeoutSeconds" in fails(
-        values(server={"registryTimeout": 10}, webhook={"timeoutSeconds": 10})
+        values(webhook={"timeoutSeconds": 10, "answerMarginSeconds": 10})
     )
+    # The budget is derived, not set: the old key is refused by the schema.
+    assert "registryTimeout" in fails(values(server={"registryTimeout": 3}))
+
+
+def _server_args(manifests: list) -> list[str]:
+    deployment = find(manifests, "Deployment")
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                    if "--registry-timeout" in (c.get("args") or [])]
+    return container["args"]
+
+
+def test_registry_budget_is_derived_from_the_api_server_timeout(rendered: dict) -> None:
+    """--registry-timeout = timeoutSeconds - answerMarginSeconds: 10 - 3, and 15 - 4."""
+    for variant, budget in (("defaults", "7"), ("everything", "11")):
+        args = _server_args(rendered[variant])
+        assert args[args.index("--registry-timeout") + 1] == budget, variant
 
 
 def test_secrets_in_env_and_unset_image_policy_variables_are_refused() -> None:

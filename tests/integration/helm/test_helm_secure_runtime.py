@@ -155,7 +155,7 @@ def test_the_validator_itself_rejects_bad_objects() -> None:
         validate_manifests(broken)
 
     typo = copy.deepcopy(objs)
-    find(typo, "Service")["spec"]["prots"] = []
+    find(typo, "Service", FULL)["spec"]["prots"] = []
     with pytest.raises(ManifestValidationError, match="prots"):
         validate_manifests(typo)
 
@@ -529,18 +529,46 @@ def test_canary_steps_and_analysis() -> None:
         "setWeight",
     ]
     assert [s["setWeight"] for s in steps if "setWeight" in s] == [10, 50, 100]
-    template = find(objs, "AnalysisTemplate")
+    templates = [o for o in objs if o["kind"] == "AnalysisTemplate"]
+    assert sorted(o["metadata"]["name"] for o in templates) == [
+        f"{FULL}-latency", f"{FULL}-success-rate"]
+    canary = find(objs, "Rollout")["spec"]["strategy"]["canary"]
+    # Separate canary and stable Services, as Argo Rollouts uses them; both rendered.
+    assert (canary["canaryService"], canary["stableService"]) == (f"{FULL}-canary",
+                                                                  f"{FULL}-stable")
+    for role in ("canary", "stable"):
+        svc = find(objs, "Service", f"{FULL}-{role}")
+        assert svc["spec"]["selector"] == find(objs, "Service", FULL)["spec"]["selector"]
     for step in (s for s in steps if "analysis" in s):
-        assert step["analysis"]["templates"] == [{"templateName": template["metadata"]["name"]}]
-        passed = {a["name"] for a in step["analysis"]["args"]}
-        assert passed == {a["name"] for a in template["spec"]["args"]}
-    (metric,) = template["spec"]["metrics"]
-    prom = metric["provider"]["prometheus"]
-    assert prom["address"] == "http://prometheus-operated.monitoring.svc:9090"
-    assert "secure_runtime_requests_total" in prom["query"]
-    assert "{{args.service-name}}" in prom["query"]
-    assert "result[0] >= 0.99" in metric["successCondition"]
-    assert "isNaN" in metric["successCondition"]
+        assert step["analysis"]["templates"] == [
+            {"templateName": f"{FULL}-success-rate"}, {"templateName": f"{FULL}-latency"}]
+        passed = {a["name"]: a["value"] for a in step["analysis"]["args"]}
+        assert passed == {"canary-service": f"{FULL}-canary",
+                          "stable-service": f"{FULL}-stable", "namespace": "ns"}
+        for template in templates:
+            assert set(passed) == {a["name"] for a in template["spec"]["args"]}
+    metrics = {m["name"]: m for t in templates for m in t["spec"]["metrics"]}
+    assert sorted(metrics) == ["canary-requests", "p99-latency", "p99-latency-vs-stable",
+                               "success-rate", "success-rate-vs-stable"]
+    for metric in metrics.values():
+        prom = metric["provider"]["prometheus"]
+        assert prom["address"] == "http://prometheus-operated.monitoring.svc:9090"
+        assert "{{args.canary-service}}" in prom["query"]
+        assert metric["successCondition"].startswith(
+            "len(result) > 0 && !isNaN(result[0]) && result[0] ")
+        assert (metric["interval"], metric["count"], metric["failureLimit"],
+                metric["inconclusiveLimit"]) == ("1m", 5, 1, 0)
+    assert "{{args.stable-service}}" in metrics["success-rate-vs-stable"]["provider"][
+        "prometheus"]["query"]
+    assert metrics["success-rate"]["successCondition"].endswith("result[0] >= 0.99")
+    assert metrics["canary-requests"]["successCondition"].endswith("result[0] >= 20")
+    assert metrics["p99-latency"]["successCondition"].endswith("result[0] <= 0.5")
+
+
+def test_pause_without_duration_waits_for_a_promotion() -> None:
+    objs = render_chart(CHART, values(rollout={"enabled": True, "pauseDuration": ""}))
+    steps = find(objs, "Rollout")["spec"]["strategy"]["canary"]["steps"]
+    assert {"pause": {}} in steps
 
 
 def test_rollout_without_analysis_only_pauses() -> None:

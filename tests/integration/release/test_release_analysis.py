@@ -1,103 +1,120 @@
-"""Analysis against a real Prometheus, and failing closed when there is none.
+"""The rendered AnalysisTemplates run against a real Prometheus, and failing closed.
 
-The exporter is a real prometheus-client HTTP server exposing the runtime's metric
-names (secure_runtime.metrics.RuntimeMetrics); Prometheus is the Debian binary
-scraping it every second. No part of Prometheus is imitated.
+The pods' metrics are real prometheus-client HTTP servers with the runtime's metric names
+(secure_runtime.metrics.RuntimeMetrics), scraped by the Debian Prometheus binary with the
+labels the chart's ServiceMonitor gives its targets (tests/support/prometheus.py). The
+queries and conditions are the chart's, rendered; no part of Prometheus is imitated.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from prometheus_client import start_http_server
 
 from pipeline.errors import UnreachableError
-from pipeline.release.analysis import Prometheus, Thresholds, analyse
+from pipeline.release.analysis import Prometheus
+from pipeline.release.executor import StepExecutor
 from pipeline.release.gitops import GitOpsRepo, Release, ReleaseState
-from pipeline.release.local import PrometheusServer, free_port
-from pipeline.release.promote import promote
-from secure_runtime.metrics import RuntimeMetrics
+from pipeline.release.local import free_port
+from pipeline.release.promote import Stage, promote
+from tests.support.canary import definition
+from tests.support.prometheus import Feed, canary_prometheus
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(120)
 
 IMG = "registry.local/app@sha256:" + "a" * 64
 IMG2 = "registry.local/app@sha256:" + "b" * 64
 MODEL = "registry.local/model@sha256:" + "1" * 64
-ENDPOINT = "/v2/models/{name}/infer"
+
+
+class _Weights:
+    """The pods here are fed directly: the weight is only recorded."""
+
+    def __init__(self) -> None:
+        self.weights: list[int] = []
+
+    def set_weight(self, weight: int) -> None:
+        self.weights.append(weight)
 
 
 @pytest.fixture(scope="module")
-def exporter() -> Iterator[tuple[threading.Event, str]]:
-    """The runtime's metrics served by prometheus-client, fed by a bounded loop."""
-    metrics = RuntimeMetrics()
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
-    stop = threading.Event()
-    errors = threading.Event()
-
-    def feed() -> None:
-        for _ in range(20000):  # bounded: at most ~200 s of traffic
-            if stop.wait(0.01):
-                return
-            status = "500" if errors.is_set() else "200"
-            metrics.requests.labels(protocol="http", endpoint=ENDPOINT, status=status).inc()
-            metrics.latency.labels(protocol="http", endpoint=ENDPOINT).observe(0.004)
-            # health probes must not count: they would hide the errors
-            metrics.requests.labels(protocol="http", endpoint="/v2/health/ready",
-                                    status="200").inc(5)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    try:
-        yield errors, f"http://127.0.0.1:{port}"
-    finally:
-        stop.set()
-        feeder.join(5)
-        server.shutdown()
+def fed() -> Iterator[tuple[Feed, str]]:
+    feed = Feed()
+    with canary_prometheus(feed=feed) as url:
+        yield feed, url
 
 
-def test_healthy_then_erroring_canary(exporter: tuple[threading.Event, str]) -> None:
-    errors, url = exporter
-    t = Thresholds(window="3s", interval=1, count=2, min_requests=20)
-    with PrometheusServer({"canary": url}) as prom_server:
-        prom = Prometheus(prom_server.url)
-        time.sleep(2.5)  # two scrapes with traffic inside the window
-        healthy = analyse(prom, "canary", t)
-        assert healthy.ok, healthy.reasons
-        m = healthy.measurements[-1]
-        assert m.success_rate == 1.0 and m.requests >= 20 and m.p99_seconds <= 0.005
-        errors.set()  # the exporter's 5xx counter rises from now on
-        time.sleep(3.5)  # the 3 s window now holds only errors
-        failed = analyse(prom, "canary", Thresholds(window="3s", interval=0, count=3))
-        assert not failed.ok and len(failed.measurements) == 1  # stops at the first failure
-        assert any(r.startswith("success rate 0.0") for r in failed.reasons), failed.reasons
+def _run(url: str, namespace: str = "prod") -> tuple[bool, list[str], StepExecutor]:
+    _rendered, canary = definition(namespace)
+    executor = StepExecutor(canary, _Weights(), Prometheus(url))
+    verdict = executor.analyse(Stage(1, 2, 50))
+    return verdict.ok, [m.summary for m in verdict.measurements], executor  # type: ignore[attr-defined]
 
 
-def test_unreachable_prometheus_is_exit_9(tmp_path: Path) -> None:
+def test_healthy_then_erroring_then_slow_canary(fed: tuple[Feed, str]) -> None:
+    feed, url = fed
+    ok, summaries, executor = _run(url)
+    assert ok, summaries
+    assert len(summaries) == 10  # five metrics, count 2
+    assert "success rate 1.000 >= 0.990" in summaries
+    assert "success rate vs stable 0.000 >= -0.010" in summaries
+    assert any(s.startswith("p99 latency 0.00") and "<= 0.500" in s for s in summaries)
+    assert [next(iter(step)) for step in executor.log] == ["pause", "analysis"]
+
+    feed.canary_status = "500"  # every canary request fails from now on
+    time.sleep(6)  # the 5 s window now holds only errors
+    ok, summaries, _ = _run(url)
+    # failureLimit 0: the analysis ends at the first failed measurement; 0.000, not NaN.
+    assert not ok and summaries[-1] == "success rate 0.000 < 0.990", summaries
+    assert not any("nan" in s.lower() for s in summaries)
+
+    feed.canary_status, feed.canary_latency = "200", 0.9
+    time.sleep(6)
+    ok, summaries, _ = _run(url)
+    assert not ok and summaries[-1].startswith("p99 latency 0.9"), summaries
+    assert summaries[-1].endswith("> 0.500")
+    feed.canary_latency = 0.004
+
+
+def test_no_traffic_is_a_failure(fed: tuple[Feed, str]) -> None:
+    # Another namespace: the rendered queries select no series at all.
+    ok, summaries, _ = _run(fed[1], namespace="elsewhere")
+    assert not ok
+    assert summaries == ["canary requests n/a (no data: no requests in the window) < 5"]
+
+
+def test_unreachable_prometheus_is_exit_9() -> None:
     with pytest.raises(UnreachableError, match="unreachable"):
-        Prometheus(f"http://127.0.0.1:{free_port()}").query("up")
+        Prometheus(f"http://127.0.0.1:{free_port()}").result("up")
 
 
-def test_promote_holds_then_rolls_back_without_prometheus(tmp_path: Path) -> None:
-    repo = GitOpsRepo(tmp_path / "g")
-    repo.commit(ReleaseState("prod", IMG, MODEL, 100, "1/1", "promoted", Release(IMG, MODEL)),
-                "prod: promote a")
-    prom = Prometheus(f"http://127.0.0.1:{free_port()}")
-    t = Thresholds(interval=0, count=1)
-    with pytest.raises(UnreachableError, match="unreachable.*held 1s, then rolled back prod to "
-                                               "app@sha256:aaaaaaaaaaaa"):
-        promote(repo, "prod", IMG2, MODEL, analyse=lambda w: analyse(prom, "canary", t),
-                hold_seconds=1, hold_poll=0.2)
-    state = repo.current("prod")
-    assert state is not None
-    assert (state.status, state.weight, state.image) == ("rolled-back", 0, IMG)
-    assert state.reasons[0].startswith("analysis impossible: Prometheus at")
-    # Both outcomes are in git: the hold, then the roll-back; never a pass.
-    assert [c.message.split(":")[1].strip().split(" ")[0] for c in repo.history("prod")] == [
-        "roll", "hold", "canary", "promote"]
-    held = repo.history("prod")[1].state
-    assert held.status == "progressing" and held.analysis.startswith("held: Prometheus at")
+def test_promote_holds_then_rolls_back_without_prometheus() -> None:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = GitOpsRepo(Path(tmp) / "g")
+        repo.commit(ReleaseState("prod", IMG, MODEL, 100, "1/1", "promoted",
+                                 Release(IMG, MODEL)), "prod: promote a")
+        _rendered, canary = definition("prod")
+        weights = _Weights()
+        executor = StepExecutor(canary, weights, Prometheus(f"http://127.0.0.1:{free_port()}"),
+                                sleep=lambda _s: None)
+        with pytest.raises(UnreachableError, match="unreachable.*held 1s, then rolled back "
+                                                   "prod to app@sha256:aaaaaaaaaaaa"):
+            promote(repo, "prod", IMG2, MODEL, executor=executor, stages=canary.weights,
+                    hold_seconds=1, hold_poll=0.2)
+        state = repo.current("prod")
+        assert state is not None
+        assert (state.status, state.weight, state.image) == ("rolled-back", 0, IMG)
+        assert state.reasons[0].startswith("analysis impossible: Prometheus at")
+        assert weights.weights == [50, 0]
+        # Both outcomes are in git: the hold, then the roll-back; never a pass.
+        assert [c.message.split(":")[1].strip().split(" ")[0]
+                for c in repo.history("prod")] == ["roll", "hold", "canary", "promote"]
+        held = repo.history("prod")[1].state
+        assert held.status == "progressing" and held.analysis.startswith("held: Prometheus at")
+        # The pause ran once: the retries resumed at the analysis step.
+        assert [next(iter(s)) for s in executor.log].count("pause") == 1

@@ -32,13 +32,20 @@ ROOT = Path(__file__).resolve().parents[3]
 CHILD = """
 import os, signal, sys, time
 from pathlib import Path
-from pipeline.release.analysis import Prometheus, Thresholds, analyse
+from pipeline.release.analysis import Prometheus
+from pipeline.release.executor import StepExecutor
 from pipeline.release.gitops import GitOpsRepo
 from pipeline.release.promote import promote
+from tests.support.canary import definition, fast_values
 
 gitops, url, kill_after, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-prom = Prometheus(url)
-limits = Thresholds(window="3s", interval=0.2, count=1, min_requests=5)
+_rendered, canary = definition("prod", fast_values(weights=[10, 50, 100], pauseDuration="0s",
+                                                   analysis={"count": 1}))
+
+class Weights:
+    def set_weight(self, weight):
+        pass
+
 commits = 0
 
 def publish(sha):
@@ -52,8 +59,8 @@ def publish(sha):
 
 resume = mode == "resume"
 promote(GitOpsRepo(Path(gitops), create=False), "prod", None if resume else sys.argv[5],
-        None if resume else sys.argv[6], analyse=lambda w: analyse(prom, "canary", limits),
-        publish=publish, resume=resume)
+        None if resume else sys.argv[6], executor=StepExecutor(canary, Weights(), Prometheus(url)),
+        stages=canary.weights, publish=publish, resume=resume)
 print("done", flush=True)
 """
 

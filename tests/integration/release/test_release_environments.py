@@ -14,9 +14,10 @@ import yaml
 from pipeline.cli import run
 from pipeline.config import load_settings
 from pipeline.errors import AuthError, ConflictError, PolicyError
-from pipeline.release.analysis import AnalysisResult, Measurement
+from pipeline.release.analysis import AnalysisResult
 from pipeline.release.argocd import ArgoCD
 from pipeline.release.environments import Publisher, environment_values
+from pipeline.release.executor import MetricMeasurement
 from pipeline.release.gitops import GitOpsRepo
 from pipeline.release.promote import promote
 from tests.support.argocd import recording, serve_recorded, validate_application
@@ -26,7 +27,8 @@ CHART = Path(__file__).resolve().parents[3] / "helm" / "secure-runtime"
 IMG = "registry.local/ml/secure-runtime@sha256:" + "a" * 64
 IMG2 = "registry.local/ml/secure-runtime@sha256:" + "b" * 64
 MODEL = "registry.local/ml/models/minilm@sha256:" + "1" * 64
-GOOD = AnalysisResult(True, (Measurement(100, 1.0, 0.01),))
+GOOD = AnalysisResult(True, (MetricMeasurement("t", "success-rate", "q", [1.0], "Successful",
+                                               "success rate 1.000 >= 0.990"),))
 CONFIG = """
 release:
   chart: {repo_url: "https://git.example/ml/secure-model-pipeline.git", path: helm/secure-runtime}

@@ -16,6 +16,7 @@ import pytest
 from pipeline.cli import run
 from pipeline.release.gitops import GitOpsRepo
 from tests.fixtures_registry import RegistryServer
+from tests.support.canary import write_values
 from tests.support.prometheus import canary_prometheus
 from tests.support.runtime import TINY, make_workspace, seal
 from tests.support.signed_release import SignedRelease, make_signed_release
@@ -34,6 +35,10 @@ spec:
         apiVersions: ["v1"]
         operations: ["CREATE", "UPDATE"]
         resources: ["deployments"]
+      - apiGroups: ["argoproj.io"]
+        apiVersions: ["v1alpha1"]
+        operations: ["CREATE", "UPDATE"]
+        resources: ["rollouts"]
   validations:
     - expression: "!has(object.spec.replicas) || object.spec.replicas <= 3"
       message: "at most 3 replicas"
@@ -60,7 +65,7 @@ def release(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[str]:
-    with canary_prometheus() as url:
+    with canary_prometheus(namespace="dev") as url:
         yield url
 
 
@@ -69,8 +74,7 @@ def _promote(gitops: Path, release: SignedRelease, prometheus: str, image: str, 
     return run(["promote", "--gitops", str(gitops), "--env", "dev", "--image", image,
                 "--model", model, "--image-policy", str(release.image_policy),
                 "--trust", str(release.trust), "--insecure", "--prometheus", prometheus,
-                "--stages", "50,100", "--interval", "0.2", "--count", "1", "--window", "3s",
-                "--min-requests", "5", *extra])
+                "-f", str(write_values(gitops.parent / "canary-values.yaml")), *extra])
 
 
 def _commits(gitops: Path) -> int:
@@ -90,7 +94,7 @@ def test_a_verified_release_passes_every_gate_before_every_step(
         assert f"gate stage {stage}: image policy: allowed" in err
         assert f"gate stage {stage}: model signature: verified" in err
         assert f"gate stage {stage}: admission: " in err
-    assert "ok   requests " in err and "success rate 1.000 >= 0.990" in err
+    assert "ok   canary requests " in err and "success rate 1.000 >= 0.990" in err
     state = GitOpsRepo(gitops).current("dev")
     assert state is not None and (state.status, state.image, state.model) == (
         "promoted", release.image, release.model)

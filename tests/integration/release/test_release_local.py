@@ -24,6 +24,7 @@ from pipeline.release.gitops import GitOpsRepo, Release
 from pipeline.release.local import TrafficLoop, free_port
 from pipeline.release.traffic import Nginx
 from tests.fixtures_registry import RegistryServer
+from tests.support.canary import CHART, definition, rendered_steps, write_values
 from tests.support.runtime import (
     TINY,
     Runtime,
@@ -41,8 +42,6 @@ OLD_MODEL = f"registry.local/tiny-model@sha256:{'1' * 64}"
 INFER = "/v2/models/tiny/infer"
 BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
                     "data": [0.1 * i for i in range(1, 17)]}]}
-FAST = ["--interval", "1", "--count", "2", "--window", "5s", "--min-requests", "5",
-        "--initial-delay", "2"]
 
 
 def _broken_project(directory: Path) -> Path:
@@ -122,12 +121,15 @@ def test_nginx_weights_split_real_traffic(runtimes: dict[str, Runtime]) -> None:
 
 def _promote(gitops: Path, release: SignedRelease, canary: Runtime, stable: Runtime,
              body: Path, *extra: str) -> int:
+    """The issue's interface: the chart and the environment's values are the canary."""
+    values = write_values(gitops.parent / "prod-values.yaml")
     return run(["--json", "promote", "--gitops", str(gitops), "--env", "prod",
-                "--image", release.image, "--model", release.model, "--stages", "50,100",
+                "--image", release.image, "--model", release.model,
+                "--local", "--chart", str(CHART), "-f", str(values),
                 "--image-policy", str(release.image_policy), "--trust", str(release.trust),
-                "--insecure", "--local",
+                "--insecure",
                 "--stable-url", stable.url, "--canary-url", canary.url,
-                "--traffic-path", INFER, "--traffic-body", str(body), *FAST, *extra])
+                "--traffic-path", INFER, "--traffic-body", str(body), *extra])
 
 
 def _seed(gitops: Path) -> GitOpsRepo:
@@ -152,10 +154,19 @@ def test_healthy_canary_is_promoted(runtimes: dict[str, Runtime], signed: Signed
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "promoted"
     assert [s["passed"] for s in out["stages"]] == [True, True]
-    for stage in out["stages"]:
-        for m in stage["measurements"]:
-            assert m["success_rate"] == 1.0 and m["requests"] >= 5
-            assert isinstance(m["requests"], int)
+    (first, last) = out["stages"]
+    assert last["measurements"] == []  # the rendered steps end with setWeight 100
+    values = {m["metric"]: m["value"][0] for m in first["measurements"]}
+    assert values["success-rate"] == 1.0 and values["canary-requests"] >= 5
+    assert values["success-rate-vs-stable"] == 0.0
+    # The local executor ran exactly the rendered steps: order, weights, pauses, and each
+    # analysis' metrics with their queries (args filled in) and limits.
+    rendered, _definition = definition("prod", release=Release(signed.image, signed.model))
+    keys = ("template", "metric", "query", "count", "failureLimit", "inconclusiveLimit",
+            "successCondition")
+    ran = [{"analysis": [{k: m[k] for k in keys} for m in step["analysis"]]}
+           if "analysis" in step else step for step in out["executed"]]
+    assert ran == rendered_steps(rendered)
     history = repo.history("prod")
     assert [c.message for c in history][:4] == [
         f"prod: promote {label} (100%, analysis passed)",

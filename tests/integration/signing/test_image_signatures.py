@@ -175,7 +175,8 @@ def test_tag_moved_after_signing_fails(push, keys) -> None:
 def test_tampered_payload_fails(push, keys, registry) -> None:
     ref, digest = push()
     private, public = keys("alice")
-    sign_image(ref, private, registry_options=OPTS)
+    # cosign's layout only (no attachment manifest): the .sig layer is the one copy.
+    sign_image(ref, private, registry_options=OPTS, attachments=False)
     (layer,) = _read_sig(registry, ref, digest)["layers"]
     with registry.client() as client:
         payload = client.get_blob(ref.repository, layer["digest"])

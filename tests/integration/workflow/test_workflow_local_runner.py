@@ -4,7 +4,10 @@
 rendered for each environment's values, build, scan) and
 ``release`` against the loopback registry: seal + sign examples/tiny's weights, build,
 SBOM, scan, provenance, push image and model, sign, three attestations, verify, and the
-policy check of the secure-runtime chart rendered with the pushed digests.
+policy check of the secure-runtime chart rendered with the pushed digests, then the
+hand-off: the release record committed and pushed to a bare GitOps repository, and
+``pipeline promote`` through dev's canary stages against two real runtimes behind the
+local nginx + Prometheus target. ``rollback`` reverts dev through the same runner.
 """
 
 from __future__ import annotations
@@ -12,20 +15,36 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipeline.cli import run
-from pipeline.errors import EXIT_VIOLATIONS
+from pipeline.errors import EXIT_CONFIG, EXIT_VIOLATIONS
+from tests.support.canary import write_values
 from tests.support.helm import render_chart
+from tests.support.runtime import (
+    TINY,
+    Runtime,
+    free_port,
+    make_workspace,
+    runtime_args,
+    seal,
+    start_runtime,
+    write_broken_project,
+)
 from tests.support.sarif import validate_sarif
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[3]
 PROJECT = ROOT / "tests" / "fixtures" / "build_project"
+INFER = "/v2/models/tiny/infer"
+BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
+                    "data": [0.1 * i for i in range(1, 17)]}]}
 REQUIRED = {"image": {"digest": "sha256:" + "a1" * 32}, "model": {"digest": "sha256:" + "b2" * 32}}
 
 
@@ -55,6 +74,28 @@ def _git_repo(root: Path, extra_manifest: str | None = None,
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "source"], check=True)
     return repo
+
+
+@contextmanager
+def _runtimes(root: Path, broken: bool = False) -> Iterator[tuple[Runtime, Runtime]]:
+    """Two real runtimes (stable, canary) serving a sealed tiny model: the local target
+    the promote step splits traffic between (``broken``: the canary answers errors)."""
+    ws = make_workspace(root / "ws")
+    model = seal(ws, TINY, root / "tiny.sealed")
+    canary = seal(ws, write_broken_project(root / "broken"), root / "broken.sealed") \
+        if broken else model
+    started: list[Runtime] = []
+    try:
+        for name, sealed in (("stable", model), ("canary", canary)):
+            port = free_port()
+            started.append(start_runtime(runtime_args(ws, sealed, port, "--allow-root"),
+                                         root / f"{name}.log", port))
+        for rt in started:
+            rt.wait_ready()
+        yield started[0], started[1]
+    finally:
+        for rt in started:
+            rt.close()
 
 
 def _record(workdir: Path) -> dict:
@@ -146,10 +187,10 @@ def test_pr_check_checks_the_chart_with_every_environments_values(
     assert {r["properties"]["environment"] for r in results} == {"prod"}
 
 
-def test_release_runs_end_to_end_against_the_registry(
-    build_env, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def _release(tmp_path: Path, registry, monkeypatch: pytest.MonkeyPatch,
+             broken: bool = False) -> tuple[int, Path, Path, Path, str]:
+    """Run ``release`` on a fresh source repository, handing off to a bare GitOps
+    repository and a local target; returns (exit code, workdir, gitops, signing, revision)."""
     from pipeline.signing.keypair import create_signing_keypair
 
     signing, kek = tmp_path / "secrets" / "signing", tmp_path / "secrets" / "kek"
@@ -168,14 +209,32 @@ def test_release_runs_end_to_end_against_the_registry(
     revision = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()
     workdir = tmp_path / "run"
+    gitops = tmp_path / "gitops.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(gitops)], check=True)
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps(BODY))
+    with _runtimes(tmp_path / "runtimes", broken) as (stable, canary):
+        # The canary is the chart's Rollout: its values shorten the steps (tests/support).
+        flags = (f"--local --stable-url {stable.url} --canary-url {canary.url} "
+                 f"--traffic-path {INFER} --traffic-body {body} "
+                 f"-f {write_values(tmp_path / 'canary-values.yaml')}")
+        code = run(["--json", "workflow", "run", "release",
+                    "-p", f"git-repo={repo}", "-p", f"git-revision={revision}",
+                    "-p", f"repository={registry.host}/ml/runtime",
+                    "-p", f"model-repository={registry.host}/ml/models/tiny",
+                    "-p", "registry-insecure=true", "-p", "scan-env=dev",
+                    "-p", f"signing-key-secret={signing}", "-p", f"kek-secret={kek}",
+                    "-p", f"gitops-repo={gitops}", "-p", f"promote-flags={flags}",
+                    "--workdir", str(workdir), "--parallel", "3"])
+    return code, workdir, gitops, signing, revision
+
+
+def test_release_runs_end_to_end_against_the_registry(
+    build_env, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     capsys.readouterr()
-    code = run(["--json", "workflow", "run", "release",
-                "-p", f"git-repo={repo}", "-p", f"git-revision={revision}",
-                "-p", f"repository={registry.host}/ml/runtime",
-                "-p", f"model-repository={registry.host}/ml/models/tiny",
-                "-p", "registry-insecure=true", "-p", "scan-env=dev",
-                "-p", f"signing-key-secret={signing}", "-p", f"kek-secret={kek}",
-                "--workdir", str(workdir), "--parallel", "3"])
+    code, workdir, gitops, signing, revision = _release(tmp_path, registry, monkeypatch)
     out = capsys.readouterr()
     logs = "\n".join(f"== {p.name}\n{p.read_text()}" for p in (workdir / "logs").glob("*.log"))
     assert code == 0, out.err + logs
@@ -191,9 +250,120 @@ def test_release_runs_end_to_end_against_the_registry(
     # The image in the registry is signed by the release key; the model is pullable.
     pinned = f"{registry.host}/ml/runtime@{image_digest}"
     assert run(["verify", pinned, "--key", str(signing / "release.pub"), "--insecure"]) == 0
+    # The three attest steps ran in parallel on one digest and all three attestations
+    # are there: each its own manifest and discovery tag (issue 10: nothing lost).
+    for kind in ("slsaprovenance", "cyclonedx", "vuln"):
+        assert run(["verify-attestation", pinned, "--type", kind,
+                    "--key", str(signing / "release.pub"), "--insecure"]) == 0, kind
+    from pipeline.oci import discovery
+
+    with registry.client() as client:
+        tags = discovery.list_tags(client, "ml/runtime")
+    assert len(discovery.attachment_tags(tags, image_digest, "att")) == 3
     rendered = (workdir / "workspace" / "rendered.yaml").read_text()
     assert pinned in rendered and model_digest in rendered
+    # The hand-off: the record, then dev's canary stages, all pushed to the bare remote.
+    assert steps["promote"]["started"] >= steps["record-release"]["finished"]
+    from pipeline.report import collect
+
+    evidence = collect(gitops, "dev")
+    assert evidence["state"]["status"] == "promoted"
+    assert evidence["release"]["image"] == pinned
+    assert evidence["release"]["model"] == f"{registry.host}/ml/models/tiny@{model_digest}"
+    record = evidence["record"]
+    assert record["source"]["revision"] == revision
+    assert record["run"]["executor"] == "local" and record["run"]["uid"] == _record(workdir)["uid"]
+    assert record["run"]["url"] == f"file://{workdir.resolve()}/run.json"
+    assert record["image"]["signature"]["verified"] is True
+    assert {a["type"] for a in record["image"]["attestations"]} == {
+        "slsaprovenance", "cyclonedx", "vuln"}
+    assert record["image"]["scan"]["status"].startswith("not scanned")  # scan-env=dev, no DB
+    assert record["image"]["provenance"]["builder"]
+    assert record["model"]["signature"]["verified"] is True
+    assert record["admission"]["decision"] == "admitted"
+    analysed = [s["weight"] for s in evidence["steps"] if s["measurements"]]
+    assert analysed and set(analysed) <= {50, 100}, evidence["steps"]
+    plotted = {m["name"] for s in evidence["steps"] for x in s["measurements"]
+               for m in x["metrics"]}
+    assert "success-rate" in plotted, plotted
+    page = tmp_path / "report.html"
+    assert run(["report", "--gitops", str(gitops), "--env", "dev", "--html", str(page)]) == 0
+    assert image_digest in page.read_text() and model_digest in page.read_text()
     # No secret material in the run record, the scripts or the logs.
     private = (signing / "release.key").read_text().splitlines()[1]
     for path in [workdir / "run.json", *workdir.glob("scripts/*"), *workdir.glob("logs/*")]:
         assert private not in path.read_text()
+
+
+def test_rollback_workflow_reverts_an_environment_with_the_reason_as_given(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same ``pipeline rollback``, through the runner, pushed to the bare remote; a
+    reason full of shell syntax is recorded byte for byte and runs nothing."""
+    from pipeline.release.gitops import GitOpsRepo
+    from tests.support.report import V1, release_story
+
+    story = release_story(tmp_path / "story")
+    bare = tmp_path / "gitops.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(story.repo.path), str(bare)],
+                   check=True)
+    subprocess.run(["git", "-C", str(bare), "branch", "-M", "main"], check=True)
+    before = GitOpsRepo(bare, create=False).head()
+    marker = tmp_path / "pwned"
+    reason = f'v1 "was" fine $(touch {marker}) `touch {marker}` ; echo \\'
+    workdir = tmp_path / "run"
+    assert run(["workflow", "run", "rollback", "-p", f"gitops-repo={bare}",
+                "-p", "environment=dev", "-p", f"reason={reason}", "-p", f"to={V1[0]}",
+                "--workdir", str(workdir)]) == 16  # dev already runs v1: nothing to do
+    assert "nothing to roll back" in (workdir / "logs" / "rollback.log").read_text()
+    assert GitOpsRepo(bare, create=False).head() == before
+    from tests.support.report import V2
+
+    code = run(["workflow", "run", "rollback", "-p", f"gitops-repo={bare}",
+                "-p", f"reason={reason}", "-p", f"to={V2[0]}", "--workdir", str(workdir)])
+    assert code == 0, (workdir / "logs" / "rollback.log").read_text()
+    repo = GitOpsRepo(bare, create=False)
+    state = repo.current("dev")
+    assert state is not None and state.image == V2[0] and state.status == "rolled-back"
+    assert state.reasons == (reason,)
+    assert not marker.exists()
+    from pipeline.report import collect
+
+    assert collect(bare, "dev")["rollbacks"][-1]["reasons"] == [reason]
+
+
+def test_release_hand_off_needs_a_gitops_repository(tmp_path: Path) -> None:
+    """An empty gitops-repo stops the rollback (and the release's record-release) with
+    exit 3 and a message naming the parameter."""
+    workdir = tmp_path / "run"
+    assert run(["workflow", "run", "rollback", "--workdir", str(workdir)]) == EXIT_CONFIG
+    assert "parameter gitops-repo is empty" in (workdir / "logs" / "rollback.log").read_text()
+
+
+def test_a_canary_that_fails_its_analysis_fails_the_run_and_is_rolled_back_in_git(
+    build_env, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The hand-off's bad path: the release is recorded, the canary answers errors, the
+    analysis fails, the roll-back is committed and pushed, and the run fails at promote
+    with exit 11; the report of the environment says why."""
+    from pipeline.errors import EXIT_POLICY
+    from pipeline.report import collect
+
+    code, workdir, gitops, _signing, _revision = _release(tmp_path, registry, monkeypatch,
+                                                          broken=True)
+    err = capsys.readouterr().err
+    assert code == EXIT_POLICY, err
+    assert "step 'promote' failed with exit code 11" in err
+    steps = {s["name"]: s for s in _record(workdir)["steps"]}
+    assert steps["record-release"]["status"] == "succeeded"
+    assert steps["promote"]["status"] == "failed"
+    evidence = collect(gitops, "dev")
+    assert evidence["state"]["status"] == "rolled-back"
+    assert evidence["record"] is not None  # the release itself was recorded before
+    (rolled,) = evidence["rollbacks"]
+    assert any(r.startswith("success rate 0.000 < 0.990") for r in rolled["reasons"]), rolled
+    assert rolled["failed_image"] == evidence["release"]["image"]  # nothing ran before it
+    failed = [x for m in rolled["measurements"] if not m["ok"] for x in m["metrics"]]
+    rate = next(x for x in failed if x["name"] == "success-rate")
+    assert rate["value"] == 0.0 and rate["threshold"] == 0.99 and rate["ok"] is False
+    assert rate["comparison"] == ">="

@@ -40,14 +40,20 @@ def _paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, 
 
 def test_the_tree_is_noun_first() -> None:
     groups = {name for name, cmd in main.commands.items() if isinstance(cmd, click.Group)}
-    assert groups == {"admission", "chart", "gitops", "image", "keys", "lock", "model",
-                      "policy", "release", "workflow"}
+    assert groups == {"admission", "attach", "chart", "gitops", "hooks", "image", "keys", "lock",
+                      "model", "policy", "release", "runs", "workflow"}
     image, model, release = (main.commands[g] for g in ("image", "model", "release"))
     assert isinstance(image, click.Group) and isinstance(model, click.Group)
     assert isinstance(release, click.Group)
     assert {"sign", "verify", "attest", "verify-attestation"} <= set(image.commands)
     assert {"seal", "unseal", "sign", "verify", "push", "pull"} <= set(model.commands)
-    assert set(release.commands) == {"promote", "rollback", "status"}
+    assert set(release.commands) == {"promote", "rollback", "status", "record",
+                                     "environments"}
+    # Top-level commands that are not a group or an alias (issue 12's interface):
+    # `pipeline init DIR` and the evidence report, which spans every noun.
+    standalone = {name for name, cmd in main.commands.items()
+                  if not isinstance(cmd, click.Group) and name not in ALIASES}
+    assert standalone == {"init", "report"}
 
 
 @pytest.mark.parametrize("alias", sorted(ALIASES))
@@ -152,8 +158,8 @@ def test_non_runtime_commands_run_with_the_server_stack_unimportable(tmp_path: P
     assert "admission 3" in out.stdout
     assert "'secure-model-pipeline[admission]'" in out.stderr
     assert (tmp_path / "sealed" / "seal.json").is_file()
-    assert sorted(p.name for p in (tmp_path / "workflows").iterdir()) == ["pr-check.yaml",
-                                                                         "release.yaml"]
+    assert sorted(p.name for p in (tmp_path / "workflows").iterdir()) == [
+        "pr-check.yaml", "release.yaml", "rollback.yaml"]
 
 
 # ---------------------------------------------------------------------------- --json errors
@@ -220,13 +226,21 @@ def test_docs_list_every_command_and_alias() -> None:
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     commands_section = text.split("## Commands", 1)[1].split("## Aliases", 1)[0]
     documented: set[tuple[str, ...]] = set()
+    top_level: set[str] = set()
     for line in commands_section.splitlines():
         if not line.startswith("| `pipeline "):
             continue
         first, *more = line.split("|")[1].strip().split(" / ")
-        _, group, name = first.strip("`").split()
+        words = first.strip("`").split()
+        if len(words) == 2:  # a command of its own, in no group (pipeline init)
+            top_level.add(words[1])
+            continue
+        _, group, name = words
         documented |= {(group, name)} | {(group, m.strip("`")) for m in more}
     grouped = {p for p in _paths(main) if p[0] not in ALIASES and len(p) == 2}
     assert documented == grouped
+    alone = {n for n, c in main.commands.items()
+             if n not in ALIASES and not isinstance(c, click.Group)}
+    assert top_level == alone
     for alias, (group, name) in ALIASES.items():
         assert f"| `pipeline {alias}` | `pipeline {group.name} {name}` |" in text, alias

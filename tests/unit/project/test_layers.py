@@ -10,7 +10,7 @@ name a module of the project (``importlib.import_module("...")``, lazy-import ta
                   _json, _pages, _sarif
     core          oci  ->  signing  ->  sealing      (each may import the ones left of it)
     capabilities  distribution, build, scan, charts, policy, admission, release, workflow,
-                  deploy, and the workflow definitions (workflows/ = pipeline.workflows)
+                  deploy, report, and the workflow definitions (workflows/ = pipeline.workflows)
     interface     _cli, cli, __main__
 
 A layer may import its own package, the layers below it, and (capabilities only) the
@@ -52,6 +52,8 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     # Local deploys render through pipeline/charts (the one render path) and check images
     # against the image policy (--image-policy), as admission would.
     "deploy": frozenset({"charts", "policy"}),
+    # The evidence report reads the GitOps repository's records (issue 12).
+    "report": frozenset({"release"}),
 }
 INTERFACE = frozenset({"_cli", "cli", "__main__"})
 

@@ -65,7 +65,7 @@ def test_editable_install_from_another_directory(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     origin, names, top_level = out.stdout.splitlines()
     assert Path(origin) == ROOT / "workflows" / "__init__.py"
-    assert names == "['pr-check', 'release']"
+    assert names == "['pr-check', 'release', 'rollback']"
     assert top_level == "None"  # no top-level "workflows" outside the repository root
 
 
@@ -90,7 +90,7 @@ def test_the_wheel_installs_workflows_under_pipeline(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "['pr-check', 'release']", out.stderr
+    assert out.stdout.strip() == "['pr-check', 'release', 'rollback']", out.stderr
 
 
 def test_the_runtime_extra_and_the_runtime_image_ask_for_the_same_packages() -> None:

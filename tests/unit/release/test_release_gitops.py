@@ -16,16 +16,19 @@ import yaml
 
 from pipeline.cli import run
 from pipeline.errors import (
+    ConfigError,
     ConflictError,
     InputError,
     NotFoundError,
     PolicyError,
     UnreachableError,
 )
-from pipeline.release.analysis import AnalysisResult, Measurement
+from pipeline.release.analysis import AnalysisResult
+from pipeline.release.executor import MetricMeasurement
 from pipeline.release.gitops import GitOpsRepo, Release, ReleaseState, pinned
 from pipeline.release.lock import EnvironmentLock
 from pipeline.release.promote import parse_stages, promote, rollback
+from tests.support.canary import write_values
 
 IMG = "registry.local/app@sha256:" + "a" * 64
 IMG2 = "registry.local/app@sha256:" + "b" * 64
@@ -34,8 +37,11 @@ MODEL = "registry.local/model@sha256:" + "1" * 64
 MODEL2 = "registry.local/model@sha256:" + "2" * 64
 A = "app@sha256:aaaaaaaaaaaa + model@sha256:111111111111"
 B = "app@sha256:bbbbbbbbbbbb + model@sha256:111111111111"
-GOOD = AnalysisResult(True, (Measurement(100, 1.0, 0.01, (), "requests 100 >= 20"),))
-BAD = AnalysisResult(False, (Measurement(100, 0.5, 0.01, ("success rate 0.500 < 0.990",)),))
+GOOD = AnalysisResult(True, (MetricMeasurement("t", "canary-requests", "q", [100.0], "Successful",
+                                               "requests 100 >= 20"),))
+BAD = AnalysisResult(False, (MetricMeasurement("t", "success-rate", "q", [0.5], "Failed",
+                                               "success rate 0.500 < 0.990",
+                                               failures=("success rate 0.500 < 0.990",)),))
 
 
 def _messages(repo: GitOpsRepo, env: str = "prod") -> list[str]:
@@ -77,7 +83,7 @@ def test_promotion_commits_each_stage_and_result(tmp_path: Path) -> None:
         "stable": {"image": IMG, "model": MODEL}, "analysis": "passed (1 measurement(s))",
         "stages": [10, 50, 100]}
     assert state["who"] and state["when"].endswith("+00:00")
-    assert state["evidence"][0]["requests"] == 100 and state["evidence"][0]["ok"] is True
+    assert state["evidence"][0]["value"] == [100.0] and state["evidence"][0]["ok"] is True
     # The chart values pin both digests, in the chart's own shape.
     values = _file(repo, "values.yaml")
     assert values == {"image": {"repository": "registry.local/app", "digest": "sha256:" + "a" * 64},
@@ -209,7 +215,7 @@ def test_cli_status_and_rollback(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert [h["status"] for h in out["history"]] == [
         "rolled-back", "promoted", "progressing", "promoted", "progressing"]
     assert out["history"][0]["reasons"] == ["manual roll-back"] and out["history"][0]["who"]
-    assert out["history"][1]["evidence"][0]["requests"] == 100
+    assert out["history"][1]["evidence"][0]["value"] == [100.0]
     assert run(["release", "status", "--gitops", str(repo.path), "--env", "dev"]) == 10
 
 
@@ -228,9 +234,10 @@ def test_cli_image_policy_denial_is_exit_11_before_any_commit(
 ) -> None:
     policy = tmp_path / "image-policy.yaml"
     policy.write_text("version: 1\ndefault: deny\nrules: []\n")
+    values = write_values(tmp_path / "values.yaml")
     code = run(["promote", "--gitops", str(tmp_path / "g"), "--env", "prod", "--image", IMG,
                 "--model", MODEL, "--prometheus", "http://127.0.0.1:9",
-                "--image-policy", str(policy)])
+                "--image-policy", str(policy), "-f", str(values)])
     assert code == 11
     assert "image policy denies" in capsys.readouterr().err
     assert _count(GitOpsRepo(tmp_path / "g")) == 0
@@ -374,3 +381,21 @@ def test_resume_continues_from_the_last_committed_step(tmp_path: Path) -> None:
         f"prod: promote {B} (100%, analysis passed)",
     ]
     assert repo.local_changes() == []
+
+
+def test_an_analysis_that_cannot_run_rolls_back(tmp_path: Path) -> None:
+    repo = GitOpsRepo(tmp_path / "g")
+    promote(repo, "prod", IMG, MODEL, analyse=lambda w: GOOD, stages=[100])
+    weights: list[int] = []
+
+    def broken(_weight: int) -> AnalysisResult:
+        raise ConfigError("the rendered Rollout pauses until resumed, and nothing can")
+
+    with pytest.raises(ConfigError, match="nothing can"):
+        promote(repo, "prod", IMG2, MODEL, analyse=broken, apply_weight=weights.append,
+                stages=[50, 100])
+    state = repo.current("prod")
+    assert state is not None and (state.status, state.image, state.weight) == (
+        "rolled-back", IMG, 0)
+    assert state.reasons[0].startswith("analysis could not run: ")
+    assert weights == [50, 0]

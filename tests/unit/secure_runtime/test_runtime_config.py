@@ -146,16 +146,22 @@ def test_chart_drain_fits_the_termination_grace_period() -> None:
 def test_canary_analysis_query_uses_the_runtime_metric_labels() -> None:
     import re
 
-    import yaml
-
     from secure_runtime.metrics import RuntimeMetrics
+    from tests.support.helm import render_chart
 
-    query = yaml.safe_load((CHART / "values.yaml").read_text())["rollout"]["analysis"]["query"]
+    objs = render_chart(CHART, {"image": {"digest": "sha256:" + "a1" * 32},
+                                "model": {"digest": DIGEST}, "rollout": {"enabled": True}})
+    queries = [m["provider"]["prometheus"]["query"] for o in objs
+               if o["kind"] == "AnalysisTemplate" for m in o["spec"]["metrics"]]
+    assert queries
     metrics = RuntimeMetrics()
-    labels = set(metrics.requests._labelnames)
-    used = set(re.findall(r"[{,]\s*([a-z_]+)\s*(?:!~|=~|!=|=)", query))
-    runtime_labels = used - {"namespace", "service", "pod"}  # added by Prometheus
-    assert runtime_labels and runtime_labels <= labels, (runtime_labels, labels)
+    labels = set(metrics.requests._labelnames) | set(metrics.latency._labelnames)
+    for query in queries:
+        used = set(re.findall(r"[{,]\s*([a-z_]+)\s*(?:!~|=~|!=|=)", query))
+        # namespace/service come from the ServiceMonitor's target labels; the runtime's
+        # own "endpoint" arrives renamed, as the target's "endpoint" (the port) wins.
+        runtime_labels = {u.removeprefix("exported_") for u in used - {"namespace", "service"}}
+        assert runtime_labels and runtime_labels <= labels, (runtime_labels, labels)
 
 
 def test_runtime_imports_stay_small() -> None:

@@ -60,7 +60,8 @@ def test_release_plan_order_respects_every_dependency() -> None:
     for task in plan.tasks:
         assert set(task.depends) <= seen, task.name
         seen.add(task.name)
-    assert plan.tasks[0].name == "checkout" and plan.tasks[-1].name == "policy-check"
+    assert plan.tasks[0].name == "checkout"
+    assert [t.name for t in plan.tasks[-3:]] == ["policy-check", "record-release", "promote"]
 
 
 def test_substitution() -> None:
@@ -115,3 +116,39 @@ def test_missing_secret_directory_and_unknown_parameter_are_config_errors(
         Runner(_plan(), {"signing-key-secret": str(tmp_path / "missing")}, tmp_path / "b").run()
     record = json.loads((tmp_path / "b" / "run.json").read_text())
     assert record["status"] == "error"
+
+
+def test_a_git_hooks_git_dir_does_not_reach_the_steps(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The known bug: from a post-receive hook (GIT_DIR=.), the checkout step's clone failed
+    with ``fatal: not a git repository: '.'``. The runner drops GIT_DIR & co."""
+    import subprocess
+
+    from pipeline.workflows.common import CHECKOUT_SOURCE
+
+    repo = tmp_path / "project"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    bare = tmp_path / "origin.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    with WorkflowTemplate(name="c", entrypoint="main",
+                          arguments=[Parameter(name="git-repo", value=str(bare)),
+                                     Parameter(name="git-revision", value="HEAD")],
+                          volume_claim_templates=[workspace_claim()]) as wt:
+        checkout = step("checkout", CHECKOUT_SOURCE)
+        with DAG(name="main"):
+            checkout(name="checkout")
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout
+    monkeypatch.chdir(bare)  # where git runs a hook, with the hook's own variables
+    monkeypatch.setenv("GIT_DIR", ".")
+    monkeypatch.setenv("GIT_QUARANTINE_PATH", str(bare / "objects" / "incoming"))
+    # What the steps saw before: git under the hook's environment acts on '.', not on -C.
+    leaked = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"],
+                            capture_output=True, text=True)
+    assert leaked.returncode != 0 or leaked.stdout != head
+    result = Runner(plan_from_dict(wt.to_dict()), {}, tmp_path / "run").run()
+    log = (tmp_path / "run" / "logs" / "checkout.log").read_text()
+    assert result.status == "succeeded", log
+    assert (tmp_path / "run" / "workspace" / "revision").read_text() == head

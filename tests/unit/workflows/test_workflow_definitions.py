@@ -78,7 +78,7 @@ def test_rendering_is_deterministic(tmp_path: Path) -> None:
     render_all(first)
     assert run(["workflow", "render", "--out", str(second)]) == 0
     names = sorted(p.name for p in first.iterdir())
-    assert names == ["pr-check.yaml", "release.yaml"]
+    assert names == ["pr-check.yaml", "release.yaml", "rollback.yaml"]
     for n in names:
         assert (first / n).read_bytes() == (second / n).read_bytes()
 
@@ -115,3 +115,42 @@ def test_pr_check_never_signs_or_pushes() -> None:
     text = to_yaml(build("pr-check"))
     for word in ("pipeline sign", "pipeline push", "pipeline attest", "secretName"):
         assert word not in text
+
+
+def _tasks(name: str) -> dict[str, dict]:
+    return {t["name"]: t for t in next(
+        t for t in to_dict(build(name))["spec"]["templates"] if "dag" in t)["dag"]["tasks"]}
+
+
+def test_release_ends_with_the_hand_off() -> None:
+    """policy-check -> record-release -> promote, each given both pushed digests."""
+    tasks = _tasks("release")
+    assert tasks["record-release"]["depends"] == "policy-check"
+    assert tasks["promote"]["depends"] == "record-release"
+    for name in ("record-release", "promote"):
+        args = {p["name"]: p["value"] for p in tasks[name]["arguments"]["parameters"]}
+        assert args == {"digest": "{{tasks.push-image.outputs.parameters.digest}}",
+                        "model-digest": "{{tasks.push-model.outputs.parameters.digest}}"}
+    templates = {t["name"]: t for t in to_dict(build("release"))["spec"]["templates"]}
+    promote = templates["promote"]["script"]["source"]
+    assert "pipeline promote --gitops /workspace/gitops" in promote
+    assert "pipeline release environments --first" in promote
+    # No analysis target, no promotion: said plainly, before anything is touched.
+    assert promote.index("promote: skipped, nothing promoted") < promote.index("pipeline promote")
+    record = templates["record-release"]["script"]["source"]
+    assert "pipeline release record" in record and "export PIPELINE_GITOPS_REMOTE=origin" in record
+    assert "{{workflow.uid}}" in record
+
+
+def test_rollback_is_the_rollback_command_with_free_text_out_of_the_script() -> None:
+    tasks = _tasks("rollback")
+    assert list(tasks) == ["rollback"]
+    template = next(t for t in to_dict(build("rollback"))["spec"]["templates"]
+                    if t["name"] == "rollback-environment")
+    source = template["script"]["source"]
+    assert 'pipeline rollback --gitops /workspace/gitops --env "$env"' in source
+    # A reason is user text: it reaches bash as a variable, never spliced into the source.
+    assert "{{workflow.parameters.reason}}" not in source
+    env = {v["name"]: v["value"] for v in template["script"]["env"]}
+    assert env == {"ROLLBACK_REASON": "{{workflow.parameters.reason}}",
+                   "ROLLBACK_TO": "{{workflow.parameters.to}}"}
