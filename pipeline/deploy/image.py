@@ -221,6 +221,9 @@ def _apply_member(archive: tarfile.TarFile, member: tarfile.TarInfo, rootfs: Pat
     if base.startswith(_WHITEOUT):
         _remove(real_parent / base[len(_WHITEOUT):])
         return
+    # Layers need not list parent directories; every link on the way is already resolved
+    # inside the tree by _inside, so creating the rest cannot leave it.
+    real_parent.mkdir(parents=True, exist_ok=True)
     target = real_parent / base
     if not member.isdir():
         _remove(target)
