@@ -5,8 +5,10 @@ One deploy runs the test chart (tests/fixtures/deploy/pods) with a good Deployme
 one bad Deployment per case: an image without a digest, an image the image policy
 refuses (unsigned), a Secret not given with --secret, a readiness probe that never
 passes, a container that crashes (restarted with backoff), and a Service whose port is
-taken. The pods run the built image's own python3 (``http.server`` over their downward
-API volume), so the cases cost a second each, not a model load.
+taken. Beside them a pod that fetches from the registry on the host's loopback (the
+egress relay into its namespace) before it serves. The pods run the built image's own
+python3 (``http.server`` over their downward API volume), so the cases cost a second
+each, not a model load.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def test_bad_objects_are_named_and_the_good_pods_keep_serving(
         "neverready": {"probePath": "/missing"},
         "crash": {"crash": True},
         "taken": {},
+        # Not bad: reaches the registry on the host's loopback from its own namespace.
+        "egress": {"fetch": f"http://{deploy_image.registry}/v2/"},
     }}))
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
@@ -87,6 +91,8 @@ def test_bad_objects_are_named_and_the_good_pods_keep_serving(
             assert answer.status_code == 200
             assert 'app="good"' in answer.text
         assert requests.get(f"{url}/annotations", timeout=10).text == 'note="good"\n'
+        # The pod that named 127.0.0.1:PORT of the registry reached it and serves.
+        assert 'app="egress"' in requests.get(f"{run.url('egress')}/labels", timeout=10).text
         code = run.stop()
     # The first error's code: the taken port, reported before any pod starts (exit 16).
     assert code == EXIT_CONFLICT, run.errors()
