@@ -49,7 +49,9 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     "release": frozenset({"policy", "charts"}),
     "workflow": frozenset({"workflows"}),
     "workflows": frozenset(),  # the Hera definitions (workflows/, installed as pipeline.workflows)
-    "deploy": frozenset(),
+    # Local deploys render through pipeline/charts (the one render path) and check images
+    # against the image policy (--image-policy), as admission would.
+    "deploy": frozenset({"charts", "policy"}),
     # The evidence report reads the GitOps repository's records (issue 12).
     "report": frozenset({"release"}),
 }
