@@ -124,6 +124,12 @@ def release(run: Callable[[list[str]], None], work: Path, private: Path, public:
     with start_local_registry(work / "registry") as registry:
         repo, revision = _source_repo(work, registry.host)
         runs = work / "workflow-run"
+        # The release ends by recording itself in the GitOps repository (and promoting
+        # from there when an analysis target is given): a bare repository of the demo's own.
+        gitops = work / "gitops.git"
+        if not gitops.exists():
+            subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(gitops)],
+                           check=True)
         started = time.perf_counter()
         run(["workflow", "run", "release",
              "-p", f"git-repo={repo}", "-p", f"git-revision={revision}",
@@ -131,7 +137,8 @@ def release(run: Callable[[list[str]], None], work: Path, private: Path, public:
              "-p", f"model-repository={registry.host}/demo/tiny-model",
              "-p", "registry-insecure=true", "-p", "scan-env=dev",
              "-p", f"kek-name={kek_name}", "-p", f"kek-secret={kek_dir}",
-             "-p", f"signing-key-secret={signing}", "--workdir", str(runs)])
+             "-p", f"signing-key-secret={signing}", "-p", f"gitops-repo={gitops}",
+             "--workdir", str(runs)])
         release_s = time.perf_counter() - started
         steps = {s["name"]: s for s in json.loads((runs / "run.json").read_text())["steps"]}
         image = f"{registry.host}/demo/tiny-runtime@{steps['push-image']['outputs']['digest']}"

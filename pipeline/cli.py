@@ -26,6 +26,7 @@ from pipeline._cli import (
     attach,
     build,
     chart,
+    deploy,
     hooks,
     image_signature,
     keys,
@@ -130,6 +131,7 @@ for _command in (image_group, model_group, release_group, gitops_group, keys.key
                  workflow.workflow_group, hooks.hooks_group, hooks.runs_group,
                  hooks.init_command, admission.admission_group, attach.attach_group):
     main.add_command(_command)
+main.add_command(deploy.deploy_cmd)
 main.add_command(report.report_command)
 # The earlier name of `pipeline chart render`: the same command object (docs/cli.md).
 workflow.workflow_group.add_command(chart.render_command, "render-chart")

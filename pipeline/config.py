@@ -33,6 +33,7 @@ from pipeline.errors import ConfigError
 __all__ = [
     "DEFAULT_KEYRING",
     "BuildSettings",
+    "DeploySettings",
     "EnvironmentSettings",
     "KeySettings",
     "Pkcs11Settings",
@@ -193,6 +194,20 @@ class BuildSettings:
             layer_cache=Path(layers) if layers else defaults.layer_cache,
             source_date_epoch=_text(_pick(env, "SOURCE_DATE_EPOCH", {}, None)),
         )
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """Local deploys: ``PIPELINE_DEPLOY_STATE`` over ``deploy.state_dir``: the one directory
+    ``pipeline deploy --local`` writes (image cache by digest, the run's pods and logs)."""
+
+    state_dir: Path = field(default_factory=lambda: (_CACHE_ROOT / "deploy").expanduser())
+
+    @classmethod
+    def resolve(cls, section: Mapping[str, Any], env: Env | None = None) -> DeploySettings:
+        env = _env(env)
+        state = _text(_pick(env, "PIPELINE_DEPLOY_STATE", section, "state_dir"))
+        return cls(state_dir=Path(state).expanduser()) if state else cls()
 
 
 _ENV_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -372,6 +387,10 @@ class Settings:
     def build(self, env: Env | None = None) -> BuildSettings:
         """Image-build locations (``build``), environment first."""
         return BuildSettings.resolve(self.section("build"), env)
+
+    def deploy(self, env: Env | None = None) -> DeploySettings:
+        """Where local deploys keep their state (``deploy``), environment first."""
+        return DeploySettings.resolve(self.section("deploy"), env)
 
     def release(self, env: Env | None = None) -> ReleaseSettings:
         """Environments, chart, GitOps remote and Argo CD (``release``), environment first."""

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from pipeline.build._tarlayer import DIR, REG, Entry
+from pipeline.build.closure import runtime_modules
 from pipeline.build.project import ProjectSpec
 from pipeline.errors import BuildError
 
@@ -35,23 +36,12 @@ RUNTIME_REQUIREMENTS = (
     "protobuf>=7.35.1", "model-signing>=1.1.1", "pyopenssl>=24.0", "requests>=2.31",
     "python-pkcs11>=0.7",
 )
-#: The part of ``pipeline`` the runtime imports (nothing of the CLI, build or release code).
 _SKIP_DIRS = frozenset({"__pycache__", "node_modules"})
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def _package_root(name: str) -> Path:
     return Path(__file__).resolve().parents[2] / name
-
-
-#: What of ``pipeline`` the runtime image carries: the layers ``secure_runtime`` may import
-#: (docs/architecture.md), ground (every top-level module but the interface) and core.
-#: tests/unit/project/test_layers.py checks this covers the runtime's computed import closure.
-RUNTIME_PIPELINE_PARTS = (
-    *sorted(p.name for p in _package_root("pipeline").glob("*.py")
-            if p.name not in ("cli.py", "__main__.py")),
-    "oci", "sealing", "signing",
-)
 
 
 def _wanted(rel: str, spec: ProjectSpec | None) -> bool:
@@ -98,6 +88,19 @@ def _tree(root: Path, dest: str, spec: ProjectSpec | None) -> list[Entry]:
     return entries
 
 
+def runtime_pipeline_entries() -> list[Entry]:
+    """The part of ``pipeline`` the runtime imports, at ``/app/lib/pipeline``.
+
+    Exactly the ``pipeline`` modules of the import closure of ``secure_runtime``
+    (:mod:`pipeline.build.closure`): no CLI, build, release, policy or admission code.
+    """
+    return [
+        Entry(f"{LIB_DIR}/{module.relative}", REG, 0o644, module.path.read_bytes())
+        for module in runtime_modules(_package_root("pipeline").parent)
+        if module.name.split(".")[0] == "pipeline"
+    ]
+
+
 def app_entries(spec: ProjectSpec) -> list[Entry]:
     """Everything of the app layer: ``/app/model`` and, for the secure runtime, ``/app/lib``."""
     entries = [Entry("app", DIR, 0o755), Entry(MODEL_DIR, DIR, 0o755)]
@@ -105,14 +108,7 @@ def app_entries(spec: ProjectSpec) -> list[Entry]:
     if spec.uses_secure_runtime:
         entries.append(Entry(LIB_DIR, DIR, 0o755))
         entries += _tree(_package_root("secure_runtime"), f"{LIB_DIR}/secure_runtime", None)
-        pipeline_root = _package_root("pipeline")
-        for part in RUNTIME_PIPELINE_PARTS:
-            source = pipeline_root / part
-            if source.is_dir():
-                entries += _tree(source, f"{LIB_DIR}/pipeline/{part}", None)
-            elif source.is_file():
-                entries.append(Entry(f"{LIB_DIR}/pipeline/{part}", REG, 0o644,
-                                     source.read_bytes()))
+        entries += runtime_pipeline_entries()
     return entries
 
 

@@ -25,6 +25,7 @@ from pipeline.build._tarlayer import DIR, Entry
 from pipeline.build.app import LIB_DIR, MODEL_DIR, app_entries, entries_digest, runtime_requirements
 from pipeline.build.base import BASE_FORMAT, NONROOT_UID, base_entries
 from pipeline.build.base_lock import lock_path
+from pipeline.build.bytecode import BYTECODE_FORMAT, bytecode_entries
 from pipeline.build.cache import CachedLayer, LayerCache
 from pipeline.build.debian import DebianLock, fetch_debs, load_lock
 from pipeline.build.lint import IndexEntry, enforce, lint_image
@@ -85,7 +86,10 @@ def ensure_python_lock(spec: ProjectSpec, *, frozen: bool = False) -> str:
     """The project's python lock text; (re)resolved and written when missing or stale.
 
     Stale means its recorded requirements or target differ from what pipeline.yaml asks
-    for now. With ``frozen`` (CI), a missing or stale lock is a BuildError instead.
+    for now, or its torch is not the build ``runtime.torch`` asks for (a CPU lock for a
+    CUDA runtime: the target line records requirements, not the torch mode). With
+    ``frozen`` (CI), a missing or stale lock is a BuildError instead; so is a resolution
+    that cannot give the torch build asked for (nothing is written then).
     """
     requirements = runtime_requirements(spec)
     wanted = wheels.target_line(requirements)
@@ -93,10 +97,16 @@ def ensure_python_lock(spec: ProjectSpec, *, frozen: bool = False) -> str:
         text = spec.lock_path.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = None
+    mismatch = ""
     if text is not None and wheels.recorded_target(text) == wanted:
-        wheels.parse_python_lock(text)
-        return text
+        try:
+            wheels.check_torch(wheels.parse_python_lock(text), spec.torch, str(spec.lock_path))
+            return text
+        except BuildError as exc:
+            mismatch = str(exc)
     if frozen:
+        if mismatch:
+            raise BuildError(f"{mismatch}; the lock is stale")
         state = "missing" if text is None else "stale (pipeline.yaml changed)"
         raise BuildError(f"{spec.lock_path}: python lock is {state}; run 'pipeline lock deps'")
     text = wheels.format_python_lock(wheels.resolve(requirements, spec.torch), requirements)
@@ -259,17 +269,21 @@ def _deps_layer(
         target = Path(tmp) / "site"
         wheels.install(pinned, target)
         entries = [Entry(wheels.SITE_DIR, DIR, 0o755), *wheels.site_entries(target)]
+        say(f"compiling bytecode for {sum(e.path.endswith('.py') for e in entries)} modules")
+        entries += bytecode_entries(entries, Path(tmp) / "bytecode")
         progress = _byte_progress(say, "compressing python packages", _total(entries))
         return cache.build(key, entries, progress), False
 
 
 def _app_layer(cache: LayerCache, spec: ProjectSpec, no_cache: bool) -> tuple[CachedLayer, bool]:
     entries = app_entries(spec)
-    key = _key("app-v1", entries_digest(entries))
+    key = _key("app-v2", BYTECODE_FORMAT, entries_digest(entries))
     hit = _cached(cache, key, no_cache)
     if hit:
         return hit, True
-    return cache.build(key, entries), False
+    with tempfile.TemporaryDirectory(prefix="pipeline-app-") as tmp:
+        entries += bytecode_entries(entries, Path(tmp))
+        return cache.build(key, entries), False
 
 
 def _key(*parts: str) -> str:
@@ -298,6 +312,7 @@ def build_image(
     say("checking the python lock")
     lock_text = ensure_python_lock(spec, frozen=frozen)
     pinned = wheels.parse_python_lock(lock_text)
+    wheels.check_torch(pinned, spec.torch, str(spec.lock_path))
     cache = LayerCache()
 
     say("base layer")

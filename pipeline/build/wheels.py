@@ -4,24 +4,28 @@ Why wheels only, hashes always: an sdist runs its build script on the build mach
 an unpinned download is whatever the index serves today. The lock pins
 ``name==version --hash=sha256:...`` for CPython 3.11 on manylinux (glibc 2.36, the
 base's libc), and ``pip install --require-hashes --only-binary=:all: --no-deps
---no-compile --target`` installs exactly that into the layer, no bytecode (it would carry
-timestamps) and no console scripts (nothing in the image may start a second program).
+--no-compile --target`` installs exactly that into the layer, no pip bytecode (it would carry
+timestamps; :mod:`pipeline.build.bytecode` adds reproducible unchecked-hash pycs instead)
+and no console scripts (nothing in the image may start a second program).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline._fileio import sha256_file, write_atomic
 from pipeline.build._tarlayer import REG, Entry
+from pipeline.build.bytecode import BYTECODE_FORMAT
 from pipeline.errors import BuildError, InputError
 
 LOCK_HEADER = "# secure-model-pipeline python lock v1"
@@ -117,32 +121,81 @@ def _run_pip(args: list[str], what: str) -> None:
         raise BuildError(f"{what} failed: {tail}")
 
 
+def _report_wheels(report: dict) -> list[PinnedWheel]:
+    """The wheels of a ``pip install --dry-run --report`` document, with their sha256."""
+    wheels = []
+    for item in report.get("install", []):
+        meta, info = item.get("metadata", {}), item.get("download_info", {})
+        url = str(info.get("url", ""))
+        name = url.rsplit("/", 1)[-1]
+        if not _WHEEL.match(name):
+            raise BuildError(f"resolution produced a non-wheel: {name or meta.get('name')}")
+        sha256 = info.get("archive_info", {}).get("hashes", {}).get("sha256")
+        if not sha256 and url.startswith("file://"):
+            sha256 = sha256_file(Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)))
+        if not sha256:
+            raise BuildError(f"the index gave no sha256 for {name}: the lock pins every wheel "
+                             "by hash (use an index that publishes them, PEP 503 #sha256=)")
+        wheels.append(PinnedWheel(normalize(str(meta["name"])), str(meta["version"]), sha256))
+    return wheels
+
+
+def _torch(wheels: Sequence[PinnedWheel]) -> PinnedWheel | None:
+    return next((w for w in wheels if w.name == "torch"), None)
+
+
+def check_torch(wheels: Sequence[PinnedWheel], torch: str, where: str) -> None:
+    """The wheels must be the torch build ``runtime.torch`` asks for (BuildError if not).
+
+    Why at resolution *and* at build: the lock's target line records the requirements,
+    not the torch mode, so switching ``runtime.torch`` keeps an old lock; a CUDA runtime on
+    a CPU lock would build an image that silently serves on CPU (or not at all).
+    A CUDA torch is one whose wheel is not a ``+cpu`` build and that brings the CUDA
+    libraries (``nvidia-*`` wheels); a CPU one brings none.
+    """
+    cuda = sorted(w.name for w in wheels if w.name.startswith("nvidia-"))
+    found = _torch(wheels)
+    if torch == "cpu" and cuda:
+        raise BuildError(f"{where}: runtime.torch is 'cpu' but it pulls CUDA wheels: "
+                         + ", ".join(cuda) + " (pin a +cpu torch build)")
+    if torch == "cuda":
+        if found is None:
+            raise BuildError(f"{where}: runtime.torch is 'cuda' but it has no torch "
+                             "(add torch to runtime.python_packages)")
+        if "+cpu" in found.version or not cuda:
+            raise BuildError(
+                f"{where}: runtime.torch is 'cuda' but it pins torch {found.version}, a CPU "
+                "build (no nvidia-* CUDA libraries): pin a CUDA torch build (e.g. "
+                "torch==X+cu128 from the PyTorch CUDA index) and run 'pipeline lock deps'")
+
+
 def resolve(requirements: Sequence[str], torch: str = "none") -> tuple[PinnedWheel, ...]:
-    """Resolve ``requirements`` for the image platform with pip; wheels and their sha256."""
+    """Resolve ``requirements`` for the image platform with pip; wheels and their sha256.
+
+    ``pip install --dry-run --report`` resolves without installing and, where the index
+    serves metadata and hashes (PEP 658, PEP 503), without downloading: a CUDA torch and
+    its ``nvidia-*`` libraries are several GB the lock only needs the hashes of.
+    """
     if not requirements:
         return ()
     with tempfile.TemporaryDirectory(prefix="pipeline-resolve-") as tmp:
-        _run_pip(_pip("download", "-q", "-d", tmp, *_platform_args(), *requirements),
+        report = Path(tmp) / "report.json"
+        _run_pip(_pip("install", "-q", "--dry-run", "--ignore-installed", "--report",
+                      str(report), *_platform_args(), *requirements),
                  "resolving python packages for the image")
-        wheels = []
-        for path in sorted(Path(tmp).iterdir()):
-            match = _WHEEL.match(path.name)
-            if not match:
-                raise BuildError(f"resolution produced a non-wheel: {path.name}")
-            wheels.append(PinnedWheel(normalize(match.group(1)), match.group(2), sha256_file(path)))
-    if torch == "cpu":
-        cuda = sorted(w.name for w in wheels if w.name.startswith("nvidia-"))
-        if cuda:
-            raise BuildError(
-                "runtime.torch is 'cpu' but the resolution pulls CUDA wheels: "
-                + ", ".join(cuda) + " (pin a +cpu torch build)"
-            )
+        try:
+            document = json.loads(report.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BuildError(f"pip wrote no readable resolution report: {exc}") from None
+    wheels = _report_wheels(document)
+    check_torch(wheels, torch, "the resolution")
     return tuple(sorted(wheels))
 
 
 def lock_key(wheels: Sequence[PinnedWheel]) -> str:
     """The dependency layer's cache key: the pinned lines and the target platform."""
-    text = "deps-v2\n" + TARGET + "\n" + "\n".join(sorted(w.line() for w in wheels))
+    text = ("deps-v3\n" + TARGET + "\n" + BYTECODE_FORMAT + "\n"
+            + "\n".join(sorted(w.line() for w in wheels)))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 

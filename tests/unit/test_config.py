@@ -151,3 +151,13 @@ def test_release_environments_in_order_with_gates_and_argocd(tmp_path: Path) -> 
     ]:
         with pytest.raises(ConfigError, match=why):
             ReleaseSettings.resolve(bad, env={})
+
+
+def test_the_deploy_state_dir_resolves_flag_env_file_default(tmp_path: Path) -> None:
+    from pipeline.config import DeploySettings
+
+    settings = load_settings(_config(tmp_path, "deploy: {state_dir: /file/state}\n"), env={})
+    assert settings.deploy(env={}).state_dir == Path("/file/state")
+    assert settings.deploy(env={"PIPELINE_DEPLOY_STATE": "/env"}).state_dir == Path("/env")
+    assert DeploySettings.resolve({}, {}).state_dir == DeploySettings().state_dir
+    assert DeploySettings().state_dir.name == "deploy"

@@ -249,7 +249,9 @@ spec:
     - name: secure-runtime
       image: {{ include "secure-runtime.digestRef" (list "image" .Values.image) | quote }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
-      command: ["python", "-m", "secure_runtime"]
+      # The interpreter as the image provides it: images built by `pipeline build` have
+      # /usr/bin/python3 (their Entrypoint) and no `python`.
+      command: ["/usr/bin/python3", "-m", "secure_runtime"]
       args:
         - --model
         - {{ include "secure-runtime.modelArg" . | quote }}
@@ -263,6 +265,11 @@ spec:
         - {{ .Values.runtime.httpPort | quote }}
         - --grpc-port
         - {{ .Values.runtime.grpcPort | quote }}
+        {{- if .Values.gpu.enabled }}
+        # A GPU pod must run on its GPU: under `auto` a missing driver would mean CPU, silently.
+        - --device
+        - cuda
+        {{- end }}
         {{- range .Values.runtime.extraArgs }}
         - {{ . | quote }}
         {{- end }}

@@ -353,7 +353,7 @@ def test_a_private_key_is_refused_as_trust_root() -> None:
 
 def test_runtime_arguments() -> None:
     c = container(render_chart(CHART, values()))
-    assert c["command"] == ["python", "-m", "secure_runtime"]
+    assert c["command"] == ["/usr/bin/python3", "-m", "secure_runtime"]
     assert arg(c, "--model") == (
         f"registry.example.com/secure-model-pipeline/models/minilm-sealed@{MODEL_DIGEST}"
     )

@@ -56,6 +56,40 @@ def test_runtime_chart_gpu_rollout_passes(tmp_path: Path) -> None:
     assert run(["policy", "check", str(path)]) == 0
 
 
+MIG_POD = """apiVersion: v1
+kind: Pod
+metadata: {name: mig, namespace: ns}
+spec:
+  containers:
+  - name: app
+    image: "r/app@sha256:%s"
+    resources: {limits: {nvidia.com/mig-1g.10gb: 1}}
+""" % ("c3" * 32)
+
+
+def test_a_mig_pod_without_runtime_class_is_denied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A MIG slice is a GPU: without the GPU runtime class the pod would not see it."""
+    path = tmp_path / "mig.yaml"
+    path.write_text(MIG_POD)
+    assert run(["policy", "check", str(path)]) == EXIT_VIOLATIONS
+    out = capsys.readouterr().out
+    assert "Pod/mig: policy gpu-runtime-class" in out and "runtimeClassName" in out
+    path.write_text(MIG_POD.replace("spec:\n", "spec:\n  runtimeClassName: nvidia\n", 1))
+    capsys.readouterr()
+    run(["policy", "check", str(path)])
+    assert "gpu-runtime-class" not in capsys.readouterr().out
+
+
+def test_runtime_chart_mig_rollout_passes(tmp_path: Path) -> None:
+    values = {**REQUIRED, "rollout": {"enabled": True},
+              "gpu": {"enabled": True, "resourceName": "nvidia.com/mig-1g.10gb"}}
+    path = tmp_path / "mig.yaml"
+    path.write_text(yaml.safe_dump_all(render_chart(CHART, values)))
+    assert run(["policy", "check", str(path)]) == 0
+
+
 def test_chart_with_token_mounted_is_refused(tmp_path: Path) -> None:
     objects = render_chart(CHART, REQUIRED)
     deployment = next(o for o in objects if o["kind"] == "Deployment")

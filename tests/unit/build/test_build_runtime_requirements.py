@@ -1,7 +1,7 @@
 """Every third-party import of the code the app layer ships for ``secure_runtime`` is installed.
 
-Why: the runtime image carries ``secure_runtime/`` and part of ``pipeline`` at /app/lib,
-and only the requirements the builder adds for it. A module imported there but missing
+Why: the runtime image carries ``secure_runtime/`` and the part of ``pipeline`` it imports
+at /app/lib, and only the requirements the builder adds for it. A module imported there but missing
 from those requirements (``model_signing``, ``grpc`` were) makes the real image fail at
 start while every test that runs the runtime from the venv passes. This check is the fast
 guard; ``tests/integration/secure_runtime/test_runtime_image.py`` is the proof.
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from pipeline.build.app import RUNTIME_PIPELINE_PARTS, RUNTIME_REQUIREMENTS
+from pipeline.build.app import RUNTIME_REQUIREMENTS
+from pipeline.build.closure import runtime_modules
 
 ROOT = Path(__file__).resolve().parents[3]
 #: Imports a runtime image need not satisfy from the runtime's own requirements, and why.
@@ -28,11 +29,7 @@ NOT_FROM_RUNTIME = {
 
 
 def _shipped_files() -> list[Path]:
-    files = sorted((ROOT / "secure_runtime").rglob("*.py"))
-    for part in RUNTIME_PIPELINE_PARTS:
-        path = ROOT / "pipeline" / part
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return files
+    return [module.path for module in runtime_modules(ROOT)]
 
 
 def _top_level_imports(path: Path) -> set[str]:

@@ -93,6 +93,11 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
      "model-serving-service-account-token", "automountServiceAccountToken"),
     ("GPU without runtimeClassName", lambda s: s["containers"][0]["resources"]["limits"].update(
         {"nvidia.com/gpu": 1}), "gpu-runtime-class", "runtimeClassName"),
+    ("MIG slice without runtimeClassName", lambda s: s["containers"][0]["resources"][
+        "limits"].update({"nvidia.com/mig-1g.10gb": 1}), "gpu-runtime-class", "MIG"),
+    ("MIG request without runtimeClassName", lambda s: s["containers"][0]["resources"]
+        .setdefault("requests", {}).update({"nvidia.com/mig-3g.40gb": 1}),
+     "gpu-runtime-class", "runtimeClassName"),
 ]
 
 
@@ -115,10 +120,22 @@ def _gpu(spec: dict[str, Any]) -> None:
     spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 1
 
 
-def test_gpu_with_runtime_class_passes() -> None:
-    spec = edited(_gpu)
+def _mig(spec: dict[str, Any]) -> None:
+    spec["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb"] = 1
+
+
+@pytest.mark.parametrize("edit", [_gpu, _mig], ids=["gpu", "mig"])
+def test_gpu_with_runtime_class_passes(edit: Callable[[dict[str, Any]], None]) -> None:
+    spec = edited(edit)
     spec["runtimeClassName"] = "nvidia"
     assert violations(workload("Deployment", spec)) == []
+
+
+def test_other_nvidia_resources_are_not_gpus() -> None:
+    """Only whole GPUs and MIG slices need the runtime class (not e.g. a NIC resource)."""
+    spec = edited(lambda s: s["containers"][0]["resources"]["limits"].update(
+        {"example.com/sriov-nic": 1}))
+    assert violations(workload("Pod", spec)) == []
 
 
 def test_token_rule_only_applies_to_model_serving() -> None:

@@ -49,7 +49,9 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     "release": frozenset({"policy", "charts"}),
     "workflow": frozenset({"workflows"}),
     "workflows": frozenset(),  # the Hera definitions (workflows/, installed as pipeline.workflows)
-    "deploy": frozenset(),
+    # Local deploys render through pipeline/charts (the one render path) and check images
+    # against the image policy (--image-policy), as admission would.
+    "deploy": frozenset({"charts", "policy"}),
     # The evidence report reads the GitOps repository's records (issue 12).
     "report": frozenset({"release"}),
 }
@@ -294,24 +296,20 @@ def runtime_closure() -> set[str]:
 
 
 def test_the_runtime_image_carries_the_runtime_closure() -> None:
-    """The app layer ships RUNTIME_PIPELINE_PARTS of pipeline; the runtime must need no more."""
-    from pipeline.build.app import RUNTIME_PIPELINE_PARTS
+    """The app layer ships the pipeline modules pipeline.build.closure computes; this
+    test's own closure (computed independently, above) must need no more, and the image
+    carries nothing of the interface or the capabilities."""
+    from pipeline.build.app import LIB_DIR, runtime_pipeline_entries
 
     needed = {m for m in runtime_closure() if m.split(".")[0] == "pipeline"}
     assert needed, "the closure is computed"
-    missing = []
-    for module in sorted(needed):
-        relative = "/".join(module.split(".")[1:])
-        covered = any(
-            relative == part.removesuffix(".py") or relative.startswith(part + "/")
-            or (relative == "" and part == "__init__.py")
-            for part in RUNTIME_PIPELINE_PARTS
-        )
-        if not covered:
-            missing.append(module)
+    shipped = {module_name(Path(e.path.removeprefix(LIB_DIR + "/")), Path("."))
+               for e in runtime_pipeline_entries()}
+    missing = sorted(needed - shipped)
     assert not missing, f"the runtime imports these, the image lacks them: {missing}"
-    layers = {component(m)[0] for m in needed}
+    layers = {component(m)[0] for m in shipped}
     assert layers <= {"ground", "core"}, layers
+    assert not sorted(shipped - needed), "the image carries modules the runtime never loads"
 
 
 # The checker itself must see every kind of import, or the tests above prove nothing.

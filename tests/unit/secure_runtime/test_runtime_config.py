@@ -116,7 +116,7 @@ def test_chart_arguments_are_what_the_runtime_accepts(volume: bool) -> None:
         values["model"] = {"digest": "", "volume": {"enabled": True, "claimName": "c",
                                                     "subPath": "tiny"}}
     container = _container(values)
-    assert container["command"] == ["python", "-m", "secure_runtime"]
+    assert container["command"] == ["/usr/bin/python3", "-m", "secure_runtime"]
     env = {e["name"]: e["value"] for e in container["env"]}
     config = resolve_config(container["args"], env)
     assert config.host == "0.0.0.0"  # reachable by the kubelet's probes and the Service
@@ -129,6 +129,18 @@ def test_chart_arguments_are_what_the_runtime_accepts(volume: bool) -> None:
     assert config.allow_root is False and config.allow_tag is False
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": config.port, "grpc": config.grpc_port}
+
+
+@pytest.mark.parametrize("gpu", [{"enabled": True}, {"enabled": True,
+                                                     "resourceName": "nvidia.com/mig-1g.10gb"}])
+def test_a_gpu_pod_runs_on_cuda(gpu: dict) -> None:
+    """Under ``auto`` a GPU pod whose driver is missing would serve on CPU without a word:
+    the chart asks for ``cuda`` so the runtime fails instead (and extraArgs still win)."""
+    base = {"image": {"digest": "sha256:" + "a1" * 32}, "model": {"digest": DIGEST}}
+    assert resolve_config(_container({**base, "gpu": gpu})["args"], {}).device == "cuda"
+    assert resolve_config(_container(base)["args"], {}).device == "auto"
+    chosen = _container({**base, "gpu": gpu, "runtime": {"extraArgs": ["--device", "cuda:1"]}})
+    assert resolve_config(chosen["args"], {}).device == "cuda:1"
 
 
 def test_chart_drain_fits_the_termination_grace_period() -> None:

@@ -1,0 +1,187 @@
+"""Start-to-ready of ``pipeline deploy --local`` against starting the runtime directly.
+
+    .venv/bin/python -m bench.bench_deploy [--models tiny,minilm] [--runs 1]
+
+For each example (built with ``pipeline build``, pushed to a loopback registry, its
+model sealed), in one run:
+
+* **direct**: ``python -m secure_runtime --model DIR ...`` from the venv, time until
+  ``/v2/health/ready`` answers 200 (polled every 20 ms);
+* **deploy, first start**: ``pipeline deploy --local`` of helm/secure-runtime (1 replica,
+  the same sealed model from ``--volume``, probes every 1 s: the kubelet's minimum)
+  with an empty state directory, time until it prints the Service URL (the image is
+  pulled by digest, unpacked, the pod started in its namespace, nginx reloaded);
+* **deploy, second start**: the same with the state directory of the first (the
+  unpacked image and the bytecode the first compiled after it was ready are reused by
+  digest).
+
+The ratios deploy/direct are printed; docs/performance.md has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.oci.layout import OCILayout  # noqa: E402
+from pipeline.oci.local_registry import free_port, start_local_registry  # noqa: E402
+from pipeline.oci.reference import Reference  # noqa: E402
+from pipeline.oci.registry import RegistryOptions  # noqa: E402
+from pipeline.oci.transfer import push_layout  # noqa: E402
+
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+URL = re.compile(r"serves at (http://127\.0\.0\.1:\d+)")
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> None:
+    subprocess.run(args, check=True, capture_output=True, cwd=ROOT, env=env)
+
+
+def _env(keyring: Path) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "PYTEST"))}
+    env.update(PIPELINE_KEYRING=str(keyring), PYTHONDONTWRITEBYTECODE="1",
+               PYTHONUNBUFFERED="1")
+    return env
+
+
+def _direct(model: Path, trust: Path, keyring: Path, env: dict[str, str]) -> float:
+    port = free_port()
+    start = time.monotonic()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "secure_runtime", "--model", str(model), "--trust", str(trust),
+         "--key-file", str(keyring), "--port", str(port), "--no-grpc", "--allow-root"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"runtime exited with {process.returncode}")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v2/health/ready",
+                                timeout=2).status_code == 200:
+                    return time.monotonic() - start
+            except requests.RequestException:
+                pass
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+def _deploy(values: Path, keys: Path, models: Path, state: Path, env: dict[str, str],
+            log: Path, linger: str | None = None) -> tuple[float, str]:
+    """Seconds to the Service URL line; with ``linger``, stays up until that line too."""
+    start = time.monotonic()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [PYTHON, "-m", "pipeline", "deploy", "--local", "--chart", "helm/secure-runtime",
+             "-f", str(values), "--release-name", "bench", "--secret",
+             f"bench-secure-runtime-kek={keys}", "--volume", f"models={models}",
+             "--state-dir", str(state), "--insecure"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        while True:
+            text = log.read_text(errors="replace")
+            if URL.search(text):
+                ready = time.monotonic() - start
+                while linger and linger not in log.read_text(errors="replace") \
+                        and process.poll() is None and time.monotonic() - start < 900:
+                    time.sleep(0.5)
+                return ready, text
+            if process.poll() is not None:
+                raise RuntimeError(f"deploy exited with {process.returncode}:\n{text}")
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(120)
+
+
+def bench(example: str, work: Path, registry: str, runs: int) -> dict[str, float]:
+    project = Path(shutil.copytree(ROOT / "examples" / example, work / example))
+    layout = work / f"{example}-layout"
+    _run([PYTHON, "-m", "pipeline", "build", str(project), "--out", str(layout)])
+    options = RegistryOptions(insecure=True)
+    client = options.client(registry)
+    try:
+        digest = push_layout(OCILayout.open(layout), Reference.parse(
+            f"{registry}/bench/{example}:latest"), client)
+    finally:
+        client.close()
+    keys_dir = work / f"{example}-ws"
+    keys_dir.mkdir()
+    keyring = keys_dir / "keyring.json"
+    env = _env(keyring)
+    _run([PYTHON, "-m", "pipeline", "keys", "create", "kek"], env)
+    _run([PYTHON, "-m", "pipeline", "keys", "create-signing", "signer", "--dir",
+          str(keys_dir)], env)
+    base = Path(tempfile.mkdtemp(prefix=f"bench-deploy-{example}-", dir="/tmp"))
+    base.chmod(0o755)
+    models = base / "models"
+    models.mkdir(mode=0o755)
+    _run([PYTHON, "-m", "pipeline", "seal", str(project), "--key", "kek", "--out",
+          str(models / example), "--sign-key", str(keys_dir / "signer.key")], env)
+    keys = base / "keys"
+    keys.mkdir(mode=0o700)
+    shutil.copy(keyring, keys / "kek")
+    values = base / "values.yaml"
+    values.write_text(json.dumps({
+        "image": {"repository": f"{registry}/bench/{example}", "digest": digest},
+        "model": {"volume": {"enabled": True, "claimName": "models", "subPath": example}},
+        "trust": {"publicKey": (keys_dir / "signer.pub").read_text()},
+        "autoscaling": {"enabled": False}, "replicaCount": 1,
+        "runtime": {"extraArgs": ["--no-grpc"]}, "serviceMonitor": {"enabled": False},
+        "probes": {"startup": {"periodSeconds": 1}, "readiness": {"periodSeconds": 1}},
+    }))
+    out: dict[str, list[float]] = {"direct": [], "first": [], "second": []}
+    try:
+        for run in range(runs):
+            out["direct"].append(_direct(models / example, keys_dir / "signer.pub", keyring,
+                                         env))
+            state = base / f"state-{run}"
+            # The first deploy stays up until it has compiled the image's bytecode (in the
+            # background, after its pod is ready), as a deploy that runs for a while does.
+            first, _ = _deploy(values, keys, models, state, env, base / f"first-{run}.log",
+                               linger="compiled for the next starts")
+            out["first"].append(first)
+            second, _ = _deploy(values, keys, models, state, env, base / f"second-{run}.log")
+            out["second"].append(second)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return {k: min(v) for k, v in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="tiny,minilm")
+    parser.add_argument("--runs", type=int, default=1)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
+    try:
+        with start_local_registry(work / "registry") as registry:
+            for example in args.models.split(","):
+                result = bench(example, work, registry.host, args.runs)
+                direct = result["direct"]
+                print(f"{example:7s} direct {direct:6.2f} s | deploy first start "
+                      f"{result['first']:6.2f} s ({result['first'] / direct:4.2f}x, target "
+                      f"<= 1.5x) | second start {result['second']:6.2f} s "
+                      f"({result['second'] / direct:4.2f}x, target <= 1.1x)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
