@@ -16,7 +16,6 @@ CPython of the image's version (this one, else ``python3.11`` on PATH), or the b
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import shutil
 import subprocess
@@ -88,7 +87,7 @@ def bytecode_entries(entries: Sequence[Entry], workdir: Path) -> list[Entry]:
             source.write_bytes(entry.read())
         jobs.append((str(source), str(out / pyc_path(entry.path)), "/" + entry.path))
     env = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-           "PATH": os.environ.get("PATH", "/usr/bin"), "LC_ALL": "C.UTF-8"}
+           "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}  # fixed: the compiler's path is absolute
     proc = subprocess.run([_compiler(), "-s", "-c", _COMPILER], input=json.dumps(jobs),
                           capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
