@@ -21,7 +21,10 @@ from pipeline.oci.registry import RegistryOptions
 
 
 @click.command("build")
-@click.argument("project_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("project_dir", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--pipeline-image", "pipeline_image", is_flag=True,
+              help="Build the pipeline's own step image (the CLI, git, trivy; no torch) "
+                   "instead of a model project's runtime image.")
 @click.option(
     "--out",
     "out",
@@ -42,7 +45,8 @@ from pipeline.oci.registry import RegistryOptions
 @click.option("--docker", "docker_name", help="Also load into a Docker engine under this name.")
 @json_option
 def build_cmd(
-    project_dir: Path,
+    project_dir: Path | None,
+    pipeline_image: bool,
     out: Path,
     tag: str,
     no_cache: bool,
@@ -53,14 +57,28 @@ def build_cmd(
     docker_name: str | None,
     as_json: bool,
 ) -> None:
-    """Build PROJECT_DIR's slim image into an OCI layout; print the manifest digest."""
-    from pipeline.build.image import build_image
+    """Build PROJECT_DIR's slim image into an OCI layout; print the manifest digest.
 
+    With --pipeline-image (and no PROJECT_DIR): the step image the workflows run in.
+    """
+    from pipeline.build.image import build_image
+    from pipeline.errors import InputError
+
+    if pipeline_image == (project_dir is not None):
+        raise InputError("give either PROJECT_DIR or --pipeline-image")
+    if pipeline_image and base_lock is not None:
+        raise InputError("--base-lock is for project images; the step image has its own lock")
     with step_progress(not wants_json(as_json)) as say:
-        result = build_image(
-            project_dir, out, tag=tag, no_cache=no_cache, frozen=frozen, base_lock=base_lock,
-            progress=say,
-        )
+        if pipeline_image:
+            from pipeline.build.step_image import build_pipeline_image
+
+            result = build_pipeline_image(out, tag=tag, no_cache=no_cache, progress=say)
+        else:
+            assert project_dir is not None
+            result = build_image(
+                project_dir, out, tag=tag, no_cache=no_cache, frozen=frozen,
+                base_lock=base_lock, progress=say,
+            )
     data = result.to_dict()
     if push_ref:
         from pipeline.oci.layout import OCILayout

@@ -43,9 +43,9 @@ NSSWITCH = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nservic
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 
 
-def keep(path: str) -> bool:
+def keep(path: str, keep_in_bin: frozenset[str] = KEEP_IN_BIN) -> bool:
     """Whether a path from a .deb belongs in the distroless base."""
-    if path in KEEP_IN_BIN:
+    if path in keep_in_bin:
         return True
     if posixpath.dirname(path) in _BIN_DIRS:
         return False
@@ -144,9 +144,14 @@ def _made_here(files: dict[str, Entry]) -> list[Entry]:
 
 
 def base_entries(
-    lock: DebianLock, debs: dict[str, Path], progress: Callable[..., None] | None = None
+    lock: DebianLock, debs: dict[str, Path], progress: Callable[..., None] | None = None,
+    *, keep_in_bin: frozenset[str] = KEEP_IN_BIN, extra: tuple[Entry, ...] = (),
 ) -> list[Entry]:
-    """Every entry of the base layer, from the locked .debs (in lock order, later wins)."""
+    """Every entry of the base layer, from the locked .debs (in lock order, later wins).
+
+    ``keep_in_bin`` and ``extra`` are for the pipeline's own step image
+    (:mod:`pipeline.build.step_image`), which keeps git and bash and adds ``/bin/sh``.
+    """
     files: dict[str, Entry] = {}
     status: list[Entry] = []
     total = len(lock.packages)
@@ -155,7 +160,7 @@ def base_entries(
             progress(f"extracting {package.name}", number - 1, total)
         deb = debs[package.name]
         for entry in _deb_entries(deb):
-            if keep(entry.path):
+            if keep(entry.path, keep_in_bin):
                 files[entry.path] = entry
         status.append(
             Entry(f"var/lib/dpkg/status.d/{package.name}", REG, 0o644,
@@ -165,4 +170,4 @@ def base_entries(
         raise BuildError(f"base: the locked packages do not provide /{PYTHON}")
     if progress:
         progress("extracted base packages", total, total)
-    return [*files.values(), *_made_here(files), *status]
+    return [*files.values(), *_made_here(files), *extra, *status]

@@ -191,7 +191,8 @@ def _alternatives(field: str) -> list[list[str]]:
 
 
 def resolve_closure(
-    roots: Sequence[str] = ROOTS, *, show: ShowFn = apt_show
+    roots: Sequence[str] = ROOTS, *, show: ShowFn = apt_show,
+    excluded: frozenset[str] = EXCLUDED,
 ) -> DebianLock:
     """Depends/Pre-Depends closure of ``roots``: first non-excluded, existing alternative.
 
@@ -202,7 +203,7 @@ def resolve_closure(
     queue = list(roots)
     while queue:
         name = queue.pop(0)
-        if name in found or name in EXCLUDED:
+        if name in found or name in excluded:
             continue
         record = show(name)
         if record is None:
@@ -215,7 +216,7 @@ def resolve_closure(
         deps = record.get("Pre-Depends", "") + "," + record.get("Depends", "")
         for group in _alternatives(deps):
             for alt in group:
-                if alt in EXCLUDED:
+                if alt in excluded:
                     continue
                 if alt in found or show(alt) is not None:
                     queue.append(alt)

@@ -82,6 +82,13 @@ def _annotation(image: LocalImage, key: str) -> str:
     return str(value)
 
 
+def _is_step_image(image: LocalImage) -> bool:
+    try:
+        return _annotation(image, "image-kind") == "pipeline-steps"
+    except InputError:
+        return False
+
+
 def find_locks(image: LocalImage, base_lock: str | Path | None = None,
                python_lock: str | Path | None = None) -> Locks:
     """The locks ``image`` was built from, each proven by the digest the image records.
@@ -96,6 +103,12 @@ def find_locks(image: LocalImage, base_lock: str | Path | None = None,
     from pipeline.build.base_lock import lock_path
 
     want_base, want_python = _annotation(image, "base-lock"), _annotation(image, "python-lock")
+    if _is_step_image(image):
+        # The pipeline's step image is built from its own committed locks.
+        from pipeline.build import step_image
+
+        base_lock = base_lock or step_image.DEBIAN_LOCK
+        python_lock = python_lock or step_image.PYTHON_LOCK
     path = lock_path(base_lock)
     try:
         debian = parse_lock(Path(path).read_text(encoding="utf-8"))

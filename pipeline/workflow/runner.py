@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,14 @@ from typing import Any
 from pipeline._fileio import write_atomic
 from pipeline._process import without_git_repository_env
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.oci.registry import RegistryOptions
+from pipeline.workflow.isolation import (
+    ISOLATIONS,
+    StepImage,
+    add_mountpoints,
+    pull_step_image,
+    sandbox_argv,
+)
 from pipeline.workflow.plan import Plan, Task
 from pipeline.workflow.substitute import substitute, unresolved
 
@@ -99,8 +107,10 @@ def resolve_parameters(plan: Plan, given: Mapping[str, str]) -> dict[str, str]:
 class _Mounts:
     """Container mount paths → local paths for one task (longest prefix first)."""
 
-    def __init__(self, pairs: list[tuple[str, Path]]) -> None:
+    def __init__(self, pairs: list[tuple[str, Path]],
+                 read_only: frozenset[str] = frozenset()) -> None:
         self.pairs = sorted(pairs, key=lambda p: -len(p[0]))
+        self.read_only = read_only
 
     def localize(self, text: str) -> str:
         for mount, local in self.pairs:
@@ -112,6 +122,7 @@ def _mounts(plan: Plan, task: Task, values: Mapping[str, str], workspace: Path) 
     volumes = dict(plan.volumes)
     volumes.update({v["name"]: v for v in task.template.get("volumes", [])})
     pairs = []
+    read_only = set()
     for mount in task.template["script"].get("volumeMounts", []):
         volume = volumes.get(mount["name"])
         if volume is None:
@@ -127,11 +138,14 @@ def _mounts(plan: Plan, task: Task, values: Mapping[str, str], workspace: Path) 
                     f"directory holding the secret's files; the parameter gives {name!r}, "
                     "which is not a directory")
             local = local.resolve()
+            read_only.add(mount["mountPath"])
         else:
             raise ConfigError(f"task {task.name}: volume {mount['name']} has a kind the "
                               "local runner cannot map")
+        if mount.get("readOnly") or volume.get("secret", {}).get("readOnly"):
+            read_only.add(mount["mountPath"])
         pairs.append((mount["mountPath"], local))
-    return _Mounts(pairs)
+    return _Mounts(pairs, frozenset(read_only))
 
 
 @dataclass
@@ -148,8 +162,11 @@ class Runner:
 
     def __init__(self, plan: Plan, parameters: Mapping[str, str], workdir: Path, *,
                  max_parallel: int = 2, env: Mapping[str, str] | None = None,
-                 on_event: Callable[[str, StepRecord], None] | None = None) -> None:
+                 on_event: Callable[[str, StepRecord], None] | None = None,
+                 image: StepImage | None = None) -> None:
         self.plan = plan
+        #: None: steps run on the host; else inside this unpacked image (isolation.py).
+        self.image = image
         self.parameters = resolve_parameters(plan, parameters)
         self.workdir = workdir.resolve()
         self.workspace = self.workdir / "workspace"
@@ -189,19 +206,32 @@ class Runner:
         values.update(inputs)
         script = task.template["script"]
         mounts = _mounts(self.plan, task, values, self.workspace)
-        source = mounts.localize(substitute(script["source"], values, where=task.name))
+        # Inside the image the container paths are real (mounted): nothing is rewritten.
+        localize = mounts.localize if self.image is None else (lambda text: text)
+        source = localize(substitute(script["source"], values, where=task.name))
         left = unresolved(source)
         if left:
             raise ConfigError(f"task {task.name}: unresolved expression(s) {left}")
-        env = dict(self.env)
-        for var in script.get("env", []):
-            env[var["name"]] = mounts.localize(substitute(var["value"], values, where=task.name))
+        step_env = {var["name"]: localize(substitute(var["value"], values, where=task.name))
+                    for var in script.get("env", [])}
         path = self.scripts / f"{task.name}.sh"
-        write_atomic(path, source)
+        write_atomic(path, source, mode=0o644)
         log_path = self.logs / f"{task.name}.log"
         log = open(log_path, "wb")  # noqa: SIM115 - closed when the step ends
-        command = [*script.get("command", ["bash"]), str(path)]
-        process = subprocess.Popen(command, cwd=self.workspace, env=env, stdout=log,
+        if self.image is None:
+            env = {**self.env, **step_env}
+            command = [*script.get("command", ["bash"]), str(path)]
+            cwd = self.workspace
+        else:
+            env = {}
+            command = sandbox_argv(
+                self.image,
+                mounts=[(m, local, m in mounts.read_only) for m, local in mounts.pairs],
+                script=path, command=list(script.get("command", ["bash"])), env=step_env,
+                workdir=script.get("workingDir") or str(self.image.config.get(
+                    "WorkingDir") or "/"))
+            cwd = self.workdir
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
         record = self.records[task.name]
@@ -246,6 +276,10 @@ class Runner:
         """Run every task once its dependencies succeeded; stop at the first failure."""
         for directory in (self.workspace, self.logs, self.scripts):
             directory.mkdir(parents=True, exist_ok=True)
+        if self.image is not None:
+            add_mountpoints(self.image, sorted({
+                m["mountPath"] for t in self.plan.tasks
+                for m in t.template["script"].get("volumeMounts", [])}))
         begun = time.monotonic()
         pending = list(self.plan.tasks)
         running: dict[str, _Running] = {}
@@ -327,17 +361,34 @@ def load_plan(name: str) -> Plan:
 
 def run_workflow(name: str, parameters: Mapping[str, str], workdir: Path, *,
                  max_parallel: int = 2,
-                 on_event: Callable[[str, StepRecord], None] | None = None) -> RunResult:
+                 on_event: Callable[[str, StepRecord], None] | None = None,
+                 isolation: str = "host", registry_options: RegistryOptions | None = None,
+                 image_keys: Sequence[Path] = ()) -> RunResult:
     """Run workflow ``name`` locally; raise :class:`WorkflowStepError` when a step fails.
 
+    ``isolation="image"`` runs every step inside the image the ``pipeline-image``
+    parameter pins (pulled with ``registry_options``; with ``image_keys`` only once its
+    signature verifies against one of them; see :mod:`.isolation`).
     The run record (``workdir/run.json``) is written in every case. A local ``git-repo``
     contributes its project's parameters (the ``workflows`` section of its pipeline.yaml
     at ``git-revision``, :mod:`pipeline.workflow.params`) under ``parameters``.
     """
     plan = load_plan(name)
     parameters = {**_project_defaults(plan, parameters), **parameters}
+    image = None
+    if isolation not in ISOLATIONS:
+        raise ConfigError(f"unknown isolation {isolation!r} (known: {', '.join(ISOLATIONS)})")
+    if isolation == "image":
+        reference = resolve_parameters(plan, parameters).get("pipeline-image", "")
+        if reference.endswith("@sha256:" + "0" * 64):
+            raise ConfigError("--isolation image: the pipeline-image parameter is still the "
+                              "placeholder; build the step image (pipeline build "
+                              "--pipeline-image), push it and pass "
+                              "--pipeline-image REPO@sha256:...")
+        image = pull_step_image(reference, workdir.resolve() / "image",
+                                registry_options or RegistryOptions(), keys=image_keys)
     runner = Runner(plan, parameters, workdir, max_parallel=max_parallel,
-                    on_event=on_event)
+                    on_event=on_event, image=image)
     result = runner.run()
     return result
 

@@ -13,7 +13,6 @@ local nginx + Prometheus target. ``rollback`` reverts dev through the same runne
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ import yaml
 from pipeline.cli import run
 from pipeline.errors import EXIT_CONFIG, EXIT_VIOLATIONS
 from tests.support.canary import write_values
-from tests.support.helm import render_chart
 from tests.support.runtime import (
     TINY,
     Runtime,
@@ -37,43 +35,13 @@ from tests.support.runtime import (
     write_broken_project,
 )
 from tests.support.sarif import validate_sarif
+from tests.support.workflows import REQUIRED, git_repo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[3]
-PROJECT = ROOT / "tests" / "fixtures" / "build_project"
 INFER = "/v2/models/tiny/infer"
 BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
                     "data": [0.1 * i for i in range(1, 17)]}]}
-REQUIRED = {"image": {"digest": "sha256:" + "a1" * 32}, "model": {"digest": "sha256:" + "b2" * 32}}
-
-
-def _git_repo(root: Path, extra_manifest: str | None = None,
-              image_policy: str | None = None, prod_values: str | None = None) -> Path:
-    """A git repository: the build project, a model, the runtime chart with values for two
-    environments (staging, prod), manifests."""
-    repo = root / "source"
-    shutil.copytree(PROJECT, repo)
-    shutil.copytree(ROOT / "examples" / "tiny", repo / "model",
-                    ignore=shutil.ignore_patterns("requirements.lock", "__pycache__"))
-    chart = repo / "helm" / "secure-runtime"
-    shutil.copytree(ROOT / "helm" / "secure-runtime", chart)
-    (chart / "values-staging.yaml").write_text(yaml.safe_dump(REQUIRED))
-    (chart / "values-prod.yaml").write_text(prod_values or yaml.safe_dump(
-        {**REQUIRED, "replicaCount": 3, "rollout": {"enabled": True}}))
-    (repo / "deploy").mkdir()
-    (repo / "deploy" / "runtime.yaml").write_text(
-        yaml.safe_dump_all(render_chart(ROOT / "helm" / "secure-runtime", REQUIRED)))
-    if extra_manifest:
-        (repo / "deploy" / "bad.yaml").write_text(extra_manifest)
-    if image_policy:
-        (repo / "policies").mkdir()
-        (repo / "policies" / "image-policy.yaml").write_text(image_policy)
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "source"], check=True)
-    return repo
 
 
 @contextmanager
@@ -104,7 +72,7 @@ def _record(workdir: Path) -> dict:
 
 def test_pr_check_runs_end_to_end(build_env, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    repo = _git_repo(tmp_path)
+    repo = git_repo(tmp_path)
     workdir = tmp_path / "run"
     code = run(["workflow", "run", "pr-check", "--param", f"git-repo={repo}",
                 "--workdir", str(workdir), "--json"])
@@ -146,7 +114,7 @@ spec:
 
 def test_failing_step_stops_the_run_with_its_exit_code(tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    repo = _git_repo(tmp_path, extra_manifest=BAD_POD)
+    repo = git_repo(tmp_path, extra_manifest=BAD_POD)
     workdir = tmp_path / "run"
     code = run(["workflow", "run", "pr-check", "-p", f"git-repo={repo}",
                 "--workdir", str(workdir)])
@@ -166,7 +134,7 @@ def test_pr_check_checks_the_chart_with_every_environments_values(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """values-prod.yaml turns on GPUs without a runtime class: only prod is refused."""
     prod = {**REQUIRED, "gpu": {"enabled": True, "runtimeClassName": ""}}
-    repo = _git_repo(tmp_path, prod_values=yaml.safe_dump(prod))
+    repo = git_repo(tmp_path, prod_values=yaml.safe_dump(prod))
     workdir = tmp_path / "run"
     code = run(["workflow", "run", "pr-check", "-p", f"git-repo={repo}",
                 "--workdir", str(workdir)])
@@ -205,7 +173,7 @@ def _release(tmp_path: Path, registry, monkeypatch: pytest.MonkeyPatch,
               "    authorities: [{key: '${PIPELINE_RELEASE_PUBLIC_KEY}'}]\n"
               "    threshold: 1\n"
               "    attestations: [{type: slsaprovenance}, {type: cyclonedx}, {type: vuln}]\n")
-    repo = _git_repo(tmp_path, image_policy=policy)
+    repo = git_repo(tmp_path, image_policy=policy)
     revision = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()
     workdir = tmp_path / "run"
