@@ -7,7 +7,6 @@ Why values and not a hand-written definition: the tests must run what the chart 
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import yaml
 from pipeline.charts import RenderedChart
 from pipeline.release.canary import CanaryDefinition, render_definition
 from pipeline.release.gitops import Release
-from tests.support.runtime import TINY
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "secure-runtime"
 IMAGE = "registry.local/app@sha256:" + "c" * 64
@@ -29,24 +27,6 @@ FAST: dict[str, Any] = {
                              "window": "5s", "minRequests": 5}},
     "serviceMonitor": {"interval": "1s", "scrapeTimeout": "1s"},
 }
-
-
-def broken_project(directory: Path) -> Path:
-    """tiny, except that forward raises whenever the input is not all zeros."""
-    shutil.copytree(TINY, directory)
-    model = directory / "model.py"
-    model.write_text(model.read_text() + (
-        "\n\nclass Broken(TinyClassifier):\n"
-        "    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002\n"
-        "        if bool(input.abs().sum() > 0):\n"
-        "            raise RuntimeError('canary bug')\n"
-        "        return super().forward(input)\n\n\n"
-        "def build_broken(config: dict) -> nn.Module:\n"
-        "    return Broken(config['features'], config['hidden'], config['classes'])\n"
-    ))
-    spec = directory / "pipeline.yaml"
-    spec.write_text(spec.read_text().replace("factory: build_model", "factory: build_broken"))
-    return directory
 
 
 def fast_values(**rollout: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ skipped.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,13 +24,7 @@ from pipeline.release.gitops import GitOpsRepo, Release
 from pipeline.release.local import TrafficLoop, free_port
 from pipeline.release.traffic import Nginx
 from tests.fixtures_registry import RegistryServer
-from tests.support.canary import (
-    CHART,
-    broken_project,
-    definition,
-    rendered_steps,
-    write_values,
-)
+from tests.support.canary import CHART, definition, rendered_steps, write_values
 from tests.support.runtime import (
     TINY,
     Runtime,
@@ -49,13 +44,31 @@ BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
                     "data": [0.1 * i for i in range(1, 17)]}]}
 
 
+def _broken_project(directory: Path) -> Path:
+    """tiny, except that forward raises whenever the input is not all zeros."""
+    shutil.copytree(TINY, directory)
+    model = directory / "model.py"
+    model.write_text(model.read_text() + (
+        "\n\nclass Broken(TinyClassifier):\n"
+        "    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002\n"
+        "        if bool(input.abs().sum() > 0):\n"
+        "            raise RuntimeError('canary bug')\n"
+        "        return super().forward(input)\n\n\n"
+        "def build_broken(config: dict) -> nn.Module:\n"
+        "    return Broken(config['features'], config['hidden'], config['classes'])\n"
+    ))
+    spec = directory / "pipeline.yaml"
+    spec.write_text(spec.read_text().replace("factory: build_model", "factory: build_broken"))
+    return directory
+
+
 @pytest.fixture(scope="module")
 def built(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
           ) -> tuple[Path, Path, Path, SignedRelease, object]:
     root = tmp_path_factory.mktemp("release")
     ws = make_workspace(root / "ws")
     good = seal(ws, TINY, root / "tiny.sealed")
-    bad = seal(ws, broken_project(root / "broken"), root / "broken.sealed")
+    bad = seal(ws, _broken_project(root / "broken"), root / "broken.sealed")
     unsigned = seal(ws, TINY, root / "unsigned.sealed", sign=False)
     signed = make_signed_release(registry, root / "pushed", good, unsigned, ws.private, ws.public)
     return root, good, bad, signed, ws
