@@ -12,7 +12,6 @@ skipped.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from tests.support.runtime import (
     runtime_args,
     seal,
     start_runtime,
+    write_broken_project,
 )
 from tests.support.signed_release import SignedRelease, make_signed_release
 
@@ -44,31 +44,13 @@ BODY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
                     "data": [0.1 * i for i in range(1, 17)]}]}
 
 
-def _broken_project(directory: Path) -> Path:
-    """tiny, except that forward raises whenever the input is not all zeros."""
-    shutil.copytree(TINY, directory)
-    model = directory / "model.py"
-    model.write_text(model.read_text() + (
-        "\n\nclass Broken(TinyClassifier):\n"
-        "    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002\n"
-        "        if bool(input.abs().sum() > 0):\n"
-        "            raise RuntimeError('canary bug')\n"
-        "        return super().forward(input)\n\n\n"
-        "def build_broken(config: dict) -> nn.Module:\n"
-        "    return Broken(config['features'], config['hidden'], config['classes'])\n"
-    ))
-    spec = directory / "pipeline.yaml"
-    spec.write_text(spec.read_text().replace("factory: build_model", "factory: build_broken"))
-    return directory
-
-
 @pytest.fixture(scope="module")
 def built(registry: RegistryServer, tmp_path_factory: pytest.TempPathFactory
           ) -> tuple[Path, Path, Path, SignedRelease, object]:
     root = tmp_path_factory.mktemp("release")
     ws = make_workspace(root / "ws")
     good = seal(ws, TINY, root / "tiny.sealed")
-    bad = seal(ws, _broken_project(root / "broken"), root / "broken.sealed")
+    bad = seal(ws, write_broken_project(root / "broken"), root / "broken.sealed")
     unsigned = seal(ws, TINY, root / "unsigned.sealed", sign=False)
     signed = make_signed_release(registry, root / "pushed", good, unsigned, ws.private, ws.public)
     return root, good, bad, signed, ws
