@@ -91,25 +91,27 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
             sink.shutdown(socket.SHUT_WR)
 
 
-class Relay:
-    """127.0.0.1:``port`` on the host piped to 127.0.0.1:``target`` inside a pod."""
+class _Pipe:
+    """A loopback listener whose every connection is piped to ``_connect()``'s socket.
 
-    def __init__(self, netns: str, target: int) -> None:
-        self.netns = netns
-        self.target = target
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(128)
-        self.port: int = self._listener.getsockname()[1]
+    One accept loop and one byte pump for both directions a pod needs (host -> pod:
+    :class:`Relay`, pod -> host: :class:`Egress`); they differ only in where the listening
+    socket lives and what it connects to.
+    """
+
+    def __init__(self, listener: socket.socket, port: int, name: str) -> None:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(128)
+        self._listener = listener
+        self.port: int = listener.getsockname()[1]
         self._closed = False
         self._thread = threading.Thread(target=self._accept, daemon=True,
-                                        name=f"relay-{self.port}")
+                                        name=f"{name}-{self.port}")
         self._thread.start()
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def _connect(self) -> socket.socket:
+        raise NotImplementedError
 
     def _accept(self) -> None:
         while not self._closed:
@@ -121,7 +123,7 @@ class Relay:
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            upstream = connect(self.netns, self.target, 5.0)
+            upstream = self._connect()
         except OSError:
             client.close()
             return
@@ -140,7 +142,23 @@ class Relay:
         self._listener.close()
 
 
-class Egress:
+class Relay(_Pipe):
+    """127.0.0.1:``port`` on the host piped to 127.0.0.1:``target`` inside a pod."""
+
+    def __init__(self, netns: str, target: int) -> None:
+        self.netns = netns
+        self.target = target
+        super().__init__(socket.socket(socket.AF_INET, socket.SOCK_STREAM), 0, "relay")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _connect(self) -> socket.socket:
+        return connect(self.netns, self.target, 5.0)
+
+
+class Egress(_Pipe):
     """127.0.0.1:``port`` inside a pod piped to 127.0.0.1:``port`` of the host.
 
     Why: a pod pulls its model from a registry the chart names; on one machine that
@@ -150,42 +168,12 @@ class Egress:
     """
 
     def __init__(self, netns: str, port: int) -> None:
-        self.port = port
         with _in_namespace(netns):
-            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", port))
-        self._listener.listen(128)
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True, name=f"egress-{port}").start()
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        super().__init__(listener, port, "egress")
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.port), timeout=5.0)
-        except OSError:
-            client.close()
-            return
-        upstream.settimeout(None)
-        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-        back.start()
-        _pump(client, upstream)
-        back.join()
-        client.close()
-        upstream.close()
-
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
+    def _connect(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5.0)
 
 
 __all__ = ["Egress", "Relay", "connect", "http_get"]
