@@ -1,5 +1,6 @@
-"""Stopping the helper processes the pipeline starts (registry, nginx, Prometheus), and
-the environment processes inherit from a git hook.
+"""Stopping the helper processes the pipeline starts (registry, nginx, Prometheus), waiting
+for nginx to serve a new configuration, and the environment processes inherit from a git
+hook.
 
 Each local service is a child process that must not outlive its owner: ask politely
 (SIGTERM, so it can flush and remove its files), then insist (SIGKILL).
@@ -8,9 +9,19 @@ Each local service is a child process that must not outlive its owner: ask polit
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
-__all__ = ["GIT_REPOSITORY_VARS", "stop_process", "without_git_repository_env"]
+import requests
+
+from pipeline.errors import UnreachableError
+
+__all__ = ["GIT_REPOSITORY_VARS", "NGINX_GENERATION_PATH", "nginx_workers", "stop_process",
+           "wait_for_nginx_generation", "without_git_repository_env"]
+
+#: The location every nginx config the pipeline writes answers with its generation number.
+NGINX_GENERATION_PATH = "/__pipeline/generation"
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
@@ -50,3 +61,36 @@ def without_git_repository_env(env: Mapping[str, str]) -> dict[str, str]:
     """
     return {k: v for k, v in env.items()
             if k not in GIT_REPOSITORY_VARS and not k.startswith(_GIT_PREFIXES)}
+
+
+def nginx_workers(process: subprocess.Popen[bytes] | None) -> int:
+    """Children of an nginx master: old workers linger after a reload until they quit, and
+    one that still accepts a connection would route it with the old configuration."""
+    if process is None:
+        return 0
+    pid = process.pid
+    try:
+        return len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return 0
+
+
+def wait_for_nginx_generation(process: subprocess.Popen[bytes] | None, base_url: str,
+                              generation: int, error_log: Callable[[], str],
+                              timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Return once nginx answers ``generation`` at :data:`NGINX_GENERATION_PATH` and no old
+    worker is left; a reload is only done when both hold (the deploy's Services and the
+    promotion's traffic split both switch weights through this)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise UnreachableError(f"nginx exited: {error_log()[-1500:]}")
+        try:
+            answer = requests.get(base_url + NGINX_GENERATION_PATH, timeout=1)
+            if answer.text == str(generation) and nginx_workers(process) <= 1:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(interval)
+    raise UnreachableError(f"nginx did not apply generation {generation}: "
+                           f"{error_log()[-1500:]}")

@@ -17,17 +17,16 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
 from pipeline._fileio import write_atomic
-from pipeline._process import stop_process
-from pipeline.errors import ConfigError, ConflictError, UnreachableError
+from pipeline._process import NGINX_GENERATION_PATH, stop_process, wait_for_nginx_generation
+from pipeline.errors import ConfigError, ConflictError
 
-GENERATION_PATH = "/__pipeline/generation"
+GENERATION_PATH = NGINX_GENERATION_PATH
 
 
 @dataclass
@@ -138,32 +137,10 @@ http {{
         for upstream in self.upstreams.values():
             upstream.applied = list(upstream.servers)
 
-    def _workers(self) -> int:
-        if self.process is None:
-            return 0
-        pid = self.process.pid
-        try:
-            return len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-        except OSError:
-            return 0
-
     def _wait(self, timeout: float = 10.0) -> None:
-        if not self.upstreams:
-            return
-        probe = next(iter(self.upstreams.values())).url + GENERATION_PATH
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise UnreachableError(f"nginx exited: {self.error_log()[-1500:]}")
-            try:
-                answer = requests.get(probe, timeout=1)
-                if answer.text == str(self.generation) and self._workers() <= 1:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.01)
-        raise UnreachableError(f"nginx did not apply generation {self.generation}: "
-                               f"{self.error_log()[-1500:]}")
+        if self.upstreams:
+            wait_for_nginx_generation(self.process, next(iter(self.upstreams.values())).url,
+                                      self.generation, self.error_log, timeout)
 
     def error_log(self) -> str:
         path = self.dir / "error.log"

@@ -14,18 +14,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-import requests
-
 from pipeline._fileio import write_atomic
-from pipeline._process import stop_process
-from pipeline.errors import ConfigError, InputError, UnreachableError
+from pipeline._process import NGINX_GENERATION_PATH, stop_process, wait_for_nginx_generation
+from pipeline.errors import ConfigError, InputError
 
-GENERATION_PATH = "/__pipeline/generation"
+GENERATION_PATH = NGINX_GENERATION_PATH
 
 
 def upstream_address(url: str) -> str:
@@ -116,30 +113,8 @@ class Nginx:
             mode=0o644)
 
     def _wait_generation(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise UnreachableError(f"nginx exited: {self.error_log()[-1500:]}")
-            try:
-                r = requests.get(self.url + GENERATION_PATH, timeout=1)
-                if r.text == str(self.generation) and self._workers() <= 1:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.02)
-        raise UnreachableError(f"nginx did not apply generation {self.generation}: "
-                               f"{self.error_log()[-1500:]}")
-
-    def _workers(self) -> int:
-        """Children of the master: old workers linger after a reload until they quit, and
-        one that still accepts a connection would route it with the old weights."""
-        if self.process is None:
-            return 0
-        pid = self.process.pid
-        try:
-            return len(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
-        except OSError:
-            return 0
+        wait_for_nginx_generation(self.process, self.url, self.generation, self.error_log,
+                                  timeout, interval=0.02)
 
     def error_log(self) -> str:
         path = self.prefix / "error.log"
