@@ -184,10 +184,21 @@ def _model_verifier(trust: tuple[Path, ...], registry_options: RegistryOptions
                    "rendered Rollout steps and AnalysisTemplates.")
 @registry_flags(purpose=" (gates: image policy, model signature)")
 @click.option("--local", "local", is_flag=True, default=False,
-              help="Split traffic locally: nginx + Prometheus in front of --stable-url and "
+              help="Run the canary locally: the chart's pods (stable: ENV's current "
+                   "release; canary: --image/--model) on this machine, as `pipeline deploy "
+                   "--local` runs them; or nginx + Prometheus in front of --stable-url and "
                    "--canary-url.")
-@click.option("--stable-url", default=None, help="With --local: the stable OIP server.")
-@click.option("--canary-url", default=None, help="With --local: the canary OIP server.")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME=DIR",
+              help="With --local (pods): serve Secret NAME from DIR; repeatable.")
+@click.option("--volume", "volumes", multiple=True, metavar="CLAIM=DIR",
+              help="With --local (pods): serve persistentVolumeClaim CLAIM from DIR.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --local (pods): image cache and pods' files (default: the "
+                   "deploy.state_dir setting).")
+@click.option("--stable-url", default=None,
+              help="With --local: a stable OIP server started by hand (with --canary-url).")
+@click.option("--canary-url", default=None,
+              help="With --local: a canary OIP server started by hand (with --stable-url).")
 @click.option("--listen", type=int, default=None, help="With --local: nginx's port.")
 @click.option("--traffic-path", default=None,
               help="With --local: POST --traffic-body here through nginx during the rollout.")
@@ -199,7 +210,8 @@ def promote_command(
     reason: str | None, approve: bool, continue_: bool, prometheus_url: str | None,
     hold_seconds: float, image_policy: Path | None, trust: tuple[Path, ...], policies: Path | None,
     chart: Path | None, values_files: tuple[Path, ...], registry_options: RegistryOptions,
-    local: bool, stable_url: str | None, canary_url: str | None, listen: int | None,
+    local: bool, secrets: tuple[str, ...], volumes: tuple[str, ...], state_dir: Path | None,
+    stable_url: str | None, canary_url: str | None, listen: int | None,
     traffic_path: str | None, traffic_body: Path | None, as_json: bool,
 ) -> None:
     """Canary IMAGE+MODEL through the chart's rendered Rollout steps, gated and analysed
@@ -222,8 +234,14 @@ def promote_command(
     model = pinned(model, "model") if model else None
     if force and not reason:
         raise InputError("--force needs --reason TEXT (it is recorded)")
-    if local and not (stable_url and canary_url):
-        raise InputError("--local needs --stable-url and --canary-url")
+    if (stable_url is None) != (canary_url is None):
+        raise InputError("--stable-url and --canary-url go together")
+    if stable_url and not local:
+        raise InputError("--stable-url and --canary-url need --local")
+    pods = local and not stable_url
+    if (secrets or volumes or state_dir) and not pods:
+        raise InputError("--secret, --volume and --state-dir are for --local without "
+                         "--stable-url/--canary-url (the chart's pods)")
     if (traffic_path is None) != (traffic_body is None):
         raise InputError("--traffic-path and --traffic-body go together")
     if not local and not prometheus_url:
@@ -279,6 +297,12 @@ def promote_command(
             if traffic_path and traffic_body:
                 body = json.loads(traffic_body.read_text(encoding="utf-8"))
                 stack.enter_context(TrafficLoop(target.url, traffic_path, body))
+        elif pods:
+            traffic, definition, prometheus_url = _local_pods(
+                stack, repo, env, current or repo.current(env), rendered, definition, values,
+                namespace, chart or DEFAULT_CHART, secrets, volumes,
+                state_dir or loaded.deploy().state_dir, policy_path, registry_options, say,
+                prometheus_url, traffic_path, traffic_body)
         if not prometheus_url:
             raise ConfigError("no Prometheus to analyse with: give --prometheus URL")
         from pipeline.release.executor import StepExecutor
@@ -298,6 +322,49 @@ def promote_command(
     # What ran, step by step (the rendered steps, in order): the proof of "same canary".
     emit({**result.to_dict(), "executed": executor.log}, as_json,
          f"{env}: promoted {result.release.label} ({len(result.commits)} commits)")
+
+
+def _local_pods(stack: ExitStack, repo: GitOpsRepo, env: str, current: Any, rendered: Any,
+                definition: Any, values: dict[str, Any], namespace: str, chart: Path,
+                secrets: tuple[str, ...], volumes: tuple[str, ...], state_dir: Path,
+                policy_path: Path, registry_options: RegistryOptions,
+                say: Callable[[str], None], prometheus_url: str | None,
+                traffic_path: str | None, traffic_body: Path | None
+                ) -> tuple[Any, Any, str]:
+    """The canary on the chart's pods (LocalCluster): stable from ENV's running release,
+    canary from the new one. Returns (traffic, definition, Prometheus URL); a first
+    release's definition is the initial deploy's single 100 % step."""
+    from pipeline.deploy.cluster import LocalCluster
+    from pipeline.deploy.run import image_policy_check, parse_pairs
+    from pipeline.release.canary import render_definition
+    from pipeline.release.cluster_target import ClusterTraffic, initial_definition
+    from pipeline.release.local import TrafficLoop
+
+    stable = current.stable if current is not None else None
+    stable_chart = None
+    if stable is not None:
+        stable_chart, _ = render_definition(chart, values, stable, namespace)
+    else:
+        definition = initial_definition(definition)
+        say("first release of this environment: straight to 100% (Argo Rollouts' initial "
+            "deploy)")
+    cluster = LocalCluster(
+        state_dir, registry_options=registry_options,
+        secret_dirs={k: Path(v) for k, v in parse_pairs(secrets, "--secret").items()},
+        claim_dirs={k: Path(v) for k, v in parse_pairs(volumes, "--volume").items()},
+        image_check=image_policy_check(policy_path, registry_options),
+        on_event=lambda e: say(f"{'error: ' if e.kind == 'error' else ''}{e.subject}: "
+                               f"{e.message}"))
+    stack.callback(cluster.close)
+    traffic = ClusterTraffic(cluster, definition, rendered, stable_chart, on_event=say)
+    traffic.start()
+    if not cluster.prometheus_url and not prometheus_url:
+        raise ConfigError("the chart rendered no ServiceMonitor (serviceMonitor.enabled): "
+                          "no local Prometheus to analyse with")
+    if traffic_path and traffic_body:
+        body = json.loads(traffic_body.read_text(encoding="utf-8"))
+        stack.enter_context(TrafficLoop(traffic.url, traffic_path, body))
+    return traffic, definition, prometheus_url or str(cluster.prometheus_url)
 
 
 def _describe_steps(definition: Any) -> str:

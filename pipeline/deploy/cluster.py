@@ -394,6 +394,29 @@ class LocalCluster:
             self.weights[service] = dict(weights)
         self.refresh()
 
+    def select_pod_set(self, service: str, pod_set: str) -> None:
+        """Narrow ``service``'s selector to the pods of ``pod_set``, as Argo Rollouts
+        injects the ReplicaSet's ``pod-template-hash`` into the canary and stable Services:
+        without it both Services select both pod sets and their metrics cannot be told
+        apart. InputError for an unknown Service or pod set."""
+        with self._lock:
+            if self.plan is None:
+                raise InputError("nothing applied yet")
+            found = self.pod_sets.get(pod_set)
+            if found is None or not found.pods:
+                raise InputError(f"no pod set {pod_set!r} (started: {sorted(self.pod_sets)})")
+            template_hash = found.pods[0].labels["pod-template-hash"]
+            for index, obj in enumerate(self.plan.services):
+                if obj["metadata"]["name"] == service:
+                    spec = dict(obj.get("spec") or {})
+                    spec["selector"] = {**(spec.get("selector") or {}),
+                                        "pod-template-hash": template_hash}
+                    self.plan.services[index] = {**obj, "spec": spec}
+                    break
+            else:
+                raise InputError(f"no Service {service!r} in the applied chart")
+        self.refresh()
+
     def stop_pod_set(self, name: str) -> None:
         """Stop every pod of the set ``name`` (e.g. an aborted canary)."""
         with self._lock:

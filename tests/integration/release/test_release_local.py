@@ -23,7 +23,12 @@ from pipeline.release.gitops import GitOpsRepo, Release
 from pipeline.release.local import TrafficLoop, free_port
 from pipeline.release.traffic import Nginx
 from tests.fixtures_registry import RegistryServer
-from tests.support.canary import CHART, definition, rendered_steps, write_values
+from tests.support.canary import (
+    CHART,
+    definition,
+    rendered_steps,
+    write_values,
+)
 from tests.support.runtime import (
     TINY,
     Runtime,

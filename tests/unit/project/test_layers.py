@@ -46,7 +46,9 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     # charts given to the PR check are rendered through pipeline/charts.
     "policy": frozenset({"distribution", "charts"}),
     "admission": frozenset({"policy"}),
-    "release": frozenset({"policy", "charts"}),
+    # The local canary runs on LocalCluster's pods (pipeline/release/cluster_target.py):
+    # deploy never imports release, so the edge points one way.
+    "release": frozenset({"policy", "charts", "deploy"}),
     "workflow": frozenset({"workflows"}),
     "workflows": frozenset(),  # the Hera definitions (workflows/, installed as pipeline.workflows)
     # Local deploys render through pipeline/charts (the one render path) and check images
