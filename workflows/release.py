@@ -17,7 +17,13 @@ policy results, admission decision) and pushes it, then ``pipeline promote`` wal
 release through the canary stages of ``environment`` (default: the first environment
 of the project's pipeline.yaml, else ``dev``) with the same gates as by hand;
 ``promote-flags`` adds the analysis target (``--prometheus URL`` on a cluster,
-``--local --stable-url ... --canary-url ...`` on one machine).
+``--local --stable-url ... --canary-url ...`` on one machine). Without them,
+``promote-local=true`` (what ``pipeline init`` sets for a loopback registry) is the
+embedded default: on the local runner, ``pipeline promote --local`` starts the chart's
+pods from the pushed image and sealed model (the KEK Secret mounted as the chart's
+``keys`` Secret, the release key as the chart's trust root) and drives
+``canary-traffic-body`` at ``canary-traffic-path`` through the split while the canary
+steps run.
 
 Secrets (the release signing key pair, the KEK keyring) are mounted from the Kubernetes
 Secrets named by ``signing-key-secret`` and ``kek-secret``; only their paths appear in the
@@ -31,6 +37,7 @@ from pipeline.workflows.common import (
     CHECKOUT_SOURCE,
     ENVIRONMENT,
     GITOPS,
+    KEK_MOUNT,
     KEYRING,
     SIGNING_KEY,
     SIGNING_PUB,
@@ -61,12 +68,50 @@ PARAMETERS = {
     "gitops-repo": "",
     "environment": "",
     "promote-flags": "",
+    "promote-local": "false",
+    "canary-traffic-path": "",
+    "canary-traffic-body": "",
     "run-url": "",
 }
 
 ATTESTATIONS = (("provenance", "slsaprovenance", "provenance.json"),
                 ("sbom", "cyclonedx", "sbom.json"),
                 ("vuln", "vuln", "vuln.json"))
+
+
+#: Bash: the embedded default's promotion target (``promote-local=true``, no
+#: ``promote-flags``): the chart's pods on this machine (``pipeline promote --local``
+#: without server URLs). Only the local runner (``PIPELINE_RUN_DIR``) has this machine's
+#: pods to start; on a cluster the step refuses (exit 3) and names the parameter to set.
+#: The values it adds are what a cluster provisions out of band: the trust root (the
+#: release key, a ConfigMap there), the KEK Secret (the mounted ``kek-secret``), and the
+#: insecure-registry flag of a loopback registry.
+EMBEDDED_PROMOTION = f"""
+if [ ${{#extra[@]}} -eq 0 ]; then
+  if [ -z "${{PIPELINE_RUN_DIR:-}}" ]; then
+    echo "error: promote-local=true starts the chart's pods on this machine: only the" \\
+         "local runner can; on a cluster set promote-flags (--prometheus URL)" >&2
+    exit 3
+  fi
+  values={WORKSPACE}/promote-values.yaml
+  {{
+    echo "trust:"
+    echo "  publicKey: |"
+    sed 's/^/    /' {SIGNING_PUB}
+    echo "keys: {{secretName: pipeline-kek, key: keyring.json}}"
+    if [ "{wp('registry-insecure')}" = "true" ]; then
+      echo "runtime: {{extraArgs: [--registry-insecure]}}"
+    fi
+  }} > "$values"
+  extra=(--local -f "$values" --secret "pipeline-kek={KEK_MOUNT}")
+  if [ -n "{wp('canary-traffic-path')}" ] && [ -n "{wp('canary-traffic-body')}" ]; then
+    extra+=(--traffic-path "{wp('canary-traffic-path')}"
+            --traffic-body "{WORKSPACE}/src/{wp('canary-traffic-body')}")
+  fi
+  echo "promote: the embedded default: the chart's pods on this machine (pipeline" \\
+       "promote --local), from the pushed image and sealed model"
+fi
+"""
 
 
 def _templates() -> dict[str, object]:
@@ -136,23 +181,24 @@ pipeline release record --gitops {GITOPS} --workspace {w} \\
     --executor "$executor" --run-url "$run_url"
 """, inputs=("digest", "model-digest")),
         "promote": step("promote", registry_flags() + f"""
-if [ -z "{wp('promote-flags')}" ]; then
+extra=()
+read -r -a extra <<< "{wp('promote-flags')}" || true
+if [ ${{#extra[@]}} -eq 0 ] && [ "{wp('promote-local')}" != "true" ]; then
   echo "promote: skipped, nothing promoted: no analysis target (set the parameter" \\
        "promote-flags: --prometheus URL on a cluster, --local --stable-url URL" \\
-       "--canary-url URL on one machine); the release is recorded in the GitOps repository"
+       "--canary-url URL on one machine; or promote-local=true on the local runner);" \\
+       "the release is recorded in the GitOps repository"
   exit 0
 fi
 export PIPELINE_GITOPS_REMOTE=origin
 if [ -f {w}/src/pipeline.yaml ]; then export PIPELINE_CONFIG={w}/src/pipeline.yaml; fi
-""" + ENVIRONMENT + f"""
-extra=()
-read -r -a extra <<< "{wp('promote-flags')}" || true
+""" + ENVIRONMENT + EMBEDDED_PROMOTION + f"""
 PIPELINE_RELEASE_PUBLIC_KEY={SIGNING_PUB} pipeline promote --gitops {GITOPS} --env "$env" \\
     --image "{wp('repository')}@{{{{inputs.parameters.digest}}}}" \\
     --model "{wp('model-repository')}@{{{{inputs.parameters.model-digest}}}}" \\
     --image-policy "{w}/src/{wp('image-policy')}" --trust {SIGNING_PUB} \\
     --chart "{w}/src/{wp('chart')}" "${{flags[@]}}" "${{extra[@]}}"
-""", inputs=("digest", "model-digest"), secrets=(signing_volume(),)),
+""", inputs=("digest", "model-digest"), secrets=(signing_volume(), kek_volume())),
     }
     for name, kind, predicate in ATTESTATIONS:
         t[f"attest-{name}"] = step(f"attest-{name}", registry_flags() + f"""

@@ -10,10 +10,12 @@ describes every file.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -57,6 +59,8 @@ Made by `pipeline init`. The layout (docs/project-layout.md in the pipeline):
   PR check renders it once per `values-<env>.yaml` (`charts`)
 - `policies/image-policy.yaml`: which images may run (`image-policy`)
 - `deploy/`: further manifests the PR check verifies (`manifests`)
+- `traffic/canary-request.json`: the inference request sent through the canary split
+  while dev's canary steps run (`canary-traffic-body`)
 
 ## Push to release
 
@@ -70,7 +74,13 @@ Made by `pipeline init`. The layout (docs/project-layout.md in the pipeline):
 
 The release pushes to the registry in `pipeline.yaml` (`workflows.parameters`,
 `{registry}` here, `registry-insecure` for a loopback registry); start one there, for
-example Debian's `docker-registry` (it listens on 127.0.0.1:5000 by default). The hook
+example Debian's `docker-registry` (it listens on 127.0.0.1:5000 by default). It ends by
+recording the release in the GitOps repository and promoting it to `dev`, the first
+environment: with a loopback registry (`promote-local: "true"`) the chart's pods start
+on this machine from the pushed image and sealed model, and dev's canary steps run
+against them (a first release goes straight to 100 %, as Argo Rollouts' first deploy);
+a failed analysis rolls back, in git. `pipeline release status --gitops DIR --env dev` on a
+clone of the GitOps repository says what runs. The hook
 made a release signing key pair and a KEK keyring beside the bare repository
 (`pipeline-runs/secrets/`, 0700); `pipeline hooks install -p signing-key-secret=DIR -p
 kek-secret=DIR` uses yours instead.
@@ -81,6 +91,23 @@ Without the hook, from this directory:
     pipeline workflow run release -p git-revision=$(git rev-parse HEAD) \\
         -p signing-key-secret=DIR -p kek-secret=DIR
 """
+
+#: dev: one pod a release, a short canary (50 % -> 100 %, a 5 s pause, then two
+#: analysis measurements 1 s apart over a 10 s window, at least 5 canary requests),
+#: probes and scrapes every second: a release is promoted in seconds on one machine.
+DEV_VALUES: dict[str, Any] = {
+    "replicaCount": 1,
+    "autoscaling": {"enabled": False},
+    "rollout": {"enabled": True, "weights": [50, 100], "pauseDuration": "5s",
+                "analysis": {"interval": "1s", "count": 2, "failureLimit": 0,
+                             "window": "10s", "minRequests": 5}},
+    "serviceMonitor": {"interval": "1s", "scrapeTimeout": "1s"},
+    "probes": {"startup": {"periodSeconds": 1}, "readiness": {"periodSeconds": 1}},
+}
+#: staging: the chart's own canary (10 % -> 50 % -> 100 %, minutes of analysis).
+STAGING_VALUES: dict[str, Any] = {"rollout": {"enabled": True}}
+#: The inference request the embedded default's promotion sends during the canary.
+CANARY_REQUEST = "traffic/canary-request.json"
 
 DEPLOY_README = """\
 Manifests this project deploys besides the chart (NetworkPolicies, ConfigMaps...).
@@ -99,32 +126,56 @@ class Scaffold:
     files: tuple[str, ...]
 
 
+def _promotion(name: str, loopback: bool) -> dict[str, str]:
+    """The embedded default's hand-off (a loopback registry: this machine): the release's
+    ``promote`` step starts the chart's pods here and sends the canary request through
+    the split while dev's canary steps run (workflows/release.py). Elsewhere a cluster's
+    analysis target goes in ``promote-flags``."""
+    if not loopback:
+        return {}
+    return {"promote-local": "true", "canary-traffic-path": f"/v2/models/{name}/infer",
+            "canary-traffic-body": CANARY_REQUEST}
+
+
 def _pipeline_yaml(name: str, registry: str) -> str:
+    loopback = registry.startswith(("127.", "localhost"))
     source = yaml.safe_load((EXAMPLE / "pipeline.yaml").read_text(encoding="utf-8"))
     source["name"] = name
     source["release"] = {
         "chart": {"path": "helm/secure-runtime"},
         "image_policy": "policies/image-policy.yaml",
         "environments": [
-            {"name": "dev", "namespace": f"{name}-dev", "values": {"replicaCount": 1}},
-            {"name": "staging", "namespace": f"{name}-staging",
-             "values": {"rollout": {"enabled": True}}},
+            {"name": "dev", "namespace": f"{name}-dev", "values": DEV_VALUES},
+            {"name": "staging", "namespace": f"{name}-staging", "values": STAGING_VALUES},
         ],
     }
     source["workflows"] = {
         "parameters": {
             "repository": f"{registry}/{name}/runtime",
             "model-repository": f"{registry}/{name}/model",
-            "registry-insecure": "true" if registry.startswith(("127.", "localhost")) else "false",
+            "registry-insecure": "true" if loopback else "false",
         },
         # No vulnerability DB on this machine: "not scanned" is a warning in dev. A
         # release for production sets scan-env: prod and a DB (docs/workflows.md).
-        "release": {"scan-env": "dev"},
+        "release": {"scan-env": "dev", **_promotion(name, loopback)},
         "pr-check": {"chart-set": f"image.digest={PLACEHOLDER},model.digest={PLACEHOLDER}"},
     }
     header = ("# The model project (docs/project-layout.md): what the image serves, where it\n"
               "# is released, and the parameters its workflows get on git push.\n")
     return header + yaml.safe_dump(source, sort_keys=False, width=100)
+
+
+def _canary_request(model: dict[str, Any]) -> str:
+    """An OIP v2 request for the model's first declared input (one row, small values)."""
+    spec = model["model"]["inputs"][0]
+    shape = [1 if d == -1 else int(d) for d in spec["shape"]]
+    count = 1
+    for d in shape:
+        count *= d
+    return json.dumps({"inputs": [{"name": spec["name"], "datatype": spec["datatype"],
+                                   "shape": shape,
+                                   "data": [round(0.1 * (i % 10 + 1), 1)
+                                            for i in range(count)]}]})
 
 
 def init_project(directory: Path, *, name: str | None = None,
@@ -160,8 +211,7 @@ def init_project(directory: Path, *, name: str | None = None,
             if item.is_file() and item.suffix != ".safetensors" and item.name != "pipeline.yaml":
                 shutil.copy2(item, tmp / item.name)
         shutil.copytree(CHART, tmp / "helm" / "secure-runtime", ignore=ignore)
-        for env, values in (("dev", {"replicaCount": 1}),
-                            ("staging", {"rollout": {"enabled": True}})):
+        for env, values in (("dev", DEV_VALUES), ("staging", STAGING_VALUES)):
             (tmp / "helm" / "secure-runtime" / f"values-{env}.yaml").write_text(
                 f"# {env}: checked by the PR check (with placeholder digests)\n"
                 + yaml.safe_dump(values), encoding="utf-8")
@@ -169,6 +219,8 @@ def init_project(directory: Path, *, name: str | None = None,
         (tmp / "policies").mkdir()
         (tmp / "policies" / "image-policy.yaml").write_text(
             IMAGE_POLICY.format(name=name, registry=registry), encoding="utf-8")
+        (tmp / CANARY_REQUEST).parent.mkdir(parents=True)
+        (tmp / CANARY_REQUEST).write_text(_canary_request(model) + "\n", encoding="utf-8")
         (tmp / "deploy").mkdir()
         (tmp / "deploy" / "README.md").write_text(DEPLOY_README, encoding="utf-8")
         (tmp / "README.md").write_text(README.format(name=name, registry=registry),

@@ -9,8 +9,10 @@ finishes) and by one full release from a push against the loopback registry.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -117,8 +119,21 @@ def test_a_push_to_main_runs_release_and_a_model_that_does_not_seal_fails_it(
     assert "model.safetensors" in log, log
 
 
-def test_a_full_release_from_a_push(build_env, registry, tmp_path: Path) -> None:
-    """The scaffold as `pipeline init` makes it (examples/tiny, torch), pushed to main."""
+def test_a_full_release_from_a_push(build_env, registry, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scaffold as `pipeline init` makes it (examples/tiny, torch), pushed to main:
+    released, and promoted to dev on this machine's pods with no other flag."""
+    # The pods' state directory: open to the pod's uid all the way up (tmp_path is not).
+    state = Path(tempfile.mkdtemp(prefix="push-state-", dir="/tmp"))
+    state.chmod(0o755)
+    monkeypatch.setenv("PIPELINE_DEPLOY_STATE", str(state))
+    try:
+        _full_release(registry, tmp_path)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _full_release(registry, tmp_path: Path) -> None:
     project = scaffold(tmp_path, registry=registry.host, fast=False)
     bare = bare_with_hook(tmp_path, project)
     revision = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], check=True,
@@ -136,14 +151,15 @@ def test_a_full_release_from_a_push(build_env, registry, tmp_path: Path) -> None
     signing = bare / "pipeline-runs" / "secrets" / "signing" / "release.pub"
     assert cli(["verify", listed["outputs"]["image_ref"], "--key", str(signing),
                 "--insecure"]) == 0
-    # The hand-off recorded the release in the hook's GitOps repository; with no analysis
-    # target configured, nothing was promoted, and the promote step says so.
+    # The hand-off recorded the release in the hook's GitOps repository and promoted it
+    # to dev, the first environment, on pods started here from the pushed image.
     from pipeline.report import collect
 
     gitops = bare / "pipeline-runs" / "gitops.git"
     evidence = collect(gitops, "dev", listed["outputs"]["image_ref"])
     assert evidence["record"]["source"]["revision"] == revision
     assert evidence["record"]["image"]["signature"]["verified"] is True
-    assert evidence["runs"] is False and evidence["steps"] == []
+    assert evidence["runs"] is True and evidence["state"]["status"] == "promoted"
     log = (RunStore(bare).directory(run.id) / "logs" / "promote.log").read_text()
-    assert "promote: skipped, nothing promoted: no analysis target" in log, log
+    assert "the embedded default: the chart's pods on this machine" in log, log
+    assert f"pod(s) from {listed['outputs']['image_ref']}" in log, log

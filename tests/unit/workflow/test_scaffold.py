@@ -55,3 +55,28 @@ def test_init_refuses_a_non_empty_directory_and_bad_names(
     empty.mkdir()
     assert run(["init", str(empty), "--name", "ok"]) == 0
     assert (empty / "pipeline.yaml").is_file()
+
+
+def test_the_scaffold_promotes_to_dev_on_this_machine_with_traffic_for_its_model(
+        tmp_path: Path) -> None:
+    """A loopback registry: the embedded default (promote-local, the canary request for
+    the model's declared input); dev's short canary in pipeline.yaml and values-dev.yaml."""
+    project = tmp_path / "fraud-model"
+    assert run(["init", str(project), "--registry", "127.0.0.1:5123"]) == 0
+    data = yaml.safe_load((project / "pipeline.yaml").read_text())
+    release = load_plan("release").parameters
+    params = project_parameters(data, "release", set(release))
+    assert params["promote-local"] == "true"
+    assert params["canary-traffic-path"] == "/v2/models/fraud-model/infer"
+    body = json.loads((project / params["canary-traffic-body"]).read_text())
+    [tensor] = body["inputs"]
+    assert (tensor["name"], tensor["datatype"], tensor["shape"]) == ("input", "FP32", [1, 16])
+    assert len(tensor["data"]) == 16
+    dev = data["release"]["environments"][0]
+    assert dev["name"] == "dev" and dev["values"]["rollout"]["weights"] == [50, 100]
+    assert yaml.safe_load((project / "helm" / "secure-runtime" / "values-dev.yaml")
+                          .read_text()) == dev["values"]
+    elsewhere = tmp_path / "remote"
+    assert run(["init", str(elsewhere), "--registry", "registry.example.com"]) == 0
+    remote = yaml.safe_load((elsewhere / "pipeline.yaml").read_text())
+    assert "promote-local" not in remote["workflows"]["release"]

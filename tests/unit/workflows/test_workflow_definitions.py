@@ -154,3 +154,45 @@ def test_rollback_is_the_rollback_command_with_free_text_out_of_the_script() -> 
     env = {v["name"]: v["value"] for v in template["script"]["env"]}
     assert env == {"ROLLBACK_REASON": "{{workflow.parameters.reason}}",
                    "ROLLBACK_TO": "{{workflow.parameters.to}}"}
+
+
+def _promote_script(**params: str) -> str:
+    """The release's promote step source with workflow parameters filled in."""
+    from workflows.release import PARAMETERS
+
+    templates = {t["name"]: t for t in to_dict(build("release"))["spec"]["templates"]}
+    source = templates["promote"]["script"]["source"]
+    for name, value in {**PARAMETERS, **params}.items():
+        source = source.replace("{{workflow.parameters." + name + "}}", value)
+    return source.replace("{{inputs.parameters.digest}}", "sha256:" + "a" * 64) \
+        .replace("{{inputs.parameters.model-digest}}", "sha256:" + "b" * 64)
+
+
+def test_the_embedded_default_promotion_needs_the_local_runner(tmp_path) -> None:
+    """promote-local=true on a cluster (no PIPELINE_RUN_DIR): refused with exit 3 naming
+    promote-flags, before any pipeline command; without promote-local, skipped plainly."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINE_RUN_DIR"}
+    env["PATH"] = f"{tmp_path}:{env['PATH']}"
+    # `pipeline release environments --first` is the only command before the branch.
+    (tmp_path / "pipeline").write_text("#!/bin/sh\necho dev\n")
+    (tmp_path / "pipeline").chmod(0o755)
+    refused = subprocess.run(["bash", "-c", _promote_script(**{"promote-local": "true"})],
+                             env=env, capture_output=True, text=True, check=False)
+    assert refused.returncode == 3, refused.stderr
+    assert "only the local runner can; on a cluster set promote-flags" in refused.stderr
+    skipped = subprocess.run(["bash", "-c", _promote_script()], env=env,
+                             capture_output=True, text=True, check=False)
+    assert skipped.returncode == 0 and "promote: skipped, nothing promoted" in skipped.stdout
+
+
+def test_the_embedded_default_adds_what_a_cluster_provisions() -> None:
+    """The pods' trust root (the release key), the KEK Secret (the mounted kek-secret) and
+    the canary traffic: the promotion on this machine needs no flag of the user's."""
+    source = _promote_script(**{"promote-local": "true"})
+    assert "--local -f \"$values\" --secret \"pipeline-kek=/var/run/secrets/pipeline/kek\"" \
+        in source
+    assert "sed 's/^/    /' /var/run/secrets/pipeline/signing/release.pub" in source
+    assert "keys: {secretName: pipeline-kek, key: keyring.json}" in source
