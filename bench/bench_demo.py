@@ -104,13 +104,16 @@ def main() -> int:
                              "instead of running the demo.")
     parser.add_argument("--json", action="store_true", help="Print the figures as JSON.")
     args = parser.parse_args()
-    path = args.timings
-    if path is None:
-        out = Path(tempfile.mkdtemp(prefix="bench-demo-"))
-        subprocess.run([sys.executable, "-m", "examples.demo", "--out", str(out)],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        path = out / "timings.json"
-    result = analyse(json.loads(path.read_text()))
+    if args.timings is not None:
+        timings = json.loads(args.timings.read_text())
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-demo-", dir="/tmp") as tmp:
+            out = Path(tmp)
+            out.chmod(0o755)  # the pods' state directory is below it: open to their uid
+            subprocess.run([sys.executable, "-m", "examples.demo", "--out", str(out)],
+                           cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            timings = json.loads((out / "timings.json").read_text())
+    result = analyse(timings)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -106,7 +106,10 @@ def test_demo_tells_the_whole_story(built_tiny: Built, tmp_path: Path, out_dir: 
     assert "{'" not in text and "Release(" not in text  # no Python reprs
 
     # The evidence report: its path printed, the release's digests on the page.
-    [path] = re.findall(r"^report: (.+)$", text, flags=re.M)
+    # (`pipeline report` prints it, and the summary's last line repeats it)
+    paths = re.findall(r"^report: (.+)$", text, flags=re.M)
+    path = paths[-1]
+    assert set(paths) == {path} and text.rstrip().endswith(f"report: {path}")
     page = Path(path).read_text()
     assert Path(path) == out / "report.html"
     for ref in (current.image, current.model):

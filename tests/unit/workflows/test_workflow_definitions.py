@@ -158,7 +158,7 @@ def test_rollback_is_the_rollback_command_with_free_text_out_of_the_script() -> 
 
 def _promote_script(**params: str) -> str:
     """The release's promote step source with workflow parameters filled in."""
-    from workflows.release import PARAMETERS
+    from pipeline.workflows.release import PARAMETERS
 
     templates = {t["name"]: t for t in to_dict(build("release"))["spec"]["templates"]}
     source = templates["promote"]["script"]["source"]
