@@ -284,6 +284,7 @@ def promote_command(
                                 f"walked {list(current.stages)}; restore its values first")
         say(f"canary: {_describe_steps(definition)} (rendered Rollout {definition.rollout})")
         traffic: Any = _ClusterTraffic()
+        settle: Callable[[Any], None] | None = None  # waits for scrapes of the new split
         if local and stable_url and canary_url:
             from pipeline.release.canary import scrape_labels
             from pipeline.release.local import LocalTarget, TrafficLoop
@@ -303,15 +304,18 @@ def promote_command(
                 namespace, chart or DEFAULT_CHART, secrets, volumes,
                 state_dir or loaded.deploy().state_dir, policy_path, registry_options, say,
                 prometheus_url, traffic_path, traffic_body)
+            settle = traffic.wait_observed
         if not prometheus_url:
             raise ConfigError("no Prometheus to analyse with: give --prometheus URL")
         from pipeline.release.executor import StepExecutor
         from pipeline.release.pauses import wait_for_continue
 
-        executor = StepExecutor(definition, traffic, Prometheus(prometheus_url),
+        metrics = Prometheus(prometheus_url)
+        executor = StepExecutor(definition, traffic, metrics,
                                 wait_continue=lambda what: wait_for_continue(repo.git_dir,
                                                                              env, what),
-                                on_event=say)
+                                on_event=say,
+                                settle=(lambda: settle(metrics)) if settle else None)
         result: PromoteResult = promote(
             repo, env, image, model, executor=executor,
             stages=definition.weights, on_event=say, predecessor=predecessor,

@@ -42,9 +42,56 @@ class Upstream:
     #: The servers nginx serves now (``servers`` once a reload has applied them).
     applied: list[tuple[str, int]] = field(default_factory=list)
 
+    #: False: a request that fails on one server is not retried on another
+    #: (``proxy_next_upstream off``), so a failing canary's errors reach its metrics.
+    retry: bool = True
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.listen}"
+
+
+def render_nginx_config(prefix: Path, upstreams: list[Upstream], generation: int) -> str:
+    """nginx.conf serving each upstream on its own 127.0.0.1 port, answering
+    ``generation`` on :data:`GENERATION_PATH` (how a reload is known to be done).
+
+    The one nginx writer: the deploy's Services and the promotion's split over given
+    servers (:mod:`pipeline.release.traffic`) both write through here. nginx has no weight
+    0, so a server with no share is left out; an upstream with none gets a closed port
+    marked down (502 until a pod is ready).
+    """
+    user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+    temp = "\n".join(f"    {kind}_temp_path {prefix}/tmp/{kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    blocks = []
+    for index, up in enumerate(upstreams):
+        servers = " ".join(f"server {addr} weight={w};" for addr, w in up.servers if w > 0)
+        servers = servers or "server 127.0.0.1:9 down;"
+        retry = "" if up.retry else "\n            proxy_next_upstream off;"
+        blocks.append(f"""    upstream u{index} {{ {servers} }}
+    server {{
+        listen 127.0.0.1:{up.listen};
+        location = {GENERATION_PATH} {{ return 200 "{generation}"; }}
+        location / {{
+            proxy_pass http://u{index};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_read_timeout 300s;{retry}
+            add_header X-Upstream $upstream_addr always;
+        }}
+    }}""")
+    return f"""# Written by pipeline.deploy.services; generation {generation}.
+{user}worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+{temp}
+{chr(10).join(blocks)}
+}}
+"""
 
 
 def reserve_port(port: int, what: str) -> int:
@@ -82,39 +129,7 @@ class ServiceProxy:
                 "-e", str(self.dir / "error.log"), *extra]
 
     def config(self) -> str:
-        user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
-        temp = "\n".join(f"    {kind}_temp_path {self.dir}/tmp/{kind};"
-                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        blocks = []
-        for index, up in enumerate(self.upstreams.values()):
-            servers = " ".join(f"server {addr} weight={w};" for addr, w in up.servers if w > 0)
-            # nginx needs a server in an upstream: a closed port answers 502 until a pod is
-            # ready; /__pipeline/ready says which state this generation serves.
-            servers = servers or "server 127.0.0.1:9 down;"
-            blocks.append(f"""    upstream u{index} {{ {servers} }}
-    server {{
-        listen 127.0.0.1:{up.listen};
-        location = {GENERATION_PATH} {{ return 200 "{self.generation}"; }}
-        location / {{
-            proxy_pass http://u{index};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_read_timeout 300s;
-            add_header X-Upstream $upstream_addr always;
-        }}
-    }}""")
-        return f"""# Written by pipeline.deploy; generation {self.generation}.
-{user}worker_processes 1;
-daemon off;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-{temp}
-{chr(10).join(blocks)}
-}}
-"""
+        return render_nginx_config(self.dir, list(self.upstreams.values()), self.generation)
 
     def add(self, upstream: Upstream) -> None:
         self.upstreams[(upstream.namespace, upstream.service, upstream.port_name)] = upstream
@@ -202,4 +217,5 @@ class Monitoring:
         stop_process(self.process, grace=15)
 
 
-__all__ = ["GENERATION_PATH", "Monitoring", "ServiceProxy", "Upstream", "reserve_port"]
+__all__ = ["GENERATION_PATH", "Monitoring", "ServiceProxy", "Upstream", "render_nginx_config",
+           "reserve_port"]

@@ -14,6 +14,8 @@ then rolls back.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -94,4 +96,29 @@ class Prometheus:
         return value
 
 
-__all__ = ["AnalysisResult", "Measured", "Prometheus"]
+def wait_for_scrapes(prometheus: Prometheus, targets: Mapping[str, int], since: float, *,
+                     scrapes: int = 2, timeout: float = 30.0, poll: float = 0.2) -> list[str]:
+    """Wait until, for each label selector (``'service="x",namespace="y"'``), Prometheus
+    has scraped at least that many targets ``scrapes`` times since the wall-clock time
+    ``since``; return the selectors still short at ``timeout`` (empty: all observed).
+
+    Why: ``increase``/``rate`` over a window need two samples in it. An analysis whose
+    window opens before a just-started target's first scrapes reads "no data", a failure
+    the canary did not cause. Counted with ``count_over_time(up{...}[since])``: ``up`` is
+    written on every scrape, whatever the target exports.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        window = max(1, int((time.time() - since) * 1000))
+        short = []
+        for selector, wanted in targets.items():
+            counts = prometheus.result(f"count_over_time(up{{{selector}}}[{window}ms])")
+            counts = counts if isinstance(counts, list) else [counts]
+            if len(counts) < wanted or any(c < scrapes for c in counts):
+                short.append(selector)
+        if not short or time.monotonic() > end:
+            return short
+        time.sleep(poll)
+
+
+__all__ = ["AnalysisResult", "Measured", "Prometheus", "wait_for_scrapes"]

@@ -24,6 +24,7 @@ from typing import Any
 from pipeline.charts import RenderedChart
 from pipeline.deploy.cluster import LocalCluster
 from pipeline.errors import ConfigError, PolicyError, UnreachableError
+from pipeline.release.analysis import Prometheus, wait_for_scrapes
 from pipeline.release.canary import CanaryDefinition, CanaryStage
 
 #: Argo Rollouts' default ``progressDeadlineSeconds``.
@@ -70,6 +71,7 @@ class ClusterTraffic:
         self.deadline = float(progress_deadline if progress_deadline is not None else
                               spec.get("progressDeadlineSeconds", DEFAULT_PROGRESS_DEADLINE))
         self._canary_waited = False
+        self._switched: float | None = None  # wall clock of the last weight change
 
     @property
     def url(self) -> str:
@@ -132,8 +134,30 @@ class ClusterTraffic:
         self.cluster.set_weights(self.service, {self.stable_set: 100 - canary,
                                                 self.canary_set: canary}
                                  if canary < 100 else {self.canary_set: 100})
+        self._switched = time.time()
         if weight == 0:
             self.cluster.stop_pod_set(self.canary_set)
+
+    def wait_observed(self, prometheus: Prometheus, *, scrapes: int = 2,
+                      timeout: float = 30.0) -> None:
+        """Return once Prometheus has scraped every ready pod behind the canary and the
+        stable Service ``scrapes`` times since the last weight change
+        (:func:`~pipeline.release.analysis.wait_for_scrapes` says why). It never passes
+        anything: after ``timeout`` the analysis judges what there is (no data fails).
+        """
+        if self.stable_chart is None or self._switched is None:
+            return
+        namespace = self.definition.namespace
+        expected = {f'namespace="{namespace}",service="{service}"':
+                    len([p for p in self.cluster.pod_sets[pod_set].pods if p.ready])
+                    for service, pod_set in ((self.definition.canary_service, self.canary_set),
+                                             (self.definition.stable_service, self.stable_set))
+                    if pod_set in self.cluster.pod_sets}
+        short = wait_for_scrapes(prometheus, expected, self._switched, scrapes=scrapes,
+                                 timeout=timeout)
+        if short:
+            self.say(f"Prometheus scraped {'; '.join(short)} fewer than {scrapes} times in "
+                     f"{timeout:g}s after the weight change; analysing what there is")
 
 
 __all__ = ["ClusterTraffic", "DEFAULT_PROGRESS_DEADLINE", "initial_definition"]

@@ -195,13 +195,22 @@ class StepExecutor:
     #: Called for ``pause: {}`` with a description; returns when resumed.
     wait_continue: Callable[[str], None] | None = None
     on_event: Callable[[str], None] = field(default=lambda _m: None)
+    #: Called before the first analysis after a weight change; returns once the metric
+    #: source has data of the new split (:meth:`~pipeline.release.cluster_target.
+    #: ClusterTraffic.wait_observed`). Why: a window that opens before the first scrape of
+    #: a pod reads as "no requests", a failure the canary did not cause. Argo Rollouts on
+    #: a cluster has scrape intervals far shorter than its windows; locally short test
+    #: windows meet newly started pods.
+    settle: Callable[[], None] | None = None
     #: Every step carried out, in order: ``{"setWeight": 10}``, ``{"pause": 2.0}``,
     #: ``{"analysis": [metric.describe(), ...]}``; ``{"rollback": 0}`` on a roll-back.
     log: list[dict[str, Any]] = field(default_factory=list)
     _next: dict[int, int] = field(default_factory=dict)
+    _unsettled: bool = False
 
     def set_weight(self, weight: int) -> None:
         self.traffic.set_weight(weight)
+        self._unsettled = True
         self.log.append({"rollback": 0} if weight == 0 else {"setWeight": weight})
 
     def analyse(self, stage: Any) -> AnalysisResult:
@@ -239,6 +248,9 @@ class StepExecutor:
 
     def _analysis(self, step: Analysis) -> tuple[bool, list[MetricMeasurement]]:
         self.log.append({"analysis": [m.describe() for m in step.metrics]})
+        if self._unsettled and self.settle is not None:
+            self.settle()
+        self._unsettled = False
         start = self.clock()
         runs = [_MetricRun(m, start + m.initial_delay) for m in step.metrics]
         taken: list[MetricMeasurement] = []

@@ -11,9 +11,6 @@ temporary directories and dies with the context manager.
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,76 +22,56 @@ from typing import Any
 
 import requests
 
-from pipeline._fileio import write_atomic
-from pipeline._process import stop_process
-from pipeline.errors import ConfigError, UnreachableError
+from pipeline.deploy.services import Monitoring
+from pipeline.errors import UnreachableError
 from pipeline.oci.local_registry import free_port
 from pipeline.release.traffic import Nginx, upstream_address
 
 
-def prometheus_config(targets: dict[str, str], scrape_interval: str = "1s",
-                      labels: Mapping[str, Mapping[str, str]] | None = None,
-                      metrics_path: str = "/metrics") -> str:
-    """prometheus.yml scraping each ``job: URL`` target's ``metrics_path``.
-
-    ``labels`` (per job) are attached to the target as prometheus-operator attaches a
-    ServiceMonitor's (namespace, service, endpoint, pod, ...): with ``honor_labels``
-    false, as the operator's default, a scraped label of the same name is renamed
-    ``exported_<name>``, so queries written for the cluster select the same series here.
-    """
-    jobs = [{"job_name": job, "scrape_interval": scrape_interval,
-             "scrape_timeout": scrape_interval, "metrics_path": metrics_path,
-             "honor_labels": False,
-             "static_configs": [{"targets": [upstream_address(url)],
-                                 "labels": {k: v for k, v in (labels or {}).get(job, {}).items()
-                                            if k != "job"}}]}
-            for job, url in targets.items()]
-    return json.dumps({"global": {"scrape_interval": scrape_interval},
-                       "scrape_configs": jobs}, indent=2)  # JSON is YAML
-
-
 class PrometheusServer:
-    """A ``prometheus`` process with its config and TSDB in a temporary directory."""
+    """A Prometheus scraping fixed ``job: URL`` targets, in a temporary directory.
 
-    def __init__(self, targets: dict[str, str], port: int | None = None,
-                 binary: str = "prometheus", *, scrape_interval: str = "1s",
+    The process is the deploy's :class:`~pipeline.deploy.services.Monitoring` (the one
+    Prometheus owner: file_sd targets, 127.0.0.1 only). ``labels`` (per job) are attached
+    to the target as prometheus-operator attaches a ServiceMonitor's (namespace, service,
+    endpoint, pod, ...); with ``honor_labels`` false, the operator's default, a scraped
+    label of the same name is renamed ``exported_<name>``, so queries written for the
+    cluster select the same series here. :meth:`start` returns once every target has
+    been scraped.
+    """
+
+    def __init__(self, targets: dict[str, str], port: int | None = None, *,
+                 scrape_interval: str = "1s",
                  labels: Mapping[str, Mapping[str, str]] | None = None,
                  metrics_path: str = "/metrics") -> None:
-        found = shutil.which(binary)
-        if not found:
-            raise ConfigError("prometheus is not installed (apt-get install prometheus)")
-        self.binary = found
         self.targets = targets
-        self.scrape_interval, self.labels, self.metrics_path = (scrape_interval, labels,
-                                                                metrics_path)
-        self.port = port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="pipeline-prometheus-")
         self.dir = Path(self._dir.name)
-        self.process: subprocess.Popen[bytes] | None = None
+        self._monitoring = Monitoring(self.dir, port or 0)
+        for job, url in targets.items():
+            self._monitoring.add_job(job, scrape_interval, scrape_interval, metrics_path)
+            own = {k: v for k, v in (labels or {}).get(job, {}).items() if k != "job"}
+            self._monitoring.set_targets(job, [(upstream_address(url), own)])
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._monitoring.url
+
+    @property
+    def port(self) -> int:
+        return self._monitoring.port
 
     def log(self) -> str:
         path = self.dir / "prometheus.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def start(self, timeout: float = 30.0) -> PrometheusServer:
-        config = self.dir / "prometheus.yml"
-        write_atomic(config, prometheus_config(self.targets, self.scrape_interval,
-                                                 self.labels, self.metrics_path),
-                     mode=0o644)
-        with open(self.dir / "prometheus.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [self.binary, f"--config.file={config}",
-                 f"--storage.tsdb.path={self.dir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+        self._monitoring.start()
+        process = self._monitoring.process
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
+                if process is not None and process.poll() is not None:
                     raise UnreachableError(f"prometheus exited: {self.log()[-1500:]}")
                 if self._scraped_all():
                     return self
@@ -124,7 +101,7 @@ class PrometheusServer:
         return all(health.get(job, {}).get("health") == "up" for job in self.targets)
 
     def stop(self) -> None:
-        stop_process(self.process, grace=15)
+        self._monitoring.stop()
         self._dir.cleanup()
 
     def __enter__(self) -> PrometheusServer:
@@ -227,4 +204,4 @@ class TrafficLoop:
         self._thread.join(10)
 
 
-__all__ = ["LocalTarget", "PrometheusServer", "TrafficLoop", "free_port", "prometheus_config"]
+__all__ = ["LocalTarget", "PrometheusServer", "TrafficLoop", "free_port"]

@@ -193,6 +193,7 @@ def test_nginx_config_weights_and_loopback_only(tmp_path: Path) -> None:
     conf = render_config(tmp_path, 8080, "http://127.0.0.1:1", "http://127.0.0.1:2", 10, 3)
     assert "server 127.0.0.1:1 weight=90; server 127.0.0.1:2 weight=10;" in conf
     assert "listen 127.0.0.1:8080;" in conf and 'return 200 "3";' in conf
+    assert "proxy_next_upstream off;" in conf  # a canary error is never retried away
     # nginx has no weight 0: the side without a share is left out.
     conf = render_config(tmp_path, 8080, "http://127.0.0.1:1", "http://127.0.0.1:2", 0, 1)
     assert "127.0.0.1:2" not in conf
