@@ -69,23 +69,23 @@ def webhook(work: Path, image_policy: Path, release_key: Path) -> Iterator[httpx
              "--insecure-registry", "--log-level", "warning"],
             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        url = _listening(process, log_path)
-        client = httpx.Client(base_url=url, timeout=60,
-                              verify=ssl.create_default_context(cafile=str(cert)))
-        with client:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        url = _listening(process, log_path, trusted)
+        with httpx.Client(base_url=url, timeout=60, verify=trusted) as client:
             yield client
     finally:
         _stop(process)
 
 
-def _listening(process: subprocess.Popen[bytes], log_path: Path) -> str:
+def _listening(process: subprocess.Popen[bytes], log_path: Path,
+               trusted: ssl.SSLContext) -> str:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         found = re.search(r"https://127\.0\.0\.1:(\d+)", log_path.read_text(errors="replace"))
         if found:
             url = f"https://127.0.0.1:{found.group(1)}"
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/readyz", verify=False, timeout=2).status_code == 200:
+                if httpx.get(url + "/readyz", verify=trusted, timeout=2).status_code == 200:
                     return url
         if process.poll() is not None:
             break
