@@ -68,7 +68,6 @@ __all__ = [
     "SEGMENT_SIZE_1MB",
     "SEGMENT_SIZE_4KB",
     "TAG_SIZE",
-    "CiphertextFile",
     "EncryptResult",
     "SegmentReader",
     "Header",
@@ -215,47 +214,9 @@ def _for_chunks(
 # --------------------------------------------------------------------------- decryption
 
 
-class CiphertextFile:
-    """A sealed stream read from an open file with ``pread``, never mapped.
-
-    Why: the AEAD must read a copy of the ciphertext private to its thread (see
-    ``_decrypt_worker``). From a memory map that copy costs a page-table fault per cached
-    4 KiB page plus the memcpy; ``pread`` into the thread's buffer is one kernel copy
-    out of the page cache and nothing else (about half the CPU per GiB here,
-    docs/performance.md). ``size`` is fixed when the file is opened: a file that shrinks
-    meanwhile reads short, which fails authentication's checks as a truncated stream.
-    """
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd, self.size = fd, size
-
-    def __len__(self) -> int:
-        return self.size
-
-    def read_into(self, out: memoryview, offset: int) -> None:
-        """Fill ``out`` with the bytes at ``offset``; IntegrityError on a short read."""
-        done = 0
-        while done < out.nbytes:
-            try:
-                got = os.preadv(self.fd, [out[done:]], offset + done)
-            except OSError as exc:
-                raise IntegrityError(f"sealed stream unreadable at byte {offset + done}: "
-                                     f"{exc.strerror or exc}") from None
-            if got == 0:
-                raise IntegrityError(f"sealed stream truncated at byte {offset + done} "
-                                     f"(expected {self.size} bytes)")
-            done += got
-
-    def head(self, size: int) -> bytes:
-        buffer = bytearray(min(size, self.size))
-        self.read_into(memoryview(buffer), 0)
-        return bytes(buffer)
-
-
-
 def decrypt_into(
     key: bytes | bytearray,
-    ciphertext: bytes | memoryview | CiphertextFile,
+    ciphertext: bytes | memoryview,
     out: memoryview,
     associated_data: bytes,
     *,
@@ -280,9 +241,7 @@ def decrypt_into(
     """
     check_segment_size(segment_size)
     workers = _threads(threads)
-    ct: memoryview | CiphertextFile = (
-        ciphertext if isinstance(ciphertext, CiphertextFile)
-        else _byte_view(ciphertext, writable=False))
+    ct = _byte_view(ciphertext, writable=False)
     dst = _byte_view(out, writable=True)
     try:
         layout = Layout.for_ciphertext(len(ct), segment_size)
@@ -291,8 +250,7 @@ def decrypt_into(
                 f"output buffer is {dst.nbytes} bytes, the stream holds "
                 f"{layout.plaintext_size} bytes of plaintext"
             )
-        header = parse_header(ct.head(HEADER_SIZE) if isinstance(ct, CiphertextFile)
-                              else ct[:HEADER_SIZE])
+        header = parse_header(ct[:HEADER_SIZE])
         aead = _segment_aead(key, header.salt, associated_data)
         failed: list[int] = []
         work = _decrypt_worker(
@@ -308,8 +266,7 @@ def decrypt_into(
         _zero(dst)
         raise
     finally:
-        if isinstance(ct, memoryview):
-            ct.release()
+        ct.release()
         dst.release()
 
 
@@ -317,7 +274,7 @@ def _decrypt_worker(
     aead: AESGCM,
     prefix: bytes,
     layout: Layout,
-    ct: memoryview | CiphertextFile,
+    ct: memoryview,
     dst: memoryview,
     failed: list[int],
     prefault: Callable[[int, int], None] | None = None,
@@ -335,8 +292,7 @@ def _decrypt_worker(
     that die with the call, so nothing keeps the caller's buffers exported.
 
     Each chunk's ciphertext is first copied into a buffer private to the thread, and
-    the AEAD reads only that copy (``pread`` fills it for a :class:`CiphertextFile`).
-    ``ct`` may be a shared memory map of the sealed
+    the AEAD reads only that copy. ``ct`` is usually a shared memory map of the sealed
     file, and AES-GCM may read its input twice (OpenSSL's generic path GHASHes a run of
     ciphertext, then decrypts the same bytes again): a writer racing on the file could
     otherwise change bytes between the tag check and the decryption and get
@@ -357,10 +313,7 @@ def _decrypt_worker(
         if buffer is None or buffer.nbytes < size:
             buffer = local.buffer = memoryview(bytearray(size))
         copy = buffer[:size]
-        if isinstance(ct, CiphertextFile):
-            ct.read_into(copy, c0)
-        else:
-            copy[:] = ct[c0:c1]
+        copy[:] = ct[c0:c1]
         return copy
 
     def one(i: int, src: memoryview, base: int) -> bool:

@@ -12,7 +12,6 @@ import io
 import os
 import random
 import struct
-from pathlib import Path
 
 import pytest
 import tink
@@ -373,28 +372,3 @@ def test_encrypt_file_reports_every_plaintext_byte(tmp_path, key: bytes) -> None
     seen: list[int] = []
     sa.encrypt_file(key, src, io.BytesIO(), b"ad", on_bytes=seen.append)
     assert sum(seen) == src.stat().st_size and len(seen) > 1
-
-
-def test_ciphertext_file_reads_what_memory_holds_and_fails_closed_when_short(
-        tmp_path: Path) -> None:
-    """The loader's pread path (CiphertextFile) decrypts exactly as from memory; a file
-    shorter than its opened size (truncated meanwhile) is an IntegrityError, output
-    zeroed, never a partial plaintext."""
-    key = bytes(range(32))
-    plaintext = os.urandom(3 * 4096 + 123)
-    sealed = sa.encrypt_bytes(key, plaintext, AD, segment_size=sa.SEGMENT_SIZE_4KB)
-    path = tmp_path / "w.sealed"
-    path.write_bytes(sealed)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        out = bytearray(len(plaintext))
-        sa.decrypt_into(key, sa.CiphertextFile(fd, len(sealed)), memoryview(out), AD,
-                        segment_size=sa.SEGMENT_SIZE_4KB, threads=2)
-        assert bytes(out) == plaintext
-        os.truncate(path, len(sealed) - 100)  # shrinks after it was opened and sized
-        with pytest.raises(IntegrityError, match="truncated"):
-            sa.decrypt_into(key, sa.CiphertextFile(fd, len(sealed)), memoryview(out), AD,
-                            segment_size=sa.SEGMENT_SIZE_4KB, threads=2)
-        assert not any(out)
-    finally:
-        os.close(fd)
