@@ -86,15 +86,15 @@ def _exporter(stop: threading.Event) -> str:
 
 def bench_switches(target: LocalTarget, n: int) -> tuple[list[float], list[float]]:
     ours, bare = [], []
-    nginx = target.nginx
+    proxy = target.nginx._proxy  # the nginx master (pipeline.deploy.services.ServiceProxy)
     for i in range(n):
         start = time.perf_counter()
         target.set_weight((10, 50, 100, 0)[i % 4])
         ours.append(time.perf_counter() - start)
         start = time.perf_counter()
-        subprocess.run(nginx._args("-s", "reload"), check=True, capture_output=True)
+        subprocess.run(proxy._args("-s", "reload"), check=True, capture_output=True)
         bare.append(time.perf_counter() - start)
-        nginx._wait_generation()  # let the bare reload settle before the next round
+        proxy._wait()  # let the bare reload settle before the next round
     return ours, bare
 
 

@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.sizes:
                 failures = cold_section(args, tmp, env, tmp / "bench.pub", churn)
-            if args.serve_gib > 0:
+            if args.serve_gib > 0 and args.starts > 0:
                 serve_section(args, tmp, churn)
         finally:
             churn.remove()
