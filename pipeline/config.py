@@ -32,6 +32,7 @@ from pipeline.errors import ConfigError
 
 __all__ = [
     "DEFAULT_KEYRING",
+    "ROOT_DEPLOY_STATE",
     "BuildSettings",
     "DeploySettings",
     "EnvironmentSettings",
@@ -48,6 +49,9 @@ __all__ = [
 
 DEFAULT_KEYRING = Path("~/.config/pipeline/keyring.json")
 _CACHE_ROOT = Path("~/.cache/secure-model-pipeline")
+#: The local deploy's state when run as root: pods run as their own uid and must be able
+#: to search every directory above their image trees, which /root (0700) forbids.
+ROOT_DEPLOY_STATE = Path("/var/lib/secure-model-pipeline/deploy")
 
 Env = Mapping[str, str]
 
@@ -201,7 +205,8 @@ class DeploySettings:
     """Local deploys: ``PIPELINE_DEPLOY_STATE`` over ``deploy.state_dir``: the one directory
     ``pipeline deploy --local`` writes (image cache by digest, the run's pods and logs)."""
 
-    state_dir: Path = field(default_factory=lambda: (_CACHE_ROOT / "deploy").expanduser())
+    state_dir: Path = field(default_factory=lambda: ROOT_DEPLOY_STATE if os.geteuid() == 0
+                            else (_CACHE_ROOT / "deploy").expanduser())
 
     @classmethod
     def resolve(cls, section: Mapping[str, Any], env: Env | None = None) -> DeploySettings:

@@ -29,6 +29,7 @@ from pipeline.deploy.image import ImageCache, UnpackedImage, require_digest
 from pipeline.deploy.objects import Plan, object_name, plan, selects
 from pipeline.deploy.pod import BACKOFF_BASE, Pod, Probe
 from pipeline.deploy.podspec import Sources, build_launch
+from pipeline.deploy.reach import check_pod_reachable
 from pipeline.deploy.services import Monitoring, ServiceProxy, Upstream, reserve_port
 from pipeline.errors import InputError, PipelineError, PolicyError
 from pipeline.oci.registry import RegistryOptions
@@ -87,6 +88,9 @@ class LocalCluster:
         use_bytecode: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir)
+        check_pod_reachable(self.state_dir, "the state directory")
+        for claim, directory in (claim_dirs or {}).items():
+            check_pod_reachable(Path(directory), f"--volume {claim}")
         self.images = ImageCache(self.state_dir / "images", registry_options)
         # One directory per run: two deploys may share the image cache, never their pods.
         (self.state_dir / "run").mkdir(parents=True, exist_ok=True)
