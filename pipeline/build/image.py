@@ -349,7 +349,7 @@ def build_image(
         "mediaType": mt.OCI_MANIFEST,
         "config": config_descriptor,
         "layers": [
-            {"mediaType": mt.OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
+            {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
             for _, layer, _ in layers
         ],
         "annotations": labels,

@@ -247,7 +247,7 @@ def build_pipeline_image(
     config_descriptor = layout.write_blob(_dumps(config), mt.OCI_CONFIG)
     manifest = {
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config_descriptor,
-        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": layer.digest,
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest,
                     "size": layer.size} for _, layer, _ in layers],
         "annotations": labels,
     }
