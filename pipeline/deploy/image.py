@@ -28,6 +28,7 @@ from typing import Any
 
 from pipeline._fileio import atomic_directory
 from pipeline.errors import InputError
+from pipeline.oci import media_types as mt
 from pipeline.oci.layer_codec import DECODE_ERRORS, compression_of, open_layer
 from pipeline.oci.layout import OCILayout
 from pipeline.oci.reference import Reference
@@ -50,6 +51,18 @@ class UnpackedImage:
     config: dict[str, Any]
     #: True when this start found the tree already unpacked (no pull, no unpack).
     cached: bool
+
+    @property
+    def ships_bytecode(self) -> bool:
+        """Whether the image says every module has its bytecode beside it
+        (``pipeline build`` images: :data:`~pipeline.oci.media_types.LABEL_BYTECODE`).
+
+        Why a label and not a look at the tree: some sources never compile (templates,
+        another version's code), so "every ``.py`` has a ``.pyc``" is false even for a
+        complete build, and only the builder knows which failed. A wrong label only
+        costs speed: the interpreter compiles, in memory, what has no bytecode.
+        """
+        return bool((self.config.get("Labels") or {}).get(mt.LABEL_BYTECODE))
 
 
 def require_digest(image: str) -> Reference:
@@ -113,7 +126,10 @@ class ImageCache:
         return UnpackedImage(str(ref), ref.digest, tree / "rootfs", config, False)
 
     def bytecode(self, image: UnpackedImage) -> Path | None:
-        """The image's compiled bytecode (see :meth:`compile_bytecode`), when there is one."""
+        """The image's compiled bytecode (see :meth:`compile_bytecode`), when there is one
+        (never for an image that ships its own: ``PYTHONPYCACHEPREFIX`` would hide it)."""
+        if image.ships_bytecode:
+            return None
         tree = self._tree(image.digest).with_name(
             self._tree(image.digest).name + ".pycache")
         return tree if tree.is_dir() else None
@@ -121,7 +137,8 @@ class ImageCache:
     def compile_bytecode(self, image: UnpackedImage) -> Path | None:
         """Compile the image's Python sources once per digest, with its own interpreter.
 
-        Why: an image ships no ``.pyc`` (reproducible builds drop them) and its root is
+        Only for images without bytecode of their own (``ships_bytecode`` false: built
+        elsewhere, or by an older ``pipeline build``). Why: such an image's root is
         read-only, so every start compiles every module it imports again: 2-3x the import
         time of torch measured here. The deploy compiles them once, after the first start
         (``unchecked-hash`` pycs: the tree never changes under a digest), as uid 65534 in
@@ -130,7 +147,7 @@ class ImageCache:
         an image without ``/usr/bin/python3``.
         """
         python = image.rootfs / "usr" / "bin" / "python3"
-        if not (python.exists() or python.is_symlink()):
+        if image.ships_bytecode or not (python.exists() or python.is_symlink()):
             return None
         done = self.bytecode(image)
         if done is not None:

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-import zstandard
-
 from pipeline.errors import InputError
 from pipeline.oci import media_types as mt
 
@@ -33,8 +31,14 @@ LAYER_COMPRESSION: dict[str, str] = {
     mt.DOCKER_LAYER_GZIP: GZIP,
 }
 MEDIA_TYPE = {PLAIN: mt.OCI_LAYER, GZIP: mt.OCI_LAYER_GZIP, ZSTD: mt.OCI_LAYER_ZSTD}
+
+
+class LayerDecodeError(ValueError):
+    """A zstd blob that does not decode (gzip raises ``zlib.error``, ``EOFError``)."""
+
+
 #: What a corrupt or truncated blob raises while it is read (besides ``tarfile.TarError``).
-DECODE_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, zstandard.ZstdError)
+DECODE_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, LayerDecodeError)
 _MAGIC = ((b"\x1f\x8b", GZIP), (b"\x28\xb5\x2f\xfd", ZSTD))
 _READ = 1 << 20
 
@@ -70,9 +74,16 @@ def open_layer(path: Path, compression: str | None = None) -> Iterator[IO[bytes]
             with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
                 yield stream
         elif kind == ZSTD:
-            with zstandard.ZstdDecompressor().stream_reader(
-                    raw, read_size=_READ, read_across_frames=True, closefd=False) as stream:
-                yield stream  # type: ignore[misc]
+            # Imported here: the runtime image carries this module (pipeline.oci) but never
+            # reads image layers, so it need not carry zstandard.
+            import zstandard
+
+            try:
+                with zstandard.ZstdDecompressor().stream_reader(
+                        raw, read_size=_READ, read_across_frames=True, closefd=False) as stream:
+                    yield stream  # type: ignore[misc]
+            except zstandard.ZstdError as exc:
+                raise LayerDecodeError(f"{path.name}: not a zstd stream: {exc}") from None
         elif kind == PLAIN:
             yield raw
         else:
@@ -81,5 +92,5 @@ def open_layer(path: Path, compression: str | None = None) -> Iterator[IO[bytes]
         raw.close()
 
 
-__all__ = ["DECODE_ERRORS", "GZIP", "LAYER_COMPRESSION", "MEDIA_TYPE", "PLAIN", "ZSTD", "compression_of",
+__all__ = ["DECODE_ERRORS", "GZIP", "LAYER_COMPRESSION", "LayerDecodeError", "MEDIA_TYPE", "PLAIN", "ZSTD", "compression_of",
            "open_layer", "sniff"]
