@@ -24,13 +24,13 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 import zstandard
 
 from pipeline._fileio import atomic_writer
 from pipeline.errors import BuildError, InputError
-from pipeline.oci.layer_codec import DECODE_ERRORS, GZIP, MEDIA_TYPE, ZSTD, open_layer
+from pipeline.oci.layer_codec import GZIP, MEDIA_TYPE, READ_ERRORS, ZSTD, open_layer
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -208,11 +208,11 @@ def _compressor(sink: _HashingSink, compression: str) -> IO[bytes]:
     length is not known up front) and no checksum (the digest covers the blob).
     """
     if compression == GZIP:
-        return gzip.GzipFile(filename="", mode="wb", fileobj=sink, compresslevel=GZIP_LEVEL,
-                             mtime=0)
+        return cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=sink,
+                                             compresslevel=GZIP_LEVEL, mtime=0))
     params = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=False,
                                       write_content_size=False)
-    return params.stream_writer(sink, closefd=False)  # type: ignore[return-value]
+    return cast(IO[bytes], params.stream_writer(cast(IO[bytes], sink), closefd=False))
 
 
 def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, entry: Entry) -> None:
@@ -243,6 +243,6 @@ def read_layer(path: Path) -> dict[str, Entry]:
                     handle = tar.extractfile(info)
                     data = handle.read() if handle else b""
                     out[name] = Entry(name, REG, mode, data, uid=info.uid, gid=info.gid)
-    except (tarfile.TarError, *DECODE_ERRORS) as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"{path}: not a readable layer: {exc}") from None
     return out

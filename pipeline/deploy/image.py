@@ -29,7 +29,7 @@ from typing import Any
 from pipeline._fileio import atomic_directory
 from pipeline.errors import InputError
 from pipeline.oci import media_types as mt
-from pipeline.oci.layer_codec import DECODE_ERRORS, compression_of, open_layer
+from pipeline.oci.layer_codec import READ_ERRORS, compression_of, open_layer
 from pipeline.oci.layout import OCILayout
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryOptions, open_client
@@ -220,7 +220,7 @@ def _apply_layer(blob: Path, media_type: str, rootfs: Path, where: str) -> None:
                 tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
                 unpack.member(archive, member)
-    except (tarfile.TarError, *DECODE_ERRORS) as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"{where}: cannot unpack: {exc}") from None
 
 
@@ -425,7 +425,7 @@ class _Inflater(io.RawIOBase):
                 pass
         super().close()
 
-    def __enter__(self) -> io.BufferedReader:  # type: ignore[override]
+    def __enter__(self) -> io.BufferedReader[_Inflater]:  # type: ignore[override]
         self._reader = io.BufferedReader(self, 1 << 20)
         return self._reader
 

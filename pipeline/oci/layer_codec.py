@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from pipeline.errors import InputError
 from pipeline.oci import media_types as mt
@@ -39,6 +40,8 @@ class LayerDecodeError(ValueError):
 
 #: What a corrupt or truncated blob raises while it is read (besides ``tarfile.TarError``).
 DECODE_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, zlib.error, LayerDecodeError)
+#: The same, and what ``tarfile`` raises for a stream that is not a tar archive.
+READ_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, *DECODE_ERRORS)
 _MAGIC = ((b"\x1f\x8b", GZIP), (b"\x28\xb5\x2f\xfd", ZSTD))
 _READ = 1 << 20
 
@@ -72,7 +75,7 @@ def open_layer(path: Path, compression: str | None = None) -> Iterator[IO[bytes]
     try:
         if kind == GZIP:
             with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                yield stream
+                yield cast(IO[bytes], stream)
         elif kind == ZSTD:
             # Imported here: the runtime image carries this module (pipeline.oci) but never
             # reads image layers, so it need not carry zstandard.
@@ -81,7 +84,7 @@ def open_layer(path: Path, compression: str | None = None) -> Iterator[IO[bytes]
             try:
                 with zstandard.ZstdDecompressor().stream_reader(
                         raw, read_size=_READ, read_across_frames=True, closefd=False) as stream:
-                    yield stream  # type: ignore[misc]
+                    yield stream
             except zstandard.ZstdError as exc:
                 raise LayerDecodeError(f"{path.name}: not a zstd stream: {exc}") from None
         elif kind == PLAIN:
@@ -92,5 +95,5 @@ def open_layer(path: Path, compression: str | None = None) -> Iterator[IO[bytes]
         raw.close()
 
 
-__all__ = ["DECODE_ERRORS", "GZIP", "LAYER_COMPRESSION", "LayerDecodeError", "MEDIA_TYPE", "PLAIN", "ZSTD", "compression_of",
-           "open_layer", "sniff"]
+__all__ = ["DECODE_ERRORS", "GZIP", "LAYER_COMPRESSION", "MEDIA_TYPE", "PLAIN", "READ_ERRORS",
+           "ZSTD",            "LayerDecodeError", "compression_of", "open_layer", "sniff"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError, NotFoundError
-from pipeline.oci.layer_codec import DECODE_ERRORS, compression_of, open_layer
+from pipeline.oci.layer_codec import READ_ERRORS, compression_of, open_layer
 from pipeline.oci.layout import OCILayout
 
 
@@ -75,7 +75,7 @@ def iter_files(image: LocalImage, want: Callable[[str], bool]) -> Iterator[tuple
                     if info.isreg() and want(name):
                         handle = tar.extractfile(info)
                         yield name, handle.read() if handle else b""
-        except (tarfile.TarError, *DECODE_ERRORS) as exc:
+        except READ_ERRORS as exc:
             raise InputError(f"{image.digest}: layer {blob.name} is not readable: {exc}"
                              ) from None
 

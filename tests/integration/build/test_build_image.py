@@ -14,7 +14,7 @@ import requests
 from pipeline.build.image import build_image
 from pipeline.cli import run
 from pipeline.errors import EXIT_BUILD, EXIT_UNREACHABLE
-from tests.support.build import Built, copy_project
+from tests.support.build import Built, copy_project, for_umoci
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +72,9 @@ def _free_port() -> int:
 
 def test_image_runs_as_nonroot_on_a_read_only_root(built: Built, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
+    layout = for_umoci(built.layout, tmp_path / "layout-gzip")
     subprocess.run(
-        ["umoci", "unpack", "--image", f"{built.layout}:latest", str(bundle)],
+        ["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
         check=True,
         capture_output=True,
     )

@@ -6,13 +6,21 @@ import gzip
 from pathlib import Path
 
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import zstandard
-
-from pipeline.build._tarlayer import (DIR, LAYER_FORMAT, REG, SYMLINK, ZSTD_LEVEL, Entry,
-                                      norm_path, read_layer, write_layer)
+from pipeline.build._tarlayer import (
+    DIR,
+    LAYER_FORMAT,
+    REG,
+    SYMLINK,
+    ZSTD_LEVEL,
+    Entry,
+    norm_path,
+    read_layer,
+    write_layer,
+)
 from pipeline.errors import BuildError
 from pipeline.oci import media_types as mt
 from pipeline.oci.layer_codec import GZIP
