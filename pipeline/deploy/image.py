@@ -235,6 +235,9 @@ class _Unpack:
         self.dirs: dict[str, str] = {"": str(rootfs)}
         self.umask = _umask()
         self.uid, self.gid = os.geteuid(), os.getegid()
+        # What a new entry is owned by without chown: us, unless the tree sits in a setgid
+        # directory (then new entries take its group, and every owner is set explicitly).
+        self.owner_is_ours = not os.stat(rootfs).st_mode & stat.S_ISGID
 
     def _parent(self, parent: str) -> str:
         found = self.dirs.get(parent)
@@ -252,7 +255,7 @@ class _Unpack:
         self.dirs = {"": str(self.rootfs)}
 
     def _owner(self, target: str, member: tarfile.TarInfo, fd: int | None = None) -> None:
-        if (member.uid, member.gid) == (self.uid, self.gid):
+        if self.owner_is_ours and (member.uid, member.gid) == (self.uid, self.gid):
             return
         if fd is not None:
             os.fchown(fd, member.uid, member.gid)

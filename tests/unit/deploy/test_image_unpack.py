@@ -154,3 +154,17 @@ def test_a_member_that_leaves_the_root_is_refused(tmp_path: Path) -> None:
     root.mkdir()
     with pytest.raises(InputError, match="leaves the root"):
         _apply_layer(_layer(tmp_path / "l", [("../escape", "file", "")]), GZ, root, "l")
+
+
+def test_owners_are_the_layers_in_a_setgid_state_directory(tmp_path: Path) -> None:
+    """New entries take a setgid directory's group: then the layer's owner is set."""
+    import os
+
+    root = tmp_path / "root"
+    root.mkdir()
+    os.chown(root, -1, 12345)
+    root.chmod(0o2755)
+    _apply_layer(_layer(tmp_path / "1", [("etc", "dir", ""), ("etc/a", "file", ""),
+                                         ("lib", "sym", "etc")]), GZ, root, "l1")
+    assert (root / "etc" / "a").stat().st_gid == 0
+    assert (root / "lib").lstat().st_gid == 0 and (root / "etc").stat().st_gid == 0
