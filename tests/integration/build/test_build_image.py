@@ -52,6 +52,11 @@ def test_same_inputs_same_digest_without_cache(built: Built, tmp_path: Path, mon
     again = build_image(copy_project(tmp_path / "p"), tmp_path / "out", no_cache=True)
     assert again.digest == built.digest
     assert not any(layer.cached for layer in again.layers)
+    # Reproducible as zstd: every layer is tar+zstd, byte for byte the same twice.
+    manifest = json.loads((tmp_path / "out" / "blobs" / "sha256" /
+                           again.digest.split(":")[1]).read_bytes())
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"}
 
 
 def test_changing_app_code_rebuilds_only_the_app_layer(built: Built, tmp_path: Path) -> None:
