@@ -10,7 +10,7 @@ JSON blobs written with sorted keys, that makes the manifest digest a pure funct
 inputs.
 
 Why zstd: a local deploy's first start is mostly the unpack of the torch layer, and a
-zstd layer inflates 3-4x faster than the same layer in gzip (and is smaller at level 9);
+zstd layer inflates 2-4x faster than the same layer in gzip (and is smaller at level 9);
 containerd (1.5+), CRI-O and Docker (23+) pull ``tar+zstd`` layers.
 """
 
