@@ -77,7 +77,7 @@ def _tree_entries(root: Path) -> list[Entry]:
 
 
 def baseline_size(work: Path) -> int | None:
-    """debootstrap minbase + python3, packed with our own deterministic tar+gzip."""
+    """debootstrap minbase + python3, packed with our own deterministic layer writer (zstd)."""
     if shutil.which("debootstrap") is None or os.geteuid() != 0:
         print("[baseline] skipped: needs root and debootstrap (apt-get install debootstrap)")
         return None
@@ -93,9 +93,9 @@ def baseline_size(work: Path) -> int | None:
         return None
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         shutil.rmtree(target / junk, ignore_errors=True)
-    blob = write_layer(_tree_entries(target), work / "baseline.tar.gz")
+    blob = write_layer(_tree_entries(target), work / "baseline.tar.zst")
     print(f"[baseline] debootstrap minbase + python3: {_mib(blob.uncompressed_size)} rootfs, "
-          f"{_mib(blob.size)} gzipped ({time.perf_counter() - start:.0f} s to make)")
+          f"{_mib(blob.size)} compressed ({time.perf_counter() - start:.0f} s to make)")
     return blob.size
 
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         small = bench_project(TEST_PROJECT, work, "no-torch")
         base = small["result"].layers[0]
-        print(f"[ours] base layer: {_mib(base.size)} gzipped")
+        print(f"[ours] base layer: {_mib(base.size)} compressed (zstd)")
         print(f"[no-torch] warm rebuild target <= 5 s: {'met' if small['warm'] <= 5 else 'MISSED'}")
         if not args.skip_baseline:
             slim = baseline_size(work)

@@ -85,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             build_image(project, layout)
         manifest, config = _image(layout)
         ours, baseline = work / "ours", work / "baseline"
+        # umoci 0.4.7 reads no zstd layers: skopeo writes a gzip copy for it first.
+        gzipped = work / "layout-gzip"
+        subprocess.run(["skopeo", "copy", "--dest-compress", "--dest-compress-format", "gzip",
+                        "--dest-compress-level", "1", f"oci:{layout}:latest",
+                        f"oci:{gzipped}:latest"], check=True, capture_output=True, timeout=900)
         for rootfs in (ours, baseline):
-            subprocess.run(["umoci", "raw", "unpack", "--image", f"{layout}:latest",
+            subprocess.run(["umoci", "raw", "unpack", "--image", f"{gzipped}:latest",
                             str(rootfs)], check=True, capture_output=True, timeout=900)
         for cache in sorted(baseline.rglob("__pycache__"), reverse=True):
             shutil.rmtree(cache)

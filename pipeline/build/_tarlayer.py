@@ -2,9 +2,16 @@
 
 Why each rule: entries are sorted by path (so the order a directory was walked in
 does not leak), owners are 0:0 with no user/group names (65532 only where a layer asks
-for it), every mtime is 0, the tar format is PAX, and the gzip header carries no file
-name and mtime 0 at a fixed level. With JSON blobs written with sorted keys, that makes
-the manifest digest a pure function of the inputs.
+for it), every mtime is 0, the tar format is PAX, and the compressed stream is fixed
+too: zstd (the default) at a fixed level in one single-threaded frame, from the pinned
+``zstandard`` package (its bundled libzstd version is part of :data:`LAYER_FORMAT`, hence
+of every layer cache key), or gzip with no file name and mtime 0 at a fixed level. With
+JSON blobs written with sorted keys, that makes the manifest digest a pure function of the
+inputs.
+
+Why zstd: a local deploy's first start is mostly the unpack of the torch layer, and a
+zstd layer inflates 2-4x faster than the same layer in gzip (and is smaller at level 9);
+containerd (1.5+), CRI-O and Docker (23+) pull ``tar+zstd`` layers.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
+
+import zstandard
 
 from pipeline._fileio import atomic_writer
 from pipeline.errors import BuildError, InputError
+from pipeline.oci.layer_codec import GZIP, MEDIA_TYPE, READ_ERRORS, ZSTD, open_layer
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -29,6 +39,9 @@ REG = "file"
 DIR = "dir"
 SYMLINK = "symlink"
 GZIP_LEVEL = 6
+ZSTD_LEVEL = 9
+#: How layers are compressed: part of every layer cache key (a change rebuilds them).
+LAYER_FORMAT = f"zstd {zstandard.ZSTD_VERSION} level {ZSTD_LEVEL} single-frame"
 _CHUNK = 1 << 20
 
 #: (bytes written so far) -> None; lets callers drive a progress bar while compressing.
@@ -63,7 +76,7 @@ class Entry:
 
 @dataclass(frozen=True)
 class LayerBlob:
-    """A written layer: gzip blob path, its digest (compressed) and diff_id (uncompressed)."""
+    """A written layer: blob path, its digest (compressed) and diff_id (uncompressed)."""
 
     path: Path
     digest: str
@@ -71,6 +84,7 @@ class LayerBlob:
     size: int
     uncompressed_size: int
     index: tuple[tuple[str, str, int], ...]  # (path, kind, mode) for the lint
+    media_type: str = MEDIA_TYPE[ZSTD]
 
 
 def norm_path(path: str) -> str:
@@ -154,18 +168,20 @@ class _HashingSink(io.RawIOBase):
 
 
 def write_layer(
-    entries: Iterable[Entry], dest: Path, progress: ByteProgress | None = None
+    entries: Iterable[Entry], dest: Path, progress: ByteProgress | None = None,
+    compression: str = ZSTD,
 ) -> LayerBlob:
-    """Write ``entries`` as a deterministic ``tar+gzip`` at ``dest`` (temp file, then rename)."""
+    """Write ``entries`` as a deterministic ``tar+zstd`` (or ``tar+gzip``) at ``dest``
+    (temp file, then rename)."""
+    if compression not in (ZSTD, GZIP):
+        raise BuildError(f"unsupported layer compression {compression!r}")
     ordered = _complete(entries)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(dest) as raw:
         compressed = _HashingSink(raw)
-        with gzip.GzipFile(
-            filename="", mode="wb", fileobj=compressed, compresslevel=GZIP_LEVEL, mtime=0
-        ) as gz:
-            plain = _HashingSink(gz, progress)
+        with _compressor(compressed, compression) as packed:
+            plain = _HashingSink(packed, progress)
             with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for entry in ordered:
                     info = _tarinfo(entry)
@@ -180,7 +196,23 @@ def write_layer(
         size=compressed.size,
         uncompressed_size=plain.size,
         index=tuple((e.path, e.kind, e.mode & 0o7777) for e in ordered),
+        media_type=MEDIA_TYPE[compression],
     )
+
+
+def _compressor(sink: _HashingSink, compression: str) -> IO[bytes]:
+    """The compressing writer over ``sink``; closing it ends the stream (not ``sink``).
+
+    zstd: ``threads=0`` is one frame made on this thread (a worker pool would cut the
+    input into jobs, and the output would depend on it); no content size (the stream's
+    length is not known up front) and no checksum (the digest covers the blob).
+    """
+    if compression == GZIP:
+        return cast(IO[bytes], gzip.GzipFile(filename="", mode="wb", fileobj=sink,
+                                             compresslevel=GZIP_LEVEL, mtime=0))
+    params = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=False,
+                                      write_content_size=False)
+    return cast(IO[bytes], params.stream_writer(cast(IO[bytes], sink), closefd=False))
 
 
 def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, entry: Entry) -> None:
@@ -195,10 +227,10 @@ def _add_file(tar: tarfile.TarFile, info: tarfile.TarInfo, entry: Entry) -> None
 
 
 def read_layer(path: Path) -> dict[str, Entry]:
-    """All entries of a layer blob (gzip or plain tar), by canonical path."""
+    """All entries of a layer blob (zstd, gzip or plain tar), by canonical path."""
     out: dict[str, Entry] = {}
     try:
-        with tarfile.open(path, mode="r:*") as tar:
+        with open_layer(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for info in tar:
                 name = norm_path(info.name)
                 mode = info.mode & 0o7777
@@ -211,6 +243,6 @@ def read_layer(path: Path) -> dict[str, Entry]:
                     handle = tar.extractfile(info)
                     data = handle.read() if handle else b""
                     out[name] = Entry(name, REG, mode, data, uid=info.uid, gid=info.gid)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         raise InputError(f"{path}: not a readable layer: {exc}") from None
     return out

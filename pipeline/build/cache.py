@@ -4,11 +4,14 @@ Why inputs, not outputs: knowing that a layer is unchanged must not require buil
 The base is keyed by the Debian lock and the assembly format, the deps by the locked
 wheel lines and the platform, the app by every path, mode and content. A record also
 keeps the layer's (path, kind, mode) index so the lint never re-reads cached blobs. A
-cached blob is re-hashed before use and dropped if it does not match its record.
+cached blob is re-hashed before use and dropped if it does not match its record. How
+layers are compressed (:data:`LAYER_FORMAT`) is part of every record's name, so a change
+of compression (or of the pinned libzstd) builds the layers again instead of mixing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -16,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline._fileio import install_file, sha256_file, write_atomic
-from pipeline.build._tarlayer import Entry, LayerBlob, write_layer
+from pipeline.build._tarlayer import LAYER_FORMAT, Entry, LayerBlob, write_layer
+from pipeline.oci import media_types as mt
 from pipeline.oci.digest import parse_digest
 
 Index = tuple[tuple[str, str, int], ...]
@@ -32,6 +36,7 @@ class CachedLayer:
     size: int
     uncompressed_size: int
     index: Index
+    media_type: str = mt.OCI_LAYER_ZSTD
 
 
 def cache_dir() -> Path:
@@ -54,7 +59,9 @@ class LayerCache:
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
 
     def _record(self, key: str) -> Path:
-        return self.root / "keys" / f"{parse_digest(key)[1]}.json"
+        parse_digest(key)
+        name = hashlib.sha256(f"{key}\n{LAYER_FORMAT}".encode()).hexdigest()
+        return self.root / "keys" / f"{name}.json"
 
     def get(self, key: str) -> CachedLayer | None:
         """The layer built from inputs ``key``, if cached and intact."""
@@ -66,6 +73,7 @@ class LayerCache:
                 blob, data["digest"], data["diff_id"], int(data["size"]),
                 int(data["uncompressed_size"]),
                 tuple((str(p), str(k), int(m)) for p, k, m in data["index"]),
+                str(data["media_type"]),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -80,7 +88,7 @@ class LayerCache:
     ) -> CachedLayer:
         """Write ``entries`` as a layer, store it under ``key`` and return it."""
         # The blob's name is its digest, known only once written: a unique name first.
-        staging = self.root / "blobs" / f".layer-{secrets.token_hex(8)}.tar.gz"
+        staging = self.root / "blobs" / f".layer-{secrets.token_hex(8)}.tar"
         try:
             written: LayerBlob = write_layer(entries, staging, progress)
             blob = self.root / "blobs" / "sha256" / parse_digest(written.digest)[1]
@@ -89,10 +97,11 @@ class LayerCache:
             staging.unlink(missing_ok=True)
             raise
         layer = CachedLayer(blob, written.digest, written.diff_id, written.size,
-                            written.uncompressed_size, written.index)
+                            written.uncompressed_size, written.index, written.media_type)
         _atomic_json(self._record(key), {
             "digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
             "uncompressed_size": layer.uncompressed_size,
             "index": [list(item) for item in layer.index],
+            "media_type": layer.media_type,
         })
         return layer

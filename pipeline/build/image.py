@@ -155,6 +155,8 @@ def annotations(spec: ProjectSpec, created: str, base_lock: str, python_lock: st
         "org.opencontainers.image.title": spec.name,
         f"{ANNOTATION_PREFIX}.base-lock": base_lock,
         f"{ANNOTATION_PREFIX}.python-lock": python_lock,
+        # All three layers carry their modules' bytecode (base: the standard library).
+        mt.LABEL_BYTECODE: BYTECODE_FORMAT,
     }
     if _in_git(spec.root):
         revision = _git(spec.root, "rev-parse", "HEAD")
@@ -247,14 +249,19 @@ def _cached(cache: LayerCache, key: str, no_cache: bool) -> CachedLayer | None:
 def _base_layer(
     cache: LayerCache, lock: DebianLock, no_cache: bool, say: Progress
 ) -> tuple[CachedLayer, bool]:
-    key = _key(BASE_FORMAT, lock.digest())
+    key = _key(BASE_FORMAT, BYTECODE_FORMAT, lock.digest())
     hit = _cached(cache, key, no_cache)
     if hit:
         return hit, True
     debs = fetch_debs(lock, say)
     entries = base_entries(lock, debs, say)
-    progress = _byte_progress(say, "compressing base", _total(entries))
-    return cache.build(key, entries, progress), False
+    with tempfile.TemporaryDirectory(prefix="pipeline-base-") as tmp:
+        # The standard library's bytecode too: the deps and app layers have theirs, and
+        # with all three the deploy need not compile anything (see BYTECODE_LABEL).
+        say(f"compiling bytecode for {sum(e.path.endswith('.py') for e in entries)} modules")
+        entries += bytecode_entries(entries, Path(tmp))
+        progress = _byte_progress(say, "compressing base", _total(entries))
+        return cache.build(key, entries, progress), False
 
 
 def _deps_layer(
@@ -349,7 +356,7 @@ def build_image(
         "mediaType": mt.OCI_MANIFEST,
         "config": config_descriptor,
         "layers": [
-            {"mediaType": mt.OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
+            {"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}
             for _, layer, _ in layers
         ],
         "annotations": labels,

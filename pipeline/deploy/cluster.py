@@ -240,7 +240,10 @@ class LocalCluster:
                 self._emit(Event("error", subject, str(exc),
                                  getattr(exc, "exit_code", InputError.exit_code)))
                 return None
-        if self.use_bytecode and self.images.bytecode(unpacked) is None:
+        if self.use_bytecode and unpacked.ships_bytecode and not unpacked.cached:
+            self._emit(Event("note", subject, f"{unpacked.digest} ships its bytecode: "
+                                              "nothing to compile"))
+        elif self.use_bytecode and self.images.bytecode(unpacked) is None:
             # After this start, for the next ones: never in the way of this one.
             threading.Thread(target=self._compile, args=(unpacked, subject),
                              daemon=True).start()

@@ -12,24 +12,24 @@ point out) is refused by ``tarfile``'s ``tar`` filter, which resolves links alre
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import io
 import json
 import os
 import queue
 import shutil
+import stat
 import subprocess
 import tarfile
 import threading
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline._fileio import atomic_directory
 from pipeline.errors import InputError
+from pipeline.oci import media_types as mt
+from pipeline.oci.layer_codec import READ_ERRORS, compression_of, open_layer
 from pipeline.oci.layout import OCILayout
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryOptions, open_client
@@ -38,8 +38,7 @@ from pipeline.oci.registry import RegistryOptions, open_client
 PYCACHE_MOUNT = "/.pipeline-pycache"
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
-_LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar",
-                "application/vnd.docker.image.rootfs.diff.tar")
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,18 @@ class UnpackedImage:
     config: dict[str, Any]
     #: True when this start found the tree already unpacked (no pull, no unpack).
     cached: bool
+
+    @property
+    def ships_bytecode(self) -> bool:
+        """Whether the image says every module has its bytecode beside it
+        (``pipeline build`` images: :data:`~pipeline.oci.media_types.LABEL_BYTECODE`).
+
+        Why a label and not a look at the tree: some sources never compile (templates,
+        another version's code), so "every ``.py`` has a ``.pyc``" is false even for a
+        complete build, and only the builder knows which failed. A wrong label only
+        costs speed: the interpreter compiles, in memory, what has no bytecode.
+        """
+        return bool((self.config.get("Labels") or {}).get(mt.LABEL_BYTECODE))
 
 
 def require_digest(image: str) -> Reference:
@@ -115,7 +126,10 @@ class ImageCache:
         return UnpackedImage(str(ref), ref.digest, tree / "rootfs", config, False)
 
     def bytecode(self, image: UnpackedImage) -> Path | None:
-        """The image's compiled bytecode (see :meth:`compile_bytecode`), when there is one."""
+        """The image's compiled bytecode (see :meth:`compile_bytecode`), when there is one
+        (never for an image that ships its own: ``PYTHONPYCACHEPREFIX`` would hide it)."""
+        if image.ships_bytecode:
+            return None
         tree = self._tree(image.digest).with_name(
             self._tree(image.digest).name + ".pycache")
         return tree if tree.is_dir() else None
@@ -123,7 +137,8 @@ class ImageCache:
     def compile_bytecode(self, image: UnpackedImage) -> Path | None:
         """Compile the image's Python sources once per digest, with its own interpreter.
 
-        Why: an image ships no ``.pyc`` (reproducible builds drop them) and its root is
+        Only for images without bytecode of their own (``ships_bytecode`` false: built
+        elsewhere, or by an older ``pipeline build``). Why: such an image's root is
         read-only, so every start compiles every module it imports again: 2-3x the import
         time of torch measured here. The deploy compiles them once, after the first start
         (``unchecked-hash`` pycs: the tree never changes under a digest), as uid 65534 in
@@ -132,7 +147,7 @@ class ImageCache:
         an image without ``/usr/bin/python3``.
         """
         python = image.rootfs / "usr" / "bin" / "python3"
-        if not (python.exists() or python.is_symlink()):
+        if image.ships_bytecode or not (python.exists() or python.is_symlink()):
             return None
         done = self.bytecode(image)
         if done is not None:
@@ -192,66 +207,151 @@ def _apply_layer(blob: Path, media_type: str, rootfs: Path, where: str) -> None:
     Why not ``tarfile.extractall``: with its safety filter it took 15 s for the 240 MB
     torch layer here (a ``realpath`` per member); this writes each member itself, with the
     same guarantees (nothing lands outside the tree: links are resolved inside it), while a
-    second thread inflates the gzip stream (zlib releases the GIL).
+    second thread inflates the stream (zlib and zstd release the GIL). The hot loop is
+    syscalls, so it makes few: directories already resolved are remembered (until a
+    member removes or replaces something, which could change what a path leads to), a
+    file is created with its mode and written with ``os.write``, and ``chown``/``chmod``
+    run only when what the kernel gave differs from what the layer asks for.
     """
-    if not media_type.startswith(_LAYER_TYPES):
-        raise InputError(f"{where}: unsupported layer media type {media_type!r}")
-    written: set[str] = set()
+    compression = compression_of(media_type, where)
+    unpack = _Unpack(rootfs, where)
     try:
-        with _layer_stream(blob, media_type) as stream, \
+        with _Inflater(blob, compression) as stream, \
                 tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
-                _apply_member(archive, member, rootfs, written, where)
-    except (tarfile.TarError, OSError, zlib.error) as exc:
+                unpack.member(archive, member)
+    except READ_ERRORS as exc:
         raise InputError(f"{where}: cannot unpack: {exc}") from None
 
 
-def _apply_member(archive: tarfile.TarFile, member: tarfile.TarInfo, rootfs: Path,
-                  written: set[str], where: str) -> None:
-    name = os.path.normpath(member.name.lstrip("/"))
-    if name in (".", ""):
-        return
-    if name == ".." or name.startswith("../"):
-        raise InputError(f"{where}: member {member.name!r} leaves the root")
-    parent, base = os.path.split(name)
-    real_parent = _inside(rootfs, parent, where) if parent else rootfs
-    if base == _OPAQUE:
-        _clear_lower(real_parent, parent, written)
-        return
-    if base.startswith(_WHITEOUT):
-        _remove(real_parent / base[len(_WHITEOUT):])
-        return
-    # Layers need not list parent directories; every link on the way is already resolved
-    # inside the tree by _inside, so creating the rest cannot leave it.
-    real_parent.mkdir(parents=True, exist_ok=True)
-    target = real_parent / base
-    if not member.isdir():
-        _remove(target)
-    mode = member.mode & 0o1777  # no setuid/setgid: pods run with no_new_privs anyway
-    if member.isdir():
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
-            _remove(target)
-        target.mkdir(exist_ok=True)
-        os.chmod(target, mode)
-    elif member.isreg():
-        source = archive.extractfile(member)
-        assert source is not None
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
-            os.fchmod(out.fileno(), mode)
-            os.fchown(out.fileno(), member.uid, member.gid)
-    elif member.issym():
-        os.symlink(member.linkname, target)
-    elif member.islnk():
-        link = os.path.normpath(member.linkname.lstrip("/"))
-        source_path = _inside(rootfs, link, where)
-        os.link(source_path, target, follow_symlinks=False)
-    else:
-        raise InputError(f"{where}: member {member.name!r} is a device or FIFO")
-    if not member.isreg():
-        os.chown(target, member.uid, member.gid, follow_symlinks=False)
-    written.add(name)
+class _Unpack:
+    """The members of one layer, written under ``rootfs`` (see :func:`_apply_layer`)."""
+
+    def __init__(self, rootfs: Path, where: str) -> None:
+        self.rootfs = rootfs
+        self.where = where
+        self.written: set[str] = set()
+        #: Parent paths (relative) already resolved inside the tree to existing directories.
+        self.dirs: dict[str, str] = {"": str(rootfs)}
+        self.umask = _umask()
+        self.uid, self.gid = os.geteuid(), os.getegid()
+        # What a new entry is owned by without chown: us, unless the tree sits in a setgid
+        # directory (then new entries take its group, and every owner is set explicitly).
+        self.owner_is_ours = not os.stat(rootfs).st_mode & stat.S_ISGID
+
+    def _parent(self, parent: str) -> str:
+        found = self.dirs.get(parent)
+        if found is None:
+            real = _inside(self.rootfs, parent, self.where)
+            # Layers need not list parent directories; every link on the way is already
+            # resolved inside the tree by _inside, so creating the rest cannot leave it.
+            real.mkdir(parents=True, exist_ok=True)
+            found = self.dirs[parent] = str(real)
+        return found
+
+    def _removed(self, path: str) -> None:
+        """Something at ``path`` is replaced: forget resolutions that may have used it."""
+        _remove(Path(path))
+        self.dirs = {"": str(self.rootfs)}
+
+    def _owner(self, target: str, member: tarfile.TarInfo, fd: int | None = None) -> None:
+        if self.owner_is_ours and (member.uid, member.gid) == (self.uid, self.gid):
+            return
+        if fd is not None:
+            os.fchown(fd, member.uid, member.gid)
+        else:
+            os.chown(target, member.uid, member.gid, follow_symlinks=False)
+
+    def member(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        name = os.path.normpath(member.name.lstrip("/"))
+        if name in (".", ""):
+            return
+        if name == ".." or name.startswith("../"):
+            raise InputError(f"{self.where}: member {member.name!r} leaves the root")
+        parent, base = os.path.split(name)
+        real_parent = self._parent(parent)
+        if base == _OPAQUE:
+            _clear_lower(Path(real_parent), parent, self.written)
+            self.dirs = {"": str(self.rootfs)}
+            return
+        if base.startswith(_WHITEOUT):
+            self._removed(os.path.join(real_parent, base[len(_WHITEOUT):]))
+            return
+        target = os.path.join(real_parent, base)
+        mode = member.mode & 0o1777  # no setuid/setgid: pods run with no_new_privs anyway
+        if member.isdir():
+            self._directory(target, name, mode, member)
+        elif member.isreg():
+            self._file(archive, member, target, mode)
+        elif member.issym():
+            self._create(target, lambda: os.symlink(member.linkname, target))
+            self._owner(target, member)
+        elif member.islnk():
+            link = os.path.normpath(member.linkname.lstrip("/"))
+            source_path = _inside(self.rootfs, link, self.where)
+            self._create(target, lambda: os.link(source_path, target, follow_symlinks=False))
+            self._owner(target, member)
+        else:
+            raise InputError(f"{self.where}: member {member.name!r} is a device or FIFO")
+        self.written.add(name)
+
+    def _create(self, target: str, make: Any) -> Any:
+        """``make()``, after removing what a lower layer (or an earlier member) left there."""
+        try:
+            return make()
+        except FileExistsError:
+            self._removed(target)
+            return make()
+
+    def _directory(self, target: str, name: str, mode: int,
+                   member: tarfile.TarInfo) -> None:
+        try:
+            os.mkdir(target, mode)
+            fresh = True
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(target).st_mode):
+                self._removed(target)
+                os.mkdir(target, mode)
+            fresh = False
+        if not fresh or mode & self.umask or mode & 0o1000:
+            os.chmod(target, mode)
+        self._owner(target, member)
+        self.dirs[name] = target
+
+    def _file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, target: str,
+              mode: int) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = self._create(target, lambda: os.open(target, flags, mode))
+        try:
+            if mode & self.umask or mode & 0o1000:
+                os.fchmod(fd, mode)
+            self._owner(target, member, fd)
+            source = archive.extractfile(member)
+            assert source is not None
+            left = member.size
+            while left > 0:
+                chunk = source.read(min(left, _CHUNK))
+                if not chunk:
+                    raise InputError(f"{self.where}: member {member.name!r} is truncated")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (``os.umask`` would change it for
+    every thread for a moment); 0o777 (every mode set explicitly) if it cannot be read."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
 
 
 def _inside(rootfs: Path, rel: str, where: str, depth: int = 0) -> Path:
@@ -279,27 +379,25 @@ def _inside(rootfs: Path, rel: str, where: str, depth: int = 0) -> Path:
 
 
 class _Inflater(io.RawIOBase):
-    """A gzip (or plain) blob read as a stream, inflated by a second thread."""
+    """A layer blob read as an uncompressed stream, inflated by a second thread."""
 
-    def __init__(self, path: Path, gzip: bool) -> None:
+    def __init__(self, path: Path, compression: str) -> None:
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
-        self._buffer = b""
+        self._buffer = memoryview(b"")
         self._done = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(path, gzip), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(path, compression),
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self, path: Path, gzip: bool) -> None:
+    def _run(self, path: Path, compression: str) -> None:
         try:
-            inflate = zlib.decompressobj(wbits=31) if gzip else None
-            with open(path, "rb") as source:
+            with open_layer(path, compression) as source:
                 while not self._stop.is_set():
                     chunk = source.read(4 << 20)
                     if not chunk:
                         break
-                    self._queue.put(inflate.decompress(chunk) if inflate else chunk)
-                if inflate is not None:
-                    self._queue.put(inflate.flush())
+                    self._queue.put(chunk)
             self._queue.put(None)
         except BaseException as exc:  # handed to the reader
             self._queue.put(exc)
@@ -315,7 +413,7 @@ class _Inflater(io.RawIOBase):
             elif isinstance(item, BaseException):
                 raise item
             else:
-                self._buffer = item
+                self._buffer = memoryview(item)
         size = min(len(buffer), len(self._buffer))
         buffer[:size] = self._buffer[:size]
         self._buffer = self._buffer[size:]
@@ -330,17 +428,12 @@ class _Inflater(io.RawIOBase):
                 pass
         super().close()
 
+    def __enter__(self) -> io.BufferedReader[_Inflater]:  # type: ignore[override]
+        self._reader = io.BufferedReader(self, 1 << 20)
+        return self._reader
 
-@contextlib.contextmanager
-def _layer_stream(blob: Path, media_type: str) -> Iterator[io.BufferedReader]:
-    if media_type.endswith(("+zstd", ".zstd")):
-        raise InputError(f"{blob.name}: zstd layers are not supported locally")
-    raw = _Inflater(blob, media_type.endswith(("+gzip", ".gzip")))
-    stream = io.BufferedReader(raw, 1 << 20)
-    try:
-        yield stream
-    finally:
-        raw.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _clear_lower(directory: Path, rel: str, written: set[str]) -> None:

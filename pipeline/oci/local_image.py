@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError, NotFoundError
+from pipeline.oci.layer_codec import READ_ERRORS, compression_of, open_layer
 from pipeline.oci.layout import OCILayout
 
 
@@ -27,8 +28,13 @@ class LocalImage:
     config: dict[str, Any]
     tag: str | None
 
-    def layer_paths(self) -> list[Path]:
-        return [self.layout.blob_path(layer["digest"]) for layer in self.manifest["layers"]]
+    def layers(self) -> list[tuple[Path, str]]:
+        """Each layer's blob and its compression (from its media type, checked by
+        :func:`open_image`)."""
+        return [(self.layout.blob_path(layer["digest"]),
+                 compression_of(layer.get("mediaType", ""), f"{self.digest}: layer "
+                                f"{layer['digest']}"))
+                for layer in self.manifest["layers"]]
 
 
 def split_target(target: str) -> tuple[Path, str | None]:
@@ -53,19 +59,25 @@ def open_image(target: str) -> LocalImage:
         raise InputError(f"{target}: {descriptor['digest']} is not an image manifest")
     config = json.loads(layout.read_blob(manifest["config"]["digest"]))
     for layer in manifest["layers"]:
+        compression_of(layer.get("mediaType", ""), f"{target}: layer {layer['digest']}")
         layout.verify_blob(layer["digest"])
     return LocalImage(layout, descriptor["digest"], manifest, config, tag)
 
 
 def iter_files(image: LocalImage, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
     """Regular files whose path satisfies ``want``, layer by layer (later layers win last)."""
-    for blob in image.layer_paths():
-        with tarfile.open(blob, mode="r:*") as tar:
-            for info in tar:
-                name = info.name.removeprefix("./").lstrip("/")
-                if info.isreg() and want(name):
-                    handle = tar.extractfile(info)
-                    yield name, handle.read() if handle else b""
+    for blob, compression in image.layers():
+        try:
+            with open_layer(blob, compression) as stream, \
+                    tarfile.open(fileobj=stream, mode="r|") as tar:
+                for info in tar:
+                    name = info.name.removeprefix("./").lstrip("/")
+                    if info.isreg() and want(name):
+                        handle = tar.extractfile(info)
+                        yield name, handle.read() if handle else b""
+        except READ_ERRORS as exc:
+            raise InputError(f"{image.digest}: layer {blob.name} is not readable: {exc}"
+                             ) from None
 
 
 __all__ = ["LocalImage", "iter_files", "open_image", "split_target"]

@@ -44,3 +44,7 @@ MODEL_LAYER_TYPES = frozenset({MODEL_SEAL, MODEL_SIGNATURE, MODEL_SEALED_FILE, M
 
 ANNOTATION_TITLE = "org.opencontainers.image.title"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
+#: Image label: every Python module of the image has its bytecode beside it (the value
+#: names the format, e.g. ``bytecode-v1 cpython-311 unchecked-hash``); a local deploy
+#: then compiles nothing for it (pipeline/deploy/image.py).
+LABEL_BYTECODE = "io.secure-model-pipeline.bytecode"

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, InputError, IntegrityError
+from pipeline.oci.layer_codec import LAYER_COMPRESSION, open_layer
 from pipeline.oci.registry import RegistryOptions
 
 SCRIPT_PATH = "/argo/staging/script"
@@ -70,9 +71,10 @@ def _blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs" / algorithm / hexdigest).read_bytes()
 
 
-def _unpack_layer(blob: Path, rootfs: Path) -> None:
-    """One gzip layer: tar filter (no absolute or escaping paths, no setuid, no devices)."""
-    with tarfile.open(blob, mode="r:gz") as tar:
+def _unpack_layer(blob: Path, compression: str, rootfs: Path) -> None:
+    """One layer (zstd, gzip or plain): tar filter (no absolute or escaping paths, no
+    setuid, no devices)."""
+    with open_layer(blob, compression) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
             name = Path(member.name).name
             if name.startswith(".wh."):
@@ -80,6 +82,8 @@ def _unpack_layer(blob: Path, rootfs: Path) -> None:
             if not (member.isfile() or member.isdir() or member.issym()):
                 raise ConfigError(f"{blob.name}: {member.name}: only files, directories and "
                                   "symlinks may be in a step image")
+    # A second pass: the whole layer is checked before anything of it is written.
+    with open_layer(blob, compression) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
         tar.extractall(rootfs, filter="tar")
 
 
@@ -115,11 +119,12 @@ def pull_step_image(reference: str, workdir: Path, registry_options: RegistryOpt
     shutil.rmtree(rootfs, ignore_errors=True)
     rootfs.mkdir(parents=True)
     for layer in manifest["layers"]:
-        if not layer.get("mediaType", "").endswith("tar+gzip"):
-            raise ConfigError(f"{reference}: layer media type {layer.get('mediaType')} "
-                              "is not supported")
+        media_type = layer.get("mediaType", "")
+        if media_type not in LAYER_COMPRESSION:
+            raise ConfigError(f"{reference}: layer media type {media_type} is not supported")
         algorithm, _, hexdigest = layer["digest"].partition(":")
-        _unpack_layer(layout / "blobs" / algorithm / hexdigest, rootfs)
+        _unpack_layer(layout / "blobs" / algorithm / hexdigest, LAYER_COMPRESSION[media_type],
+                      rootfs)
     image = StepImage(reference, digest, rootfs, config.get("config") or {})
     image.user  # noqa: B018 - refuse a root image before any step starts
     return image

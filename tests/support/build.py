@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,20 @@ class Built:
     layout: Path
     digest: str
     layers: tuple
+
+
+def for_umoci(layout: Path, dest: Path, tag: str = "latest") -> Path:
+    """``layout``'s image ``tag`` with gzip layers, in a new layout at ``dest``, for umoci.
+
+    Why: images are built with zstd layers and umoci 0.4.7 (Debian's) reads only gzip.
+    skopeo, i.e. containers/image, the library CRI-O pulls with, decodes the zstd layers
+    and writes them again as gzip: an independent decoder, so a test that unpacks with
+    umoci still trusts nothing of ours to read the image.
+    """
+    subprocess.run(["skopeo", "copy", "--dest-compress", "--dest-compress-format", "gzip",
+                    "--dest-compress-level", "1", f"oci:{layout}:{tag}", f"oci:{dest}:{tag}"],
+                   check=True, capture_output=True, timeout=900)
+    return dest
 
 
 def copy_project(dest: Path) -> Path:

@@ -14,7 +14,7 @@ import requests
 from pipeline.build.image import build_image
 from pipeline.cli import run
 from pipeline.errors import EXIT_BUILD, EXIT_UNREACHABLE
-from tests.support.build import Built, copy_project
+from tests.support.build import Built, copy_project, for_umoci
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +52,11 @@ def test_same_inputs_same_digest_without_cache(built: Built, tmp_path: Path, mon
     again = build_image(copy_project(tmp_path / "p"), tmp_path / "out", no_cache=True)
     assert again.digest == built.digest
     assert not any(layer.cached for layer in again.layers)
+    # Reproducible as zstd: every layer is tar+zstd, byte for byte the same twice.
+    manifest = json.loads((tmp_path / "out" / "blobs" / "sha256" /
+                           again.digest.split(":")[1]).read_bytes())
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {
+        "application/vnd.oci.image.layer.v1.tar+zstd"}
 
 
 def test_changing_app_code_rebuilds_only_the_app_layer(built: Built, tmp_path: Path) -> None:
@@ -72,8 +77,9 @@ def _free_port() -> int:
 
 def test_image_runs_as_nonroot_on_a_read_only_root(built: Built, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
+    layout = for_umoci(built.layout, tmp_path / "layout-gzip")
     subprocess.run(
-        ["umoci", "unpack", "--image", f"{built.layout}:latest", str(bundle)],
+        ["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
         check=True,
         capture_output=True,
     )

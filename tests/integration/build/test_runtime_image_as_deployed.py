@@ -33,8 +33,9 @@ import pytest
 
 from pipeline.charts import render
 from pipeline.cli import run
+from pipeline.oci.media_types import LABEL_BYTECODE
 from tests.fixtures_registry import FlakyProxy
-from tests.support.build import Built
+from tests.support.build import Built, for_umoci
 from tests.support.runtime import (
     TINY,
     as_user,
@@ -85,8 +86,10 @@ def image(built_tiny: Built) -> Iterator[Image]:
     try:
         base.chmod(0o755)
         rootfs = base / "rootfs"
-        subprocess.run(["umoci", "raw", "unpack", "--image", f"{built_tiny.layout}:latest",
+        layout = for_umoci(built_tiny.layout, base / "layout-gzip")
+        subprocess.run(["umoci", "raw", "unpack", "--image", f"{layout}:latest",
                         str(rootfs)], check=True, capture_output=True, timeout=600)
+        shutil.rmtree(layout)
         yield Image(base, rootfs, _config(built_tiny.layout, built_tiny.digest),
                     built_tiny.digest)
     finally:
@@ -208,9 +211,16 @@ def test_the_image_carries_the_runtime_closure_and_its_bytecode(image: Image) ->
     assert carried == [], f"the runtime image carries {carried}"
     # Reproducible bytecode beside the sources: imports on a read-only root do not compile.
     site = image.rootfs / "usr" / "local" / "lib" / "python3.11" / "dist-packages"
+    stdlib = image.rootfs / "usr" / "lib" / "python3.11"
     for source in (site / "torch" / "__init__.py", lib / "secure_runtime" / "__main__.py",
-                   lib / "pipeline" / "sealing" / "artifact.py"):
+                   lib / "pipeline" / "sealing" / "artifact.py", stdlib / "json" / "__init__.py",
+                   stdlib / "asyncio" / "base_events.py"):
         assert (source.parent / "__pycache__" / f"{source.stem}.cpython-311.pyc").is_file()
+    # ... and says so, so a local deploy compiles nothing for it.
+    assert image.config["Labels"][LABEL_BYTECODE].startswith("bytecode-")
+    # What only building against torch reads is not carried (no compiler in the image).
+    assert (site / "torch" / "lib").is_dir()
+    assert not (site / "torch" / "include").exists() and not (site / "torch" / "test").exists()
 
 
 def test_pulled_by_digest_from_the_registry_as_the_chart_passes_it(

@@ -31,7 +31,7 @@ import pytest
 
 from secure_runtime.proto import grpc_predict_v2_pb2 as pb
 from secure_runtime.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.support.build import Built
+from tests.support.build import Built, for_umoci
 from tests.support.runtime import (
     TINY,
     as_user,
@@ -95,8 +95,10 @@ def pod(built_tiny: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         base.chmod(0o755)
         rootfs = base / "rootfs"
-        subprocess.run(["umoci", "raw", "unpack", "--image", f"{built_tiny.layout}:latest",
+        layout = for_umoci(built_tiny.layout, base / "layout-gzip")
+        subprocess.run(["umoci", "raw", "unpack", "--image", f"{layout}:latest",
                         str(rootfs)], check=True, capture_output=True, timeout=300)
+        shutil.rmtree(layout)
         _mountpoints(rootfs)
         models = seal(ws, TINY, base / "models")
         trust = base / "trust"

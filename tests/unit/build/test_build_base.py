@@ -76,6 +76,28 @@ def test_record_drops_console_scripts_so_the_layer_is_host_independent(tmp_path:
     )
 
 
+def test_files_only_read_when_building_against_a_package_are_left_out(tmp_path: Path) -> None:
+    """torch's headers, CMake files and C++ tests are not shipped (no compiler in the
+    image), and RECORD no longer lists them; the modules and libraries stay."""
+    files = {"torch/__init__.py": "", "torch/lib/libtorch.so": "elf",
+             "torch/include/ATen/ATen.h": "#pragma once", "torch/test/Dict_test": "elf",
+             "torch/share/cmake/Torch/TorchConfig.cmake": "", "torch/lib/libx.a": "!<arch>",
+             "numpy/_core/include/numpy/arrayobject.h": ""}
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    info = tmp_path / "torch-2.13.0.dist-info"
+    info.mkdir()
+    (info / "RECORD").write_text("".join(f"{rel},sha256=x,1\n" for rel in files)
+                                 + '"torch/include/a,b.h",sha256=x,1\n')
+    entries = {e.path: e for e in site_entries(tmp_path)}
+    shipped = {p.removeprefix(SITE_DIR + "/") for p in entries}
+    assert shipped == {"torch/__init__.py", "torch/lib/libtorch.so",
+                       "torch-2.13.0.dist-info/RECORD"}
+    assert entries[f"{SITE_DIR}/torch-2.13.0.dist-info/RECORD"].data == (
+        b"torch/__init__.py,sha256=x,1\ntorch/lib/libtorch.so,sha256=x,1\n")
+
+
 def test_attach_refuses_mismatched_or_missing_subjects() -> None:
     from pipeline.scan.attest import attach
     from pipeline.scan.findings import ScanResult

@@ -75,3 +75,16 @@ def test_the_interpreter_uses_the_pyc_without_the_source(tmp_path: Path) -> None
         cwd=pkg, capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
+
+
+def test_built_images_say_they_ship_bytecode() -> None:
+    """The label a local deploy reads to skip its own compile (pipeline/deploy/image.py)."""
+    from pipeline.build.bytecode import BYTECODE_FORMAT
+    from pipeline.build.image import annotations
+    from pipeline.build.project import load_project
+    from pipeline.oci import media_types as mt
+
+    tiny = Path(__file__).resolve().parents[3] / "examples" / "tiny"
+    labels = annotations(load_project(tiny), "1970-01-01T00:00:00Z", "sha256:a", "sha256:b")
+    assert labels[mt.LABEL_BYTECODE] == BYTECODE_FORMAT
+    assert "unchecked-hash" in BYTECODE_FORMAT and CACHE_TAG in BYTECODE_FORMAT

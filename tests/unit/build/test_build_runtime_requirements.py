@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[3]
 NOT_FROM_RUNTIME = {
     "torch": "the project's runtime.torch / python_packages choose the torch build",
     "grpc_tools": "secure_runtime/proto/regenerate.py is a developer tool, not run in images",
+    "zstandard": "pipeline/oci/layer_codec.py imports it only to read zstd image layers "
+                 "(deploy, scan, build); the runtime pulls models, never image layers",
 }
 
 

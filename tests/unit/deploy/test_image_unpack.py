@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ from pipeline.errors import InputError
 GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-def _layer(path: Path, members: list[tuple[str, str, str]]) -> Path:
+def _layer(path: Path, members: list[tuple[str, str, str]], compression: str = "gzip") -> Path:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, kind, target in members:
@@ -42,8 +43,64 @@ def _layer(path: Path, members: list[tuple[str, str, str]]) -> Path:
                 data = b"x"
                 info.size = len(data)
                 archive.addfile(info, io.BytesIO(data))
-    path.write_bytes(gzip.compress(buffer.getvalue()))
+    plain = buffer.getvalue()
+    path.write_bytes({"gzip": gzip.compress, "zstd": zstandard.compress,
+                      "": lambda d: d}[compression](plain))
     return path
+
+
+@pytest.mark.parametrize(("media_type", "compression"), [
+    ("application/vnd.oci.image.layer.v1.tar+gzip", "gzip"),
+    ("application/vnd.docker.image.rootfs.diff.tar.gzip", "gzip"),
+    ("application/vnd.oci.image.layer.v1.tar+zstd", "zstd"),
+    ("application/vnd.oci.image.layer.v1.tar", ""),
+])
+def test_gzip_zstd_and_plain_layers_unpack(tmp_path: Path, media_type: str,
+                                           compression: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    blob = _layer(tmp_path / "l", [("usr/lib/a.so", "file", ""), ("lib", "sym", "usr/lib"),
+                                   ("usr/lib/b.so", "hard", "usr/lib/a.so")], compression)
+    _apply_layer(blob, media_type, root, "l")
+    assert (root / "lib" / "a.so").read_bytes() == b"x"
+    assert (root / "usr" / "lib" / "b.so").stat().st_ino == (root / "usr/lib/a.so").stat().st_ino
+
+
+@pytest.mark.parametrize("media_type", [
+    "application/vnd.oci.image.layer.v1.tar+bzip2",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.config.v1+json", ""])
+def test_an_unknown_layer_media_type_is_refused_before_anything_is_written(
+        tmp_path: Path, media_type: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    blob = _layer(tmp_path / "l", [("etc/a", "file", "")])
+    with pytest.raises(InputError, match="unsupported layer media type"):
+        _apply_layer(blob, media_type, root, "l")
+    assert list(root.iterdir()) == []
+
+
+def test_a_layer_that_is_not_what_its_media_type_says_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    blob = _layer(tmp_path / "l", [("etc/a", "file", "")], "gzip")
+    with pytest.raises(InputError, match="cannot unpack"):
+        _apply_layer(blob, "application/vnd.oci.image.layer.v1.tar+zstd", root, "l")
+
+
+def test_modes_and_replacements_match_the_layer(tmp_path: Path) -> None:
+    """A later member replaces what is there (a file by a directory, a directory by a
+    link), and modes are the layer's whatever the umask."""
+    root = tmp_path / "root"
+    root.mkdir()
+    _apply_layer(_layer(tmp_path / "1", [("a", "dir", ""), ("a/f", "file", ""),
+                                         ("b", "file", "")]), GZ, root, "l1")
+    _apply_layer(_layer(tmp_path / "2", [("a", "sym", "c"), ("b", "dir", ""),
+                                         ("b/g", "file", ""), ("a/h", "file", "")]),
+                 GZ, root, "l2")
+    assert (root / "a").is_symlink() and (root / "c" / "h").is_file()
+    assert (root / "b").is_dir() and (root / "b" / "g").is_file()
+    assert oct((root / "b" / "g").stat().st_mode & 0o7777) == oct(0o644)
 
 
 def test_layers_apply_in_order_with_whiteouts(tmp_path: Path) -> None:
@@ -97,3 +154,17 @@ def test_a_member_that_leaves_the_root_is_refused(tmp_path: Path) -> None:
     root.mkdir()
     with pytest.raises(InputError, match="leaves the root"):
         _apply_layer(_layer(tmp_path / "l", [("../escape", "file", "")]), GZ, root, "l")
+
+
+def test_owners_are_the_layers_in_a_setgid_state_directory(tmp_path: Path) -> None:
+    """New entries take a setgid directory's group: then the layer's owner is set."""
+    import os
+
+    root = tmp_path / "root"
+    root.mkdir()
+    os.chown(root, -1, 12345)
+    root.chmod(0o2755)
+    _apply_layer(_layer(tmp_path / "1", [("etc", "dir", ""), ("etc/a", "file", ""),
+                                         ("lib", "sym", "etc")]), GZ, root, "l1")
+    assert (root / "etc" / "a").stat().st_gid == 0
+    assert (root / "lib").lstat().st_gid == 0 and (root / "etc").stat().st_gid == 0
