@@ -156,9 +156,10 @@ def bench(example: str, work: Path, registry: str, runs: int,
         for run in range(runs):
             out["direct"].append(_direct(models / example, keys_dir / "signer.pub", keyring,
                                          env))
-            state = (Path(tempfile.mkdtemp(prefix="bench-state-", dir=state_root))
-                     if state_root else base / f"state-{run}")
-            state.chmod(0o755)
+            state = base / f"state-{run}"
+            if state_root:  # mkdtemp makes it 0700: the pods' uid must reach below it
+                state = Path(tempfile.mkdtemp(prefix="bench-state-", dir=state_root))
+                state.chmod(0o755)
             # The first deploy stays up until it has compiled the image's bytecode (in the
             # background, after its pod is ready), as a deploy that runs for a while does;
             # an image that ships its bytecode (pipeline build's) has nothing to compile.
