@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.deploy import PYTHON, ROOT
+from tests.support.dirs import searchable_tmpdir
 
 pytestmark = pytest.mark.integration
 
@@ -28,13 +28,8 @@ DIGEST = "sha256:" + "a" * 64
 
 @pytest.fixture()
 def base() -> Iterator[Path]:
-    made = Path(tempfile.mkdtemp(prefix="reach-", dir="/tmp"))
-    made.chmod(0o755)
-    yield made
-    for path in made.rglob("*"):
-        if path.is_dir():
-            path.chmod(0o755)
-    shutil.rmtree(made)
+    with searchable_tmpdir("reach-") as made:
+        yield made
 
 
 def _bind_as_pod_uid(source: Path) -> subprocess.CompletedProcess[str]:

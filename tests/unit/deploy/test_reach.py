@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,18 +11,13 @@ import pytest
 from pipeline.config import ROOT_DEPLOY_STATE, DeploySettings
 from pipeline.deploy.reach import check_pod_reachable, unreachable_parent
 from pipeline.errors import ConfigError
+from tests.support.dirs import searchable_tmpdir
 
 
 @pytest.fixture()
 def open_dir() -> Iterator[Path]:
-    """A directory every uid may search (pytest's own tmp root is 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="reach-", dir="/tmp"))
-    base.chmod(0o755)
-    yield base
-    for path in base.rglob("*"):
-        if path.is_dir():
-            path.chmod(0o755)
-    shutil.rmtree(base)
+    with searchable_tmpdir("reach-") as made:
+        yield made
 
 
 def test_the_first_unsearchable_directory_is_named(open_dir: Path) -> None:
