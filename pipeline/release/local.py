@@ -57,10 +57,6 @@ class PrometheusServer:
     def url(self) -> str:
         return self._monitoring.url
 
-    @property
-    def port(self) -> int:
-        return self._monitoring.port
-
     def log(self) -> str:
         path = self.dir / "prometheus.log"
         return path.read_text(errors="replace") if path.exists() else ""

@@ -61,13 +61,6 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def generation(self) -> int:
-        return self._proxy.generation
-
-    def error_log(self) -> str:
-        return self._proxy.error_log()
-
     def _apply(self) -> None:
         self._proxy.upstreams.clear()
         self._proxy.add(split_upstream(self.port, self.stable, self.canary, self.weight))

@@ -24,14 +24,11 @@ def test_the_first_unsearchable_directory_is_named(open_dir: Path) -> None:
     closed = open_dir / "home"
     (closed / "cache" / "deploy").mkdir(parents=True)
     closed.chmod(0o700)
-    try:
-        assert unreachable_parent(closed / "cache" / "deploy") == closed
-        assert unreachable_parent(closed / "cache" / "not-yet" / "made") == closed
-        closed.chmod(0o711)  # searchable, not listable: enough to reach below it
-        assert unreachable_parent(closed / "cache" / "deploy") is None
-        assert unreachable_parent(open_dir / "missing" / "state") is None
-    finally:
-        closed.chmod(0o755)
+    assert unreachable_parent(closed / "cache" / "deploy") == closed
+    assert unreachable_parent(closed / "cache" / "not-yet" / "made") == closed
+    closed.chmod(0o711)  # searchable, not listable: enough to reach below it
+    assert unreachable_parent(closed / "cache" / "deploy") is None
+    assert unreachable_parent(open_dir / "missing" / "state") is None
 
 
 def test_root_refuses_a_state_directory_below_a_closed_one(open_dir: Path) -> None:
