@@ -22,6 +22,7 @@ import stat
 import subprocess
 import tarfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from pipeline.oci.layer_codec import READ_ERRORS, compression_of, open_layer
 from pipeline.oci.layout import OCILayout
 from pipeline.oci.reference import Reference
 from pipeline.oci.registry import RegistryOptions, open_client
+from pipeline.oci.tar_members import TarMembers, Unsupported
 
 #: Where pods of a Python image see the deploy's compiled bytecode (read-only).
 PYCACHE_MOUNT = "/.pipeline-pycache"
@@ -208,20 +210,50 @@ def _apply_layer(blob: Path, media_type: str, rootfs: Path, where: str) -> None:
     torch layer here (a ``realpath`` per member); this writes each member itself, with the
     same guarantees (nothing lands outside the tree: links are resolved inside it), while a
     second thread inflates the stream (zlib and zstd release the GIL). The hot loop is
-    syscalls, so it makes few: directories already resolved are remembered (until a
+    syscalls, so it makes few: headers come from :class:`~pipeline.oci.tar_members.TarMembers`
+    (not ``tarfile``'s stream reader), directories already resolved are remembered (until a
     member removes or replaces something, which could change what a path leads to), a
     file is created with its mode and written with ``os.write``, and ``chown``/``chmod``
-    run only when what the kernel gave differs from what the layer asks for.
+    run only when what the kernel gave differs from what the layer asks for. A layer that
+    reader does not handle (sparse files, global PAX headers) is read with ``tarfile``.
     """
     compression = compression_of(media_type, where)
-    unpack = _Unpack(rootfs, where)
     try:
-        with _Inflater(blob, compression) as stream, \
-                tarfile.open(fileobj=stream, mode="r|") as archive:
-            for member in archive:
-                unpack.member(archive, member)
+        try:
+            with _Inflater(blob, compression) as stream:
+                unpack = _Unpack(rootfs, where)
+                members = TarMembers(stream, where)
+                for member in members:
+                    unpack.member(member, members.copy_to)
+        except Unsupported:
+            # Applying a layer again over its own partial result gives the same tree.
+            with _Inflater(blob, compression) as stream, \
+                    tarfile.open(fileobj=stream, mode="r|") as archive:
+                unpack = _Unpack(rootfs, where)
+                for member in archive:
+                    unpack.member(member, _extracted(archive, member, where))
     except READ_ERRORS as exc:
         raise InputError(f"{where}: cannot unpack: {exc}") from None
+
+
+def _extracted(archive: tarfile.TarFile, member: tarfile.TarInfo,
+               where: str) -> Callable[[int], None]:
+    """Writes ``member``'s data (read with ``tarfile``) to a file descriptor."""
+
+    def copy(fd: int) -> None:
+        source = archive.extractfile(member)
+        assert source is not None
+        left = member.size
+        while left > 0:
+            chunk = source.read(min(left, _CHUNK))
+            if not chunk:
+                raise InputError(f"{where}: member {member.name!r} is truncated")
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            left -= len(chunk)
+
+    return copy
 
 
 class _Unpack:
@@ -262,7 +294,8 @@ class _Unpack:
         else:
             os.chown(target, member.uid, member.gid, follow_symlinks=False)
 
-    def member(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def member(self, member: tarfile.TarInfo, copy: Callable[[int], None]) -> None:
+        """Apply ``member``; ``copy(fd)`` writes its data (regular files)."""
         name = os.path.normpath(member.name.lstrip("/"))
         if name in (".", ""):
             return
@@ -282,7 +315,7 @@ class _Unpack:
         if member.isdir():
             self._directory(target, name, mode, member)
         elif member.isreg():
-            self._file(archive, member, target, mode)
+            self._file(member, target, mode, copy)
         elif member.issym():
             self._create(target, lambda: os.symlink(member.linkname, target))
             self._owner(target, member)
@@ -318,25 +351,15 @@ class _Unpack:
         self._owner(target, member)
         self.dirs[name] = target
 
-    def _file(self, archive: tarfile.TarFile, member: tarfile.TarInfo, target: str,
-              mode: int) -> None:
+    def _file(self, member: tarfile.TarInfo, target: str, mode: int,
+              copy: Callable[[int], None]) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = self._create(target, lambda: os.open(target, flags, mode))
         try:
             if mode & self.umask or mode & 0o1000:
                 os.fchmod(fd, mode)
             self._owner(target, member, fd)
-            source = archive.extractfile(member)
-            assert source is not None
-            left = member.size
-            while left > 0:
-                chunk = source.read(min(left, _CHUNK))
-                if not chunk:
-                    raise InputError(f"{self.where}: member {member.name!r} is truncated")
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                left -= len(chunk)
+            copy(fd)
         finally:
             os.close(fd)
 

@@ -168,3 +168,42 @@ def test_owners_are_the_layers_in_a_setgid_state_directory(tmp_path: Path) -> No
                                          ("lib", "sym", "etc")]), GZ, root, "l1")
     assert (root / "etc" / "a").stat().st_gid == 0
     assert (root / "lib").lstat().st_gid == 0 and (root / "etc").stat().st_gid == 0
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_long_names_and_links_unpack_in_every_format(tmp_path: Path, fmt: int) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    deep = "/".join(["directory-with-a-long-name"] * 8) + "/ünïcode-file"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as archive:
+        info = tarfile.TarInfo(deep)
+        info.size, info.uid = 5, 70000
+        archive.addfile(info, io.BytesIO(b"hello"))
+        link = tarfile.TarInfo("short")
+        link.type, link.linkname = tarfile.SYMTYPE, deep
+        archive.addfile(link)
+    (tmp_path / "l").write_bytes(buffer.getvalue())
+    _apply_layer(tmp_path / "l", "application/vnd.oci.image.layer.v1.tar", root, "l")
+    assert (root / deep).read_bytes() == b"hello"
+    assert (root / deep).stat().st_uid == 70000
+    assert (root / "short").read_bytes() == b"hello"
+
+
+def test_a_layer_the_fast_reader_leaves_to_tarfile_still_unpacks(tmp_path: Path) -> None:
+    """A global PAX header (no image builder writes one) is read with tarfile instead."""
+    root = tmp_path / "root"
+    root.mkdir()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "global"}) as archive:
+        for name in ("etc/a", "etc/.wh.gone"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            archive.addfile(info, io.BytesIO(b"ok"))
+    (tmp_path / "l").write_bytes(gzip.compress(buffer.getvalue()))
+    (root / "etc").mkdir()
+    (root / "etc" / "gone").write_text("lower layer")
+    _apply_layer(tmp_path / "l", GZ, root, "l")
+    assert (root / "etc" / "a").read_bytes() == b"ok"
+    assert not (root / "etc" / "gone").exists()
