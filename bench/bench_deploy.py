@@ -42,6 +42,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._disk import create_latency  # noqa: E402
 from pipeline.oci.layout import OCILayout  # noqa: E402
 from pipeline.oci.local_registry import free_port, start_local_registry  # noqa: E402
 from pipeline.oci.reference import Reference  # noqa: E402
@@ -114,23 +115,6 @@ def _deploy(values: Path, keys: Path, models: Path, state: Path, env: dict[str, 
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(120)
-
-
-def create_latency(directory: Path, count: int = 2000) -> float:
-    """Microseconds to create and write one fresh 3 KB file in ``directory``."""
-    import os
-
-    target = Path(tempfile.mkdtemp(prefix="bench-create-", dir=directory))
-    data = b"x" * 3000
-    try:
-        start = time.monotonic()
-        for index in range(count):
-            fd = os.open(target / f"f{index}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
-            os.write(fd, data)
-            os.close(fd)
-        return (time.monotonic() - start) / count * 1e6
-    finally:
-        shutil.rmtree(target, ignore_errors=True)
 
 
 def bench(example: str, work: Path, registry: str, runs: int,

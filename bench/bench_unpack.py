@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
+sys.path.insert(0, str(ROOT))
+
+from bench._disk import create_latency  # noqa: E402
 
 _CHILD = """
 import json, os, sys, time
@@ -41,23 +44,6 @@ for layer in manifest["layers"]:
 print(json.dumps({"wall": time.monotonic() - start, "cpu": time.process_time() - cpu,
                   "files": sum(len(f) for _, _, f in os.walk(tree))}))
 """
-
-
-def create_latency(directory: Path, count: int = 2000) -> float:
-    """Microseconds to create and write one fresh 3 KB file in ``directory``."""
-    import os
-    import time
-
-    target = Path(tempfile.mkdtemp(prefix="bench-create-", dir=directory))
-    try:
-        start = time.monotonic()
-        for index in range(count):
-            fd = os.open(target / f"f{index}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
-            os.write(fd, b"x" * 3000)
-            os.close(fd)
-        return (time.monotonic() - start) / count * 1e6
-    finally:
-        shutil.rmtree(target, ignore_errors=True)
 
 
 def unpack_once(layout: Path, directory: Path, reader: str) -> dict[str, float]:

@@ -4,7 +4,8 @@ Why: on a cluster a step runs in the image its template names (``pipeline-image`
 digest), with only the volumes the template mounts. Running the same rendered template
 that way here tests what a cluster runs, not the host's venv. The image is pulled by the
 digest the ``pipeline-image`` parameter pins (a tag is refused), checked against that
-digest, and unpacked once per run; each step then gets:
+digest, and unpacked once per run, as ``pipeline deploy --local`` unpacks a pod's image;
+each step then gets:
 
 * the image's root read-only, its ``Env``, ``User`` (65532 in a user namespace, every
   capability dropped, no new privileges) and a fresh ``/tmp`` and ``$HOME`` (tmpfs);
@@ -26,16 +27,13 @@ docs/workflows.md.
 
 from __future__ import annotations
 
-import json
 import shutil
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, InputError, IntegrityError
-from pipeline.oci.layer_codec import LAYER_COMPRESSION, open_layer
+from pipeline.errors import ConfigError, InputError
 from pipeline.oci.registry import RegistryOptions
 
 SCRIPT_PATH = "/argo/staging/script"
@@ -66,37 +64,18 @@ class StepImage:
         return dict(str(item).partition("=")[::2] for item in self.config.get("Env") or [])
 
 
-def _blob(layout: Path, digest: str) -> bytes:
-    algorithm, _, hexdigest = digest.partition(":")
-    return (layout / "blobs" / algorithm / hexdigest).read_bytes()
-
-
-def _unpack_layer(blob: Path, compression: str, rootfs: Path) -> None:
-    """One layer (zstd, gzip or plain): tar filter (no absolute or escaping paths, no
-    setuid, no devices)."""
-    with open_layer(blob, compression) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            name = Path(member.name).name
-            if name.startswith(".wh."):
-                raise ConfigError(f"{blob.name}: whiteouts are not supported in a step image")
-            if not (member.isfile() or member.isdir() or member.issym()):
-                raise ConfigError(f"{blob.name}: {member.name}: only files, directories and "
-                                  "symlinks may be in a step image")
-    # A second pass: the whole layer is checked before anything of it is written.
-    with open_layer(blob, compression) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        tar.extractall(rootfs, filter="tar")
-
-
 def pull_step_image(reference: str, workdir: Path, registry_options: RegistryOptions, *,
                     keys: Sequence[Path] = ()) -> StepImage:
     """Pull ``reference`` (``REPO@sha256:...``) into ``workdir`` and unpack it.
 
     With ``keys``, the image's cosign signature must verify against one of them first
     (VerificationError, exit 6, and nothing is pulled): a step image is run only when
-    it is the one the release key signed.
+    it is the one the release key signed. Pulled and unpacked as local pods' images are
+    (``pipeline.deploy.image.ImageCache``: blobs checked against their digests, layers
+    applied with whiteouts, nothing written outside the tree, no devices or set-id bits).
     """
+    from pipeline.deploy.image import ImageCache
     from pipeline.oci.reference import Reference
-    from pipeline.oci.transfer import pull_to_layout
 
     ref = Reference.parse(reference)
     if not ref.digest:
@@ -106,26 +85,8 @@ def pull_step_image(reference: str, workdir: Path, registry_options: RegistryOpt
         from pipeline.signing.image import verify_image
 
         verify_image(ref, list(keys), registry_options=registry_options)
-    layout = workdir / "layout"
-    with registry_options.client(ref) as client:
-        digest = pull_to_layout(ref, str(layout), client, tag="step")
-    if digest != ref.digest:
-        raise IntegrityError(f"{reference}: pulled manifest {digest}")
-    manifest = json.loads(_blob(layout, digest))
-    if manifest.get("mediaType", "").endswith("index.v1+json") or "layers" not in manifest:
-        raise ConfigError(f"{reference}: not a single-platform image manifest")
-    config = json.loads(_blob(layout, manifest["config"]["digest"]))
-    rootfs = workdir / "rootfs"
-    shutil.rmtree(rootfs, ignore_errors=True)
-    rootfs.mkdir(parents=True)
-    for layer in manifest["layers"]:
-        media_type = layer.get("mediaType", "")
-        if media_type not in LAYER_COMPRESSION:
-            raise ConfigError(f"{reference}: layer media type {media_type} is not supported")
-        algorithm, _, hexdigest = layer["digest"].partition(":")
-        _unpack_layer(layout / "blobs" / algorithm / hexdigest, LAYER_COMPRESSION[media_type],
-                      rootfs)
-    image = StepImage(reference, digest, rootfs, config.get("config") or {})
+    unpacked = ImageCache(workdir, registry_options).get(str(ref))
+    image = StepImage(reference, unpacked.digest, unpacked.rootfs, unpacked.config)
     image.user  # noqa: B018 - refuse a root image before any step starts
     return image
 
