@@ -126,6 +126,8 @@ class TarMembers:
             self._apply_pax(info, pax)
         if info.type == tarfile.DIRTYPE and (pax or long_name is not None):
             info.name = info.name.rstrip("/")
+        if "\0" in info.name or "\0" in info.linkname:
+            raise InputError(f"{self._where}: member {info.name!r} has a NUL in its name")
         if info.type in _DATA_TYPES or info.type not in tarfile.SUPPORTED_TYPES:
             self._size = info.size
             self._left = info.size + (-info.size % BLOCK)

@@ -163,3 +163,13 @@ def test_sparse_files_and_global_headers_are_left_to_tarfile(tmp_path: Path) -> 
 def test_malformed_pax_records_are_refused(body: bytes) -> None:
     with pytest.raises(InputError, match="PAX record"):
         pax_records(body, "t")
+
+
+def test_a_name_with_a_nul_is_refused() -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("x")
+        info.pax_headers = {"path": "etc/passwd\0.txt"}
+        archive.addfile(info, io.BytesIO())
+    with pytest.raises(InputError, match="NUL"):
+        _ours(buffer.getvalue())
