@@ -49,7 +49,9 @@ CAPABILITY_DEPS: dict[str, frozenset[str]] = {
     # The local canary runs on LocalCluster's pods (pipeline/release/cluster_target.py):
     # deploy never imports release, so the edge points one way.
     "release": frozenset({"policy", "charts", "deploy"}),
-    "workflow": frozenset({"workflows"}),
+    # --isolation image runs each step in an image pulled and unpacked by deploy's
+    # ImageCache (one unpacker for pods and steps); deploy never imports workflow.
+    "workflow": frozenset({"workflows", "deploy"}),
     "workflows": frozenset(),  # the Hera definitions (workflows/, installed as pipeline.workflows)
     # Local deploys render through pipeline/charts (the one render path) and check images
     # against the image policy (--image-policy), as admission would.
