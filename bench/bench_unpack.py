@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.bench_unpack [--model tiny] [--runs 5] [--dirs /dev/shm,DIR]
 
 ``pipeline build`` makes the example's image; each run unpacks all its layers into an
-empty tree with ``pipeline.deploy.image._apply_layer``, once with ``reader="tarfile"``
-(the baseline: ``tarfile.open(mode="r|")``, what the deploy used before) and once with
-the default reader (``pipeline.oci.tar_members``), alternating, each in a fresh process,
+empty tree with the deploy's member rules (``pipeline.deploy.image._Unpack``), once read
+by ``tarfile.open(mode="r|")`` (the baseline: what the deploy used before) and once by
+``pipeline.oci.tar_members`` (``_apply_layer``), alternating, each in a fresh process,
 on each directory of ``--dirs`` (default: tmpfs, where the cost is the reader's CPU, and
 the disk under /tmp, where creating inodes adds its own). Medians of wall and CPU
 seconds (CPU of the unpacking process, the inflating thread included), the ratio
@@ -30,17 +30,34 @@ sys.path.insert(0, str(ROOT))
 from bench._disk import create_latency  # noqa: E402
 
 _CHILD = """
-import json, os, sys, time
+import json, os, sys, tarfile, time
 from pathlib import Path
-from pipeline.deploy.image import _apply_layer
+from pipeline.deploy.image import _Inflater, _Unpack, _apply_layer
+from pipeline.oci.layer_codec import compression_of
 layout, tree, reader = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+def tarfile_layer(blob, media_type, tree, where):
+    # The baseline: the same member rules (_Unpack), tarfile's stream reader (as before).
+    with _Inflater(blob, compression_of(media_type, where)) as stream, \\
+            tarfile.open(fileobj=stream, mode="r|") as archive:
+        unpack = _Unpack(tree, where)
+        for member in archive:
+            def copy(fd, member=member):
+                source = archive.extractfile(member)
+                while chunk := source.read(1 << 20):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+            unpack.member(member, copy)
+
+apply = tarfile_layer if reader == "tarfile" else _apply_layer
 index = json.loads((layout / "index.json").read_text())
 blob = lambda d: layout / "blobs" / "sha256" / d.split(":")[1]
 manifest = json.loads(blob(index["manifests"][0]["digest"]).read_text())
 tree.mkdir()
 start, cpu = time.monotonic(), time.process_time()
 for layer in manifest["layers"]:
-    _apply_layer(blob(layer["digest"]), layer["mediaType"], tree, "bench", reader=reader)
+    apply(blob(layer["digest"]), layer["mediaType"], tree, "bench")
 print(json.dumps({"wall": time.monotonic() - start, "cpu": time.process_time() - cpu,
                   "files": sum(len(f) for _, _, f in os.walk(tree))}))
 """

@@ -4,16 +4,17 @@ Why not ``tarfile.open(mode="r|")``: its stream reader copies every block throug
 several Python layers (``_Stream.read``, ``_FileInFile``, a buffered reader): for the
 runtime's 25,000-member, 1.1 GB dependency layer that was over a second of CPU of a
 pod's first start, more than writing the files. This reader takes 512-byte headers
-straight from a buffered stream, parses each with ``tarfile.TarInfo.frombuf`` (the
-standard library's field parsing and checksum check), and hands a member's data to its
+straight from a buffered stream, parses only the fields an unpacker uses (with the
+standard library's checksum and number rules), and hands a member's data to its
 consumer in large ``readinto`` calls, so a file costs a few calls, not dozens.
 
 What it reads: ustar, GNU and POSIX.1-2001 (PAX) headers (the ``path``, ``linkpath``,
-``size``, ``uid`` and ``gid`` records, as ``tarfile`` applies them; the rest are kept in
-``pax_headers``), GNU long names and long link names.
-What it does not (sparse files, global PAX headers, multi-volume archives) raises
-:class:`Unsupported`; such layers are rare (no image builder writes them), and the
-caller reads them with ``tarfile``, which handles them.
+``size``, ``uid`` and ``gid`` records, as ``tarfile`` applies them, global headers as
+defaults under each member's own; the rest are kept in ``pax_headers``), GNU long names
+and long link names. Refused (InputError): sparse files, multi-volume archives (no image
+builder writes them), and every archive that ``tarfile`` would read differently
+(chained extended headers of one kind, a long name and a PAX path that disagree...): the
+scanners that read layers with ``tarfile`` (SBOM, provenance) must see what is unpacked.
 """
 
 from __future__ import annotations
@@ -31,13 +32,11 @@ _CHUNK = 1 << 20
 #: Types whose data follows the header (as ``tarfile``: unknown types are skipped as data).
 _DATA_TYPES = {tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE}
 _PAX_TYPES = {tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE}
-_UNSUPPORTED = {tarfile.XGLTYPE: "a global PAX header", tarfile.GNUTYPE_SPARSE: "a sparse file",
-                b"M": "a multi-volume continuation", b"V": "a volume header"}
+_REFUSED = {tarfile.GNUTYPE_SPARSE: "a sparse file", b"M": "a multi-volume continuation",
+            b"V": "a volume header"}
 _INT_RECORDS = ("uid", "gid", "size")
-
-
-class Unsupported(Exception):
-    """A valid archive that needs ``tarfile``'s full reader (see the module docstring)."""
+#: Extended headers larger than this are refused (tarfile would hold any size in memory).
+_MAX_EXTENDED = 1 << 20
 
 
 class TarMembers:
@@ -53,6 +52,8 @@ class TarMembers:
         self._left = 0  # data (and padding) of the current member not read yet
         self._size = 0  # data of the current member not read yet (no padding)
         self._buffer = bytearray(_CHUNK)
+        #: Records of the global PAX headers so far: every later member's defaults.
+        self._global: dict[str, str] = {}
 
     def __iter__(self) -> Iterator[tarfile.TarInfo]:
         while True:
@@ -96,36 +97,68 @@ class TarMembers:
     def _next(self) -> tarfile.TarInfo | None:
         pax: dict[str, str] = {}
         long_name = long_link = None
+        seen: set[bytes] = set()
         while True:
             block = self._stream.read(BLOCK)
             if not block or block == _ZEROS:
+                if seen:  # tarfile refuses this too (SubsequentHeaderError)
+                    raise InputError(f"{self._where}: an extended header with no member")
                 return None  # the end-of-archive blocks (or a stream without them)
             if len(block) != BLOCK:
                 raise self._truncated()
             info = parse_header(block, self._where)
-            if info.type in _UNSUPPORTED:
-                raise Unsupported(f"{info.name!r} is {_UNSUPPORTED[info.type]}")
+            if info.type in _REFUSED:
+                raise InputError(f"{self._where}: member {info.name!r} is "
+                                 f"{_REFUSED[info.type]}, which a layer may not hold")
+            if info.type == tarfile.XGLTYPE:
+                if seen:
+                    raise InputError(f"{self._where}: a global PAX header between a "
+                                     "member's extended headers")
+                self._global.update(self._records(info))
+                continue
             if info.type in _PAX_TYPES or info.type in (tarfile.GNUTYPE_LONGNAME,
                                                          tarfile.GNUTYPE_LONGLINK):
-                if info.size > 1 << 20:
-                    raise InputError(f"{self._where}: a {info.size}-byte extended header")
-                body = self._exact(info.size + (-info.size % BLOCK))[:info.size]
-                if info.type == tarfile.GNUTYPE_LONGNAME:
-                    long_name = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                elif info.type == tarfile.GNUTYPE_LONGLINK:
-                    long_link = body.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                # tarfile applies chained extended headers outermost (first) last, this
+                # reader did the opposite: a layer could show a scanner (tarfile) one name
+                # or size and the unpacker another. Refuse what readers disagree on.
+                kind = tarfile.XHDTYPE if info.type in _PAX_TYPES else info.type
+                if kind in seen:
+                    raise InputError(f"{self._where}: two extended headers of type "
+                                     f"{kind!r} for one member")
+                seen.add(kind)
+                if kind == tarfile.XHDTYPE:
+                    pax.update(self._records(info))
+                    continue
+                padded = self._extended(info)
+                # tarfile reads a long name up to its first NUL, even past ``size``.
+                text = padded[:info.size].split(b"\0", 1)[0]
+                if padded.split(b"\0", 1)[0] != text:
+                    raise InputError(f"{self._where}: a GNU long name without its NUL")
+                if kind == tarfile.GNUTYPE_LONGNAME:
+                    long_name = text.decode("utf-8", "surrogateescape")
                 else:
-                    pax.update(pax_records(body, self._where))
+                    long_link = text.decode("utf-8", "surrogateescape")
                 continue
             break
+        # tarfile: a GNU long name read before a PAX header wins over its path (and the
+        # long link over linkpath); this reader applied PAX last. Refuse a disagreement.
+        if long_name is not None and pax.get("path", long_name).rstrip("/") != \
+                long_name.rstrip("/"):
+            raise InputError(f"{self._where}: a GNU long name and a PAX path disagree")
+        if long_link is not None and pax.get("linkpath", long_link) != long_link:
+            raise InputError(f"{self._where}: a GNU long link and a PAX linkpath disagree")
+        if info.type == tarfile.DIRTYPE:
+            info.name = info.name.rstrip("/")  # after the ustar prefix, as tarfile
         if long_name is not None:
             info.name = long_name
         if long_link is not None:
             info.linkname = long_link
+        if self._global:
+            pax = {**self._global, **pax}
         if pax:
             self._apply_pax(info, pax)
-        if info.type == tarfile.DIRTYPE and (pax or long_name is not None):
-            info.name = info.name.rstrip("/")
+        if info.type == tarfile.DIRTYPE and long_name is not None and "path" not in pax:
+            info.name = info.name.removesuffix("/")  # as tarfile's _proc_gnulong
         if "\0" in info.name or "\0" in info.linkname:
             raise InputError(f"{self._where}: member {info.name!r} has a NUL in its name")
         if info.type in _DATA_TYPES or info.type not in tarfile.SUPPORTED_TYPES:
@@ -133,19 +166,37 @@ class TarMembers:
             self._left = info.size + (-info.size % BLOCK)
         return info
 
+    def _extended(self, info: tarfile.TarInfo) -> bytes:
+        """An extended header's data, padding included (size-checked)."""
+        if info.size > _MAX_EXTENDED:
+            raise InputError(f"{self._where}: a {info.size}-byte extended header")
+        return self._exact(info.size + (-info.size % BLOCK))
+
+    def _records(self, info: tarfile.TarInfo) -> dict[str, str]:
+        """The records of a PAX header (local or global)."""
+        padded = self._extended(info)
+        if padded[info.size:].strip(b"\0"):  # tarfile parses records in the padding too
+            raise InputError(f"{self._where}: data after an extended header")
+        return pax_records(padded[:info.size], self._where)
+
     def _apply_pax(self, info: tarfile.TarInfo, pax: dict[str, str]) -> None:
         if any(key.startswith("GNU.sparse.") for key in pax):
-            raise Unsupported(f"{info.name!r} is a sparse file")
+            raise InputError(f"{self._where}: member {info.name!r} is a sparse file, which "
+                             "a layer may not hold")
         info.pax_headers = pax
-        info.name = pax.get("path", info.name)
+        if "path" in pax:
+            info.name = pax["path"].rstrip("/")  # as tarfile, for every type
         info.linkname = pax.get("linkpath", info.linkname)
         for key in _INT_RECORDS:
             if key in pax:
                 try:
-                    setattr(info, key, int(pax[key]))
+                    value = int(pax[key])
                 except ValueError:
                     raise InputError(f"{self._where}: PAX {key} {pax[key]!r} is not a "
                                      "number") from None
+                if value < 0:
+                    raise InputError(f"{self._where}: PAX {key} {value} is negative")
+                setattr(info, key, value)
 
 
 def _number(field: bytes) -> int:
@@ -171,6 +222,9 @@ def parse_header(block: bytes, where: str) -> tarfile.TarInfo:
         stored = _number(block[148:156])
         mode, uid, gid = _number(block[100:108]), _number(block[108:116]), _number(block[116:124])
         size, mtime = _number(block[124:136]), _number(block[136:148])
+        # Not used, but tarfile refuses (and silently ends the archive at) a header
+        # whose device numbers do not parse: so must this reader, or the two disagree.
+        _number(block[329:337]), _number(block[337:345])
     except ValueError:
         raise InputError(f"{where}: bad tar header (a numeric field is not a number)") from None
     unsigned = sum(block) - sum(block[148:156]) + 256
@@ -179,6 +233,8 @@ def parse_header(block: bytes, where: str) -> tarfile.TarInfo:
         high = sum(1 for b in block[:148] if b > 127) + sum(1 for b in block[156:] if b > 127)
         if stored != unsigned - 256 * high:
             raise InputError(f"{where}: bad tar header (checksum mismatch)")
+    if size < 0:
+        raise InputError(f"{where}: bad tar header (a negative size)")
     info = tarfile.TarInfo(_text(block[0:100]))
     info.mode, info.uid, info.gid, info.size, info.mtime = mode, uid, gid, size, mtime
     info.type = block[156:157]
@@ -199,13 +255,13 @@ def pax_records(body: bytes, where: str) -> dict[str, str]:
     pos = 0
     while pos < len(body) and body[pos] != 0:
         space = body.find(b" ", pos)
-        try:
-            length = int(body[pos:space]) if space > pos else 0
-        except ValueError:
-            length = 0
+        # As tarfile's ``(\d+) ([^=]+)=``: ASCII digits only (int() would take "+12",
+        # "1_2" or " 12", which tarfile skips), a keyword, and at least "5 k=\n".
+        digits = body[pos:space] if space > pos else b""
+        length = int(digits) if digits.isdigit() else 0
         record = body[space + 1:pos + length]
-        if length <= 0 or pos + length > len(body) or not record.endswith(b"\n") \
-                or b"=" not in record:
+        if length < 5 or pos + length > len(body) or not record.endswith(b"\n") \
+                or b"=" not in record or record.startswith(b"="):
             raise InputError(f"{where}: bad PAX record at byte {pos} of an extended header")
         key, _, value = record[:-1].partition(b"=")
         out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
@@ -213,4 +269,4 @@ def pax_records(body: bytes, where: str) -> dict[str, str]:
     return out
 
 
-__all__ = ["BLOCK", "TarMembers", "Unsupported", "parse_header", "pax_records"]
+__all__ = ["BLOCK", "TarMembers", "parse_header", "pax_records"]

@@ -118,7 +118,8 @@ def test_layers_apply_in_order_with_whiteouts(tmp_path: Path) -> None:
     assert (root / "usr" / "bin" / "tool").is_file()  # through the link, inside the tree
 
 
-PARTS = st.sampled_from(["a", "b", "..", ".", "", "link", "up", ".wh.a", ".wh..wh..opq"])
+PARTS = st.sampled_from(["a", "b", "..", ".", "", "link", "up", ".wh.a", ".wh..wh..opq",
+                         ".wh..", ".wh...", ".wh."])
 NAMES = st.lists(PARTS, min_size=1, max_size=4).map("/".join)
 MEMBERS = st.lists(st.tuples(
     st.one_of(NAMES, NAMES.map(lambda n: "/" + n)),
@@ -190,8 +191,8 @@ def test_long_names_and_links_unpack_in_every_format(tmp_path: Path, fmt: int) -
     assert (root / "short").read_bytes() == b"hello"
 
 
-def test_a_layer_the_fast_reader_leaves_to_tarfile_still_unpacks(tmp_path: Path) -> None:
-    """A global PAX header (no image builder writes one) is read with tarfile instead."""
+def test_a_layer_with_a_global_pax_header_unpacks(tmp_path: Path) -> None:
+    """A global PAX header (no image builder writes one) gives defaults, whiteouts apply."""
     root = tmp_path / "root"
     root.mkdir()
     buffer = io.BytesIO()
@@ -207,3 +208,74 @@ def test_a_layer_the_fast_reader_leaves_to_tarfile_still_unpacks(tmp_path: Path)
     _apply_layer(tmp_path / "l", GZ, root, "l")
     assert (root / "etc" / "a").read_bytes() == b"ok"
     assert not (root / "etc" / "gone").exists()
+
+
+def _raw_layer(path: Path, infos: list[tarfile.TarInfo]) -> Path:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for info in infos:
+            archive.addfile(info, io.BytesIO(b"x" * info.size) if info.isreg() else None)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("name", [".wh...", "etc/.wh...", ".wh..", "etc/.wh..", ".wh.",
+                                  "etc/.wh."])
+def test_a_whiteout_of_the_directory_or_its_parent_is_refused(tmp_path: Path,
+                                                              name: str) -> None:
+    """``.wh...`` whited out ``..``: rmtree of the directory above the tree."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (tmp_path / "beside").write_text("not the layer's")
+    with pytest.raises(InputError, match="whiteout"):
+        _apply_layer(_layer(tmp_path / "l", [(name, "file", "")]), GZ, root, "l")
+    assert (tmp_path / "beside").exists() and (root / "etc").is_dir()
+
+
+def test_links_that_fan_out_are_refused_quickly(tmp_path: Path) -> None:
+    """``l1 -> l0/l0``, ``l2 -> l1/l1``...: each level nested once, 2**depth lookups."""
+    root = tmp_path / "root"
+    root.mkdir()
+    links = [("l0", "sym", "/")] + [(f"l{i}", "sym", f"l{i - 1}/l{i - 1}") for i in range(1, 39)]
+    with pytest.raises(InputError, match="too many symbolic links"):
+        _apply_layer(_layer(tmp_path / "l", [*links, ("l38/x", "file", "")]), GZ, root, "l")
+
+
+def test_dot_dot_after_a_link_is_the_parent_of_where_it_led(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    _apply_layer(_layer(tmp_path / "l", [("d/e/f", "dir", ""), ("a", "sym", "d/e"),
+                                         ("b", "sym", "a/../x"), ("b/f", "file", "")]),
+                 GZ, root, "l")
+    assert (root / "d" / "x" / "f").is_file()  # where the kernel puts b/f
+    assert not (root / "x").exists()
+
+
+@pytest.mark.parametrize("owner", [2**32 - 1, 2**40])
+def test_an_owner_the_kernel_cannot_take_is_refused(tmp_path: Path, owner: int) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    info = tarfile.TarInfo("f")
+    info.size, info.uid = 1, owner
+    with pytest.raises(InputError, match="owner"):
+        _apply_layer(_raw_layer(tmp_path / "l", [info]), "application/vnd.oci.image.layer.v1.tar",
+                     root, "l")
+
+
+@pytest.mark.parametrize("pax", [{"path": "a\0b"}, {"GNU.sparse.map": "a,b",
+                                                    "GNU.sparse.size": "1"}])
+def test_bad_names_and_sparse_maps_after_a_global_header_are_input_errors(
+        tmp_path: Path, pax: dict[str, str]) -> None:
+    """What once went to tarfile's reader (a global header first) and came back as a
+    ValueError (a NUL in a name, a sparse map that does not parse) is InputError."""
+    root = tmp_path / "root"
+    root.mkdir()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "global"}) as archive:
+        info = tarfile.TarInfo("x")
+        info.pax_headers = pax
+        archive.addfile(info, io.BytesIO())
+    (tmp_path / "l").write_bytes(buffer.getvalue())
+    with pytest.raises(InputError):
+        _apply_layer(tmp_path / "l", "application/vnd.oci.image.layer.v1.tar", root, "l")
