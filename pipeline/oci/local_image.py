@@ -6,8 +6,9 @@ gets the same digest for the same target and the same errors for bad ones.
 
 from __future__ import annotations
 
+import io
 import json
-import tarfile
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from pipeline.errors import InputError, NotFoundError
 from pipeline.oci.layer_codec import READ_ERRORS, compression_of, open_layer
 from pipeline.oci.layout import OCILayout
+from pipeline.oci.tar_members import TarMembers
 
 
 @dataclass(frozen=True)
@@ -65,16 +67,21 @@ def open_image(target: str) -> LocalImage:
 
 
 def iter_files(image: LocalImage, want: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
-    """Regular files whose path satisfies ``want``, layer by layer (later layers win last)."""
+    """Regular files whose path satisfies ``want``, layer by layer (later layers win last).
+
+    Read with the reader the local deploy unpacks with (``TarMembers``) and named as it
+    names them (normalised: ``./a//b`` is ``a/b``): a layer cannot show the scanners
+    one file and the pods another, and a layer the unpacker refuses is refused here too.
+    """
     for blob, compression in image.layers():
         try:
-            with open_layer(blob, compression) as stream, \
-                    tarfile.open(fileobj=stream, mode="r|") as tar:
-                for info in tar:
-                    name = info.name.removeprefix("./").lstrip("/")
-                    if info.isreg() and want(name):
-                        handle = tar.extractfile(info)
-                        yield name, handle.read() if handle else b""
+            with open_layer(blob, compression) as stream:
+                members = TarMembers(io.BufferedReader(stream, 1 << 20),  # type: ignore[type-var]
+                                     f"{image.digest}: layer {blob.name}")
+                for info in members:
+                    name = os.path.normpath(info.name.lstrip("/"))
+                    if info.isreg() and name not in (".", "..") and want(name):
+                        yield name, members.read()
         except READ_ERRORS as exc:
             raise InputError(f"{image.digest}: layer {blob.name} is not readable: {exc}"
                              ) from None

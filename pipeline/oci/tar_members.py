@@ -77,6 +77,15 @@ class TarMembers:
             self._size -= got
             self._left -= got
 
+    def read(self) -> bytes:
+        """The current member's data as bytes (for the small files a scanner reads)."""
+        data = self._stream.read(self._size) if self._size else b""
+        if len(data) != self._size:
+            raise self._truncated()
+        self._left -= self._size
+        self._size = 0
+        return data
+
     def _truncated(self) -> InputError:
         return InputError(f"{self._where}: the layer's tar stream is truncated")
 
