@@ -40,7 +40,6 @@ from pipeline.oci.tar_members import TarMembers
 PYCACHE_MOUNT = "/.pipeline-pycache"
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
-_CHUNK = 1 << 20
 _NO_ID = 2**32 - 1  # (uid_t)-1: "unchanged" to chown, and no larger id exists
 #: Symbolic links followed in resolving one path, at most (the kernel's MAXSYMLINKS).
 _MAX_LINKS = 40

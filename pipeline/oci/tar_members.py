@@ -13,8 +13,9 @@ What it reads: ustar, GNU and POSIX.1-2001 (PAX) headers (the ``path``, ``linkpa
 defaults under each member's own; the rest are kept in ``pax_headers``), GNU long names
 and long link names. Refused (InputError): sparse files, multi-volume archives (no image
 builder writes them), and every archive that ``tarfile`` would read differently
-(chained extended headers of one kind, a long name and a PAX path that disagree...): the
-scanners that read layers with ``tarfile`` (SBOM, provenance) must see what is unpacked.
+(chained extended headers of one kind, a long name and a PAX path that disagree...):
+tools that read layers with ``tarfile`` (build provenance, other people's scanners) must
+see what is unpacked.
 """
 
 from __future__ import annotations
@@ -79,9 +80,7 @@ class TarMembers:
 
     def read(self) -> bytes:
         """The current member's data as bytes (for the small files a scanner reads)."""
-        data = self._stream.read(self._size) if self._size else b""
-        if len(data) != self._size:
-            raise self._truncated()
+        data = self._exact(self._size) if self._size else b""
         self._left -= self._size
         self._size = 0
         return data
@@ -127,9 +126,9 @@ class TarMembers:
                 continue
             if info.type in _PAX_TYPES or info.type in (tarfile.GNUTYPE_LONGNAME,
                                                          tarfile.GNUTYPE_LONGLINK):
-                # tarfile applies chained extended headers outermost (first) last, this
-                # reader did the opposite: a layer could show a scanner (tarfile) one name
-                # or size and the unpacker another. Refuse what readers disagree on.
+                # tarfile applies chained extended headers outermost (first) last, a
+                # naive reader the other way round: a layer could then show a tarfile
+                # reader one name or size and the unpacker another. Refuse the chain.
                 kind = tarfile.XHDTYPE if info.type in _PAX_TYPES else info.type
                 if kind in seen:
                     raise InputError(f"{self._where}: two extended headers of type "
@@ -150,7 +149,7 @@ class TarMembers:
                 continue
             break
         # tarfile: a GNU long name read before a PAX header wins over its path (and the
-        # long link over linkpath); this reader applied PAX last. Refuse a disagreement.
+        # long link over linkpath). Refuse a disagreement rather than pick one.
         if long_name is not None and pax.get("path", long_name).rstrip("/") != \
                 long_name.rstrip("/"):
             raise InputError(f"{self._where}: a GNU long name and a PAX path disagree")
@@ -225,8 +224,8 @@ def _text(field: bytes) -> str:
 def parse_header(block: bytes, where: str) -> tarfile.TarInfo:
     """One 512-byte header block as a TarInfo, as ``tarfile.TarInfo.frombuf`` reads it
     (the same checksum rule, ustar prefixes, GNU base-256 numbers) but only the fields an
-    unpacker uses (no uname/gname, device numbers or GNU sparse maps), at a third of the
-    cost. InputError for a block that is not a valid header."""
+    unpacker uses (no uname/gname or GNU sparse maps; device numbers are only checked),
+    at a third of the cost. InputError for a block that is not a valid header."""
     try:
         stored = _number(block[148:156])
         mode, uid, gid = _number(block[100:108]), _number(block[108:116]), _number(block[116:124])
