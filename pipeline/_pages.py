@@ -8,7 +8,8 @@ start both page tables are empty, and a trap per 4 KiB page is most of the load'
 over every core and overlaps the cryptography, instead of one ``MAP_POPULATE`` (or one
 pre-touching pass) on a single thread before anything else can start.
 
-ctypes releases the GIL around ``madvise``; Python's ``mmap.madvise`` does not.
+ctypes releases the GIL around ``madvise`` and ``mlock2``; Python's ``mmap.madvise``
+does not.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from collections.abc import Callable
 MADV_DONTNEED = 4
 MADV_POPULATE_READ = 22
 MADV_POPULATE_WRITE = 23
+MADV_DONTDUMP = 16
+#: mlock2(2) flag: lock pages as they are faulted in, without faulting them now.
+MLOCK_ONFAULT = 1
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _libc.madvise.restype = ctypes.c_int
+_mlock2 = getattr(_libc, "mlock2", None)  # glibc >= 2.27
+if _mlock2 is not None:
+    _mlock2.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    _mlock2.restype = ctypes.c_int
 
 
 class _PyBuffer(ctypes.Structure):
@@ -70,6 +78,25 @@ def madvise(address: int, length: int, advice: int) -> int:
     if length <= 0:
         return 0
     if _libc.madvise(ctypes.c_void_p(address), length, advice) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def lock_on_fault(address: int, length: int) -> int:
+    """``mlock2(MLOCK_ONFAULT)`` of a range not faulted in yet; 0, or the errno.
+
+    Every page is locked the moment it is faulted in (by whichever thread touches it),
+    so memory that will hold plaintext is never swappable, and no pass over the pages
+    is needed afterwards (``mlock`` of a populated GiB walks 262,144 page-table
+    entries on one thread). ``RLIMIT_MEMLOCK`` applies to the whole range at once:
+    ENOMEM/EPERM without ``CAP_IPC_LOCK`` or a large enough limit (ENOSYS where libc
+    or the kernel lacks ``mlock2``).
+    """
+    if length <= 0:
+        return 0
+    if _mlock2 is None:
+        return errno.ENOSYS
+    if _mlock2(ctypes.c_void_p(address), length, MLOCK_ONFAULT) == 0:
         return 0
     return ctypes.get_errno()
 

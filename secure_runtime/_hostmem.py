@@ -208,6 +208,27 @@ def anonymous_buffer(size: int, plan: HugePagePlan, huge_page_size: int) -> Anon
     return AnonymousBuffer(mapping, address - base, size, address, plan)
 
 
+def lock_as_faulted(address: int, size: int) -> tuple[int, int] | None:
+    """Lock the untouched buffer at ``address`` page by page as it is faulted in.
+
+    ``MADV_DONTDUMP`` and ``mlock2(MLOCK_ONFAULT)`` before any page exists: each page
+    is locked the moment the decrypting thread that writes it faults it in, so memory
+    holding plaintext is never swappable, and the load needs no ``mlock`` pass over a
+    populated GiB afterwards (measured 0.10-0.13 s on one thread, at the end of the
+    load, where nothing else overlaps it). Returns the locked page range, or None where
+    the kernel refused either call (``RLIMIT_MEMLOCK`` without ``CAP_IPC_LOCK``): the runtime's
+    final ``lock_tensors`` then tries again and reports, as it did before.
+    """
+    page = mmap.PAGESIZE
+    start = address // page * page
+    end = -(-(address + size) // page) * page
+    if end <= start:
+        return None
+    if _pages.madvise(start, end - start, _pages.MADV_DONTDUMP) != 0:
+        return None
+    return (start, end) if _pages.lock_on_fault(start, end - start) == 0 else None
+
+
 def prefaulter(address: int, size: int) -> Callable[[int, int], None]:
     """A function that faults in bytes ``[start, end)`` of the buffer at ``address``.
 

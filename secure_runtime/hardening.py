@@ -31,13 +31,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pipeline import _pages
 from pipeline.errors import RuntimeSecurityError
 
 log = logging.getLogger("secure_runtime.hardening")
 
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
-MADV_DONTDUMP = 16
+MADV_DONTDUMP = _pages.MADV_DONTDUMP
 ALLOW_ROOT_ENV = "SECURE_RUNTIME_ALLOW_ROOT"
 
 #: Environment variables that carry key material or the means to it; removed after load.
@@ -142,11 +143,48 @@ def _host_ranges(tensors: Iterable[torch.Tensor]) -> list[tuple[int, int]]:
     return merged
 
 
-def lock_tensors(tensors: Iterable[torch.Tensor]) -> MlockReport:
-    """mlock + MADV_DONTDUMP the host memory of ``tensors`` (GPU tensors need neither)."""
+def _subtract(ranges: list[tuple[int, int]], holes: Iterable[tuple[int, int]]
+              ) -> list[tuple[int, int]]:
+    """The parts of sorted, disjoint ``ranges`` that no range in ``holes`` covers."""
+    rest = ranges
+    for low, high in sorted(holes):
+        pieces: list[tuple[int, int]] = []
+        for start, end in rest:
+            if high <= start or end <= low:
+                pieces.append((start, end))
+                continue
+            if start < low:
+                pieces.append((start, low))
+            if high < end:
+                pieces.append((high, end))
+        rest = pieces
+    return rest
+
+
+def lock_tensors(tensors: Iterable[torch.Tensor],
+                 already_locked: Iterable[tuple[int, int]] = ()) -> MlockReport:
+    """mlock + MADV_DONTDUMP the host memory of ``tensors`` (GPU tensors need neither).
+
+    ``already_locked``: address ranges the loader locked as their pages were faulted in
+    (``mlock2(MLOCK_ONFAULT)``, advised ``MADV_DONTDUMP`` then). They are not trusted:
+    each part of them that holds tensor memory is locked again the same way, which on a
+    range still locked is a flag check (tens of microseconds per GiB) instead of the
+    page walk of ``mlock`` (~0.1 s per GiB on one thread, at the very end of the load);
+    a part the kernel refuses falls back to ``mlock``, and so to the report.
+    """
     ranges = _host_ranges(tensors)
     report = MlockReport(requested_bytes=sum(end - start for start, end in ranges))
-    for start, end in ranges:
+    claimed = _subtract(ranges, _subtract(ranges, (
+        (start, end) for start, end in already_locked if end > start)))
+    todo = _subtract(ranges, claimed)
+    for start, end in claimed:
+        _pages.madvise(start, end - start, MADV_DONTDUMP)
+        if _pages.lock_on_fault(start, end - start) == 0:
+            report.locked_bytes += end - start
+            report.ranges.append((start, end))
+        else:
+            todo.append((start, end))
+    for start, end in sorted(todo):
         length = end - start
         _libc.madvise(ctypes.c_void_p(start), length, MADV_DONTDUMP)
         if _libc.mlock(ctypes.c_void_p(start), length) == 0:

@@ -4,7 +4,8 @@ verify (signature, manifest) -> unwrap the data key -> decrypt -> safetensors te
 as views over the plaintext, on their device. Two ways to decrypt (``strategy``):
 
 * **direct** (the CPU default): each weight file straight into its own final buffer
-  (fresh anonymous memory, faulted in by the decrypting threads); one pass.
+  (fresh anonymous memory, locked page by page as the decrypting threads fault it in:
+  swap, which is disk, never holds plaintext); one pass.
 * **ring** (the CUDA default; also runs on the CPU): segment groups decrypt into a
   small ring of pinned host buffers while the previous group copies into one device
   allocation on a CUDA stream (``_ring``). Host plaintext never exceeds the ring.
@@ -69,6 +70,9 @@ class LoadedModel:
     manifest_sha256: str = ""
     signature_verified: bool = False
     host_buffers: list[torch.Tensor] = field(default_factory=list, repr=False)
+    #: Address ranges of ``host_buffers`` locked page by page as they were faulted in
+    #: (``_hostmem.lock_as_faulted``); the runtime's final mlock skips them.
+    locked_ranges: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
 
 def resolve_device(device: str) -> str:
@@ -130,10 +134,25 @@ def buffer_prefaulter(buffer: torch.Tensor) -> Callable[[int, int], None] | None
     return _hostmem.prefaulter(buffer.data_ptr(), size)
 
 
+def lock_as_faulted(buffer: torch.Tensor) -> tuple[int, int] | None:
+    """Lock a fresh :func:`host_buffer`'s pages as they fault in; its range, or None.
+
+    Only for the mapped buffers (small ones are malloc'd memory shared with other
+    objects: the final ``lock_tensors`` locks them).
+    """
+    if buffer.device.type != "cpu" or buffer.numel() < MAPPED_BUFFER_MIN:
+        return None
+    return _hostmem.lock_as_faulted(buffer.data_ptr(), buffer.numel())
+
+
 def _decrypt_weights(
-    opened: OpenedModel, data_key: bytearray, threads: int | None
+    opened: OpenedModel, data_key: bytearray, threads: int | None,
+    locked: list[tuple[int, int]],
 ) -> tuple[dict[str, torch.Tensor], dict[str, str], list[torch.Tensor]]:
-    """The direct CPU path: each file decrypted straight into its own final host buffer."""
+    """The direct CPU path: each file decrypted straight into its own final host buffer.
+
+    Each buffer is locked before decryption faults it in; ``locked`` gets the ranges.
+    """
     tensors: dict[str, torch.Tensor] = {}
     origins: dict[str, str] = {}
     buffers: list[torch.Tensor] = []
@@ -141,6 +160,9 @@ def _decrypt_weights(
         for entry in opened.manifest.sealed_files:
             buffer = host_buffer(entry.size)
             buffers.append(buffer)
+            span = lock_as_faulted(buffer)
+            if span is not None:
+                locked.append(span)
             view = _ring.byte_view(buffer) if entry.size else memoryview(bytearray())
             decrypt_file_into(opened, entry, data_key, view, threads=threads,
                               prefault=buffer_prefaulter(buffer))
@@ -242,9 +264,10 @@ def load_sealed_model(
     project = _project(opened)
     data_key = unwrap_data_key(opened, settings)
     decrypt_started = time.perf_counter()
+    locked: list[tuple[int, int]] = []
     try:
         if strategy == "direct":
-            tensors, origins, buffers = _decrypt_weights(opened, data_key, threads)
+            tensors, origins, buffers = _decrypt_weights(opened, data_key, threads, locked)
         else:
             tensors, origins, buffers = _decrypt_pipelined(opened, data_key, device, threads,
                                                            ring)
@@ -273,6 +296,7 @@ def load_sealed_model(
         manifest_sha256=opened.manifest_sha256,
         signature_verified=opened.signature_verified,
         host_buffers=[b for b in buffers if b.device.type == "cpu"],
+        locked_ranges=locked,
     )
 
 

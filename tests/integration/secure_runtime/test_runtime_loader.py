@@ -22,6 +22,7 @@ from pipeline.sealing._segments import SEGMENT_SIZE_1MB, SEGMENT_SIZE_4KB, Layou
 from pipeline.sealing.seal import seal_model
 from pipeline.signing.model import Trust
 from secure_runtime import load_sealed, load_sealed_model, loader
+from tests.support.proc_maps import kib, maps_line, smaps_entry
 
 
 @pytest.fixture()
@@ -80,11 +81,18 @@ def test_parallel_faulting_gives_exactly_the_plaintext(
     for name, tensor in expected.items():
         assert model.tensors[name].dtype == tensor.dtype, name
         assert torch.equal(model.tensors[name], tensor), name
-    # Each weight file got its own mapped buffer, aligned for huge pages.
+    # Each weight file got its own mapped buffer, aligned for huge pages, locked page by
+    # page as decryption faulted it in (root has CAP_IPC_LOCK): every page is resident
+    # and locked, no mlock pass needed after the load.
     assert len(model.host_buffers) == 2
-    for buffer in model.host_buffers:
+    assert len(model.locked_ranges) == 2
+    for buffer, (start, end) in zip(model.host_buffers, model.locked_ranges, strict=True):
         assert buffer.numel() >= loader.MAPPED_BUFFER_MIN
         assert buffer.data_ptr() % (2 << 20) == 0
+        assert start == buffer.data_ptr() and end >= start + buffer.numel()
+        smaps = smaps_entry(start)
+        assert {"lo", "dd"} <= set(smaps["VmFlags"].split()), smaps["VmFlags"]
+        assert kib(smaps, "Locked") * 1024 >= buffer.numel() // 4096 * 4096
 
 
 def test_load_sealed_interface_is_unchanged(
@@ -135,15 +143,6 @@ def test_tag_failure_mid_file_leaves_the_buffer_zeroed(
         assert int(torch.count_nonzero(buffer)) == 0
 
 
-def _mapping_of(address: int) -> str:
-    """The /proc/self/maps line of the mapping holding ``address``."""
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        start, end = (int(x, 16) for x in line.split()[0].split("-"))
-        if start <= address < end:
-            return line
-    raise AssertionError(f"no mapping holds {address:#x}")
-
-
 def test_plaintext_lives_only_in_anonymous_memory(
     sealer: Callable[[Path, str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,6 +160,6 @@ def test_plaintext_lives_only_in_anonymous_memory(
     assert list(scratch.iterdir()) == []
     assert {p.name: p.stat().st_mtime_ns for p in sealed.iterdir()} == before
     for buffer in model.host_buffers:
-        fields = _mapping_of(buffer.data_ptr()).split()
+        fields = maps_line(buffer.data_ptr()).split()
         assert len(fields) == 5, f"plaintext buffer is backed by a file: {fields}"  # no path
         assert fields[1].startswith("rw") and fields[1].endswith("p")  # private

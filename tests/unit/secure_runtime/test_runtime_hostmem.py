@@ -27,6 +27,7 @@ from secure_runtime._hostmem import (
     prefaulter,
     selected_mode,
 )
+from tests.support.proc_maps import kib, smaps_entry, vm_flags
 
 HUGE = 2 << 20
 GIB = 1 << 30
@@ -43,26 +44,6 @@ Node 0, zone   Normal   2331   1219    538    547    243    802    781    544   
 def _state(enabled: str = "madvise", defrag: str = "madvise", free: int = 0,
            min_free: int = 64 << 20) -> ThpState:
     return ThpState(enabled, defrag, HUGE, free, min_free)
-
-
-def _vma(address: int) -> dict[str, str]:
-    """The smaps entry of the mapping that contains ``address``."""
-    entry: dict[str, str] = {}
-    inside = False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()[0]
-        if "-" in head and ":" not in head:
-            start, end = (int(x, 16) for x in head.split("-"))
-            inside = start <= address < end
-            continue
-        if inside:
-            key, _, value = line.partition(":")
-            entry[key] = value.strip()
-    return entry
-
-
-def _flags(address: int) -> set[str]:
-    return set(_vma(address)["VmFlags"].split())
 
 
 def test_selected_mode_is_the_bracketed_choice() -> None:
@@ -144,11 +125,11 @@ def test_anonymous_buffer_is_aligned_and_advised_as_planned() -> None:
     size = 16 * HUGE + 12345
     none = anonymous_buffer(size, HugePagePlan(0, False, "test"), HUGE)
     assert none.address % HUGE == 0
-    assert not {"hg", "nh"} & _flags(none.address)
+    assert not {"hg", "nh"} & vm_flags(none.address)
     half = anonymous_buffer(size, HugePagePlan(8 * HUGE, True, "test"), HUGE)
-    assert "hg" in _flags(half.address)
-    assert "nh" in _flags(half.address + 8 * HUGE)
-    assert "hg" not in _flags(half.address + 8 * HUGE)
+    assert "hg" in vm_flags(half.address)
+    assert "nh" in vm_flags(half.address + 8 * HUGE)
+    assert "hg" not in vm_flags(half.address + 8 * HUGE)
     for buffer in (none, half):
         buffer.mapping.close()
 
@@ -168,10 +149,10 @@ def test_loader_buffer_is_not_advised_huge_pages_by_default(
     monkeypatch.setattr(_hostmem, "read_thp_state", lambda: plenty)
     default = host_buffer(64 << 20)
     assert default.dtype == torch.uint8 and default.numel() == 64 << 20
-    assert "hg" not in _flags(default.data_ptr())
+    assert "hg" not in vm_flags(default.data_ptr())
     monkeypatch.setattr(_hostmem, "MODE", "always")
     forced = host_buffer(64 << 20)
-    assert "hg" in _flags(forced.data_ptr())
+    assert "hg" in vm_flags(forced.data_ptr())
 
 
 def test_prefaulter_faults_in_the_range_and_keeps_what_is_there() -> None:
@@ -179,10 +160,10 @@ def test_prefaulter_faults_in_the_range_and_keeps_what_is_there() -> None:
     mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     address = _pages.buffer_address(mapping)
     mapping[100:105] = b"hello"
-    before = int(_vma(address)["Rss"].split()[0])
+    before = kib(smaps_entry(address), "Rss")
     populate = prefaulter(address, size)
     populate(4097, size - 1)  # unaligned ends: rounded out to whole pages
-    after = int(_vma(address)["Rss"].split()[0])
+    after = kib(smaps_entry(address), "Rss")
     assert after - before >= (size >> 10) - 8
     assert mapping[100:105] == b"hello"
     assert mapping[size - 1 : size] == b"\0"
@@ -198,3 +179,49 @@ def test_buffer_address_reads_read_only_buffers() -> None:
     assert ctypes.string_at(_pages.buffer_address(view[1:]), 2) == b"yz"
     with pytest.raises(TypeError):
         _pages.buffer_address(object())
+
+
+def test_lock_as_faulted_locks_each_page_when_it_is_faulted_in() -> None:
+    """mlock2(MLOCK_ONFAULT): nothing is faulted in by the lock itself; every page the
+    decrypting threads then write is locked (smaps Locked), and the range is kept out of
+    core dumps. Unaligned ends are rounded out to whole pages."""
+    size = 8 << 20
+    mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mapping.madvise(mmap.MADV_NOHUGEPAGE)  # 4 KiB faults under THP "always" too
+    address = _pages.buffer_address(mapping)
+    span = _hostmem.lock_as_faulted(address + 100, size - 200)
+    assert span == (address, address + size)  # the suite runs as root: CAP_IPC_LOCK
+    assert {"lo", "dd"} <= vm_flags(address)
+    assert smaps_entry(address)["Rss"] == "0 kB"
+    mapping[: size // 2] = b"\x01" * (size // 2)
+    assert kib(smaps_entry(address), "Locked") == size // 2 // 1024
+    mapping.close()
+
+
+_REFUSED = """
+import mmap, sys
+from pipeline import _pages
+from secure_runtime import _hostmem
+m = mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+print(_hostmem.lock_as_faulted(_pages.buffer_address(m), 8 << 20))
+"""
+
+
+def test_lock_as_faulted_returns_none_where_the_kernel_refuses() -> None:
+    """Without CAP_IPC_LOCK and with RLIMIT_MEMLOCK 0 (many pods): None, nothing raised,
+    so the runtime's final lock_tensors tries again and reports the refusal."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    # As root, drop CAP_IPC_LOCK first (setpriv needs CAP_SETPCAP); others lack it anyway.
+    drop = (["setpriv", "--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock"]
+            if os.geteuid() == 0 else [])
+    result = subprocess.run(
+        [*drop, "prlimit", "--memlock=0:0", sys.executable, "-c", _REFUSED],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"

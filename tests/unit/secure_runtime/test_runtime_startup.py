@@ -9,10 +9,14 @@ never started here.
 
 from __future__ import annotations
 
+import sys
 import threading
 
+import pytest
 import uvicorn
 
+from pipeline.errors import ConfigError
+from secure_runtime import startup
 from secure_runtime.startup import _Stopper
 
 
@@ -56,3 +60,71 @@ def test_stop_and_attach_racing_never_lose_the_stop() -> None:
         stopper.attach(server)
         thread.join()
         assert server.should_exit is True
+
+
+class _Plane:
+    """What _background_load touches of the data plane (load_engine is replaced)."""
+
+    def __init__(self) -> None:
+        self.registered: object = None
+        self.failure: BaseException | None = None
+        self.load_report = {"timings": {"total": 0.0}, "signature_verified": True}
+
+    def register(self, engine: object) -> None:
+        self.registered = engine
+
+    def record_failure(self, exc: BaseException) -> None:
+        self.failure = exc
+
+
+class _Engine:
+    name, device = "m", "cpu"
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_load_runs_with_a_short_switch_interval_and_restores_it(
+    monkeypatch: pytest.MonkeyPatch, fails: bool,
+) -> None:
+    """The decrypting threads get the GIL back quickly while the main thread imports
+    (startup.LOAD_SWITCH_INTERVAL); serving, after the load, runs with the old interval,
+    whether the load succeeded or failed."""
+    seen: list[float] = []
+
+    def load_engine(config: object, plane: object) -> _Engine:
+        seen.append(sys.getswitchinterval())
+        if fails:
+            raise ConfigError("no model")
+        return _Engine()
+
+    monkeypatch.setattr(startup, "load_engine", load_engine)
+    before = sys.getswitchinterval()
+    plane, stopper = _Plane(), _Stopper()
+    thread = threading.Thread(target=startup._background_load,
+                              args=(object(), plane, stopper))
+    thread.start()
+    thread.join()
+    assert seen == [min(before, startup.LOAD_SWITCH_INTERVAL)]
+    assert seen[0] < before
+    assert sys.getswitchinterval() == before
+    assert (plane.failure is not None) is fails
+    assert (plane.registered is None) is fails
+
+
+def test_an_interval_changed_during_the_load_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever set the interval while the model loaded (another load, an operator's
+    hook) keeps it: only the value the load itself set is put back."""
+    before = sys.getswitchinterval()
+    theirs = before * 2
+
+    def load_engine(config: object, plane: object) -> _Engine:
+        sys.setswitchinterval(theirs)
+        return _Engine()
+
+    monkeypatch.setattr(startup, "load_engine", load_engine)
+    try:
+        startup._background_load(object(), _Plane(), _Stopper())  # type: ignore[arg-type]
+        assert sys.getswitchinterval() == theirs
+    finally:
+        sys.setswitchinterval(before)
