@@ -83,14 +83,15 @@ def madvise(address: int, length: int, advice: int) -> int:
 
 
 def lock_on_fault(address: int, length: int) -> int:
-    """``mlock2(MLOCK_ONFAULT)`` of a range not faulted in yet; 0, or the errno.
+    """``mlock2(MLOCK_ONFAULT)``: lock the range's resident pages, and every other page
+    the moment it is faulted in (by whichever thread touches it); 0, or the errno.
 
-    Every page is locked the moment it is faulted in (by whichever thread touches it),
-    so memory that will hold plaintext is never swappable, and no pass over the pages
-    is needed afterwards (``mlock`` of a populated GiB walks 262,144 page-table
-    entries on one thread). ``RLIMIT_MEMLOCK`` applies to the whole range at once:
-    ENOMEM/EPERM without ``CAP_IPC_LOCK`` or a large enough limit (ENOSYS where libc
-    or the kernel lacks ``mlock2``).
+    Applied before a buffer is written, memory that will hold plaintext is never
+    swappable and no pass over its pages is needed afterwards (``mlock`` of a populated
+    GiB walks 262,144 page-table entries on one thread); applied again to a range still
+    locked, the kernel only checks its flags. ``RLIMIT_MEMLOCK`` applies to the whole
+    range at once: ENOMEM/EPERM without ``CAP_IPC_LOCK`` or a large enough limit
+    (ENOSYS where libc or the kernel lacks ``mlock2``).
     """
     if length <= 0:
         return 0

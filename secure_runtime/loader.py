@@ -70,9 +70,6 @@ class LoadedModel:
     manifest_sha256: str = ""
     signature_verified: bool = False
     host_buffers: list[torch.Tensor] = field(default_factory=list, repr=False)
-    #: Address ranges of ``host_buffers`` locked page by page as they were faulted in
-    #: (``_hostmem.lock_as_faulted``); the runtime's final mlock skips them.
-    locked_ranges: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
 
 def resolve_device(device: str) -> str:
@@ -146,12 +143,11 @@ def lock_as_faulted(buffer: torch.Tensor) -> tuple[int, int] | None:
 
 
 def _decrypt_weights(
-    opened: OpenedModel, data_key: bytearray, threads: int | None,
-    locked: list[tuple[int, int]],
+    opened: OpenedModel, data_key: bytearray, threads: int | None
 ) -> tuple[dict[str, torch.Tensor], dict[str, str], list[torch.Tensor]]:
     """The direct CPU path: each file decrypted straight into its own final host buffer.
 
-    Each buffer is locked before decryption faults it in; ``locked`` gets the ranges.
+    Each buffer is locked before decryption faults it in (where the kernel permits).
     """
     tensors: dict[str, torch.Tensor] = {}
     origins: dict[str, str] = {}
@@ -160,9 +156,7 @@ def _decrypt_weights(
         for entry in opened.manifest.sealed_files:
             buffer = host_buffer(entry.size)
             buffers.append(buffer)
-            span = lock_as_faulted(buffer)
-            if span is not None:
-                locked.append(span)
+            lock_as_faulted(buffer)
             view = _ring.byte_view(buffer) if entry.size else memoryview(bytearray())
             decrypt_file_into(opened, entry, data_key, view, threads=threads,
                               prefault=buffer_prefaulter(buffer))
@@ -264,10 +258,9 @@ def load_sealed_model(
     project = _project(opened)
     data_key = unwrap_data_key(opened, settings)
     decrypt_started = time.perf_counter()
-    locked: list[tuple[int, int]] = []
     try:
         if strategy == "direct":
-            tensors, origins, buffers = _decrypt_weights(opened, data_key, threads, locked)
+            tensors, origins, buffers = _decrypt_weights(opened, data_key, threads)
         else:
             tensors, origins, buffers = _decrypt_pipelined(opened, data_key, device, threads,
                                                            ring)
@@ -296,7 +289,6 @@ def load_sealed_model(
         manifest_sha256=opened.manifest_sha256,
         signature_verified=opened.signature_verified,
         host_buffers=[b for b in buffers if b.device.type == "cpu"],
-        locked_ranges=locked,
     )
 
 

@@ -91,10 +91,6 @@ def _release_copied_buffers(loaded: Any, module: Any) -> None:
             buffer.zero_()
     if hasattr(loaded, "host_buffers"):
         loaded.host_buffers = kept
-    if hasattr(loaded, "locked_ranges"):
-        spans = [(b.data_ptr(), b.data_ptr() + b.numel()) for b in kept]
-        loaded.locked_ranges = [r for r in loaded.locked_ranges
-                                if any(s < r[1] and r[0] < e for s, e in spans)]
     loaded.tensors = {}
 
 
@@ -145,7 +141,7 @@ def load_engine(config: RuntimeConfig, plane: DataPlane) -> InferenceEngine:
     _release_copied_buffers(loaded, module)
     timings["build"] = time.perf_counter() - build_started
     weights = [*module.parameters(), *module.buffers(), *getattr(loaded, "host_buffers", [])]
-    report = lock_tensors(weights, already_locked=getattr(loaded, "locked_ranges", ()))
+    report = lock_tensors(weights)
     metrics = plane.metrics
     metrics.weights_bytes.set(sum(p.numel() * p.element_size() for p in module.parameters()))
     metrics.mlocked_bytes.set(report.locked_bytes)

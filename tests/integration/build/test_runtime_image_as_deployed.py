@@ -42,6 +42,8 @@ from tests.support.runtime import (
     bwrap_child_pid,
     free_port,
     make_workspace,
+    metric,
+    metric_samples,
     runtime_env,
     seal,
     start_runtime,
@@ -189,6 +191,15 @@ def _serve_and_infer(image: Image, values: dict[str, Any], binds: dict[str, Path
         status = Path(f"/proc/{inner}/status").read_text()
         (uids,) = [line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")]
         assert uids == ["65532"] * 4
+        # The weights are locked from inside the image, with no capability (the chart
+        # drops ALL): the tiny model fits the inherited RLIMIT_MEMLOCK, and the lock is
+        # the image's own libc's mlock2 (MLOCK_ONFAULT: VmFlags "lf"), not a fallback.
+        samples = metric_samples(rt.get("/metrics").text)
+        assert metric(samples, "secure_runtime_weights_mlock_complete") == 1.0, rt.log()
+        assert metric(samples, "secure_runtime_weights_mlocked_bytes") > 0
+        flags = [line.split()[1:] for line in Path(f"/proc/{inner}/smaps").read_text()
+                 .splitlines() if line.startswith("VmFlags:")]
+        assert any({"lo", "lf", "dd"} <= set(f) for f in flags), flags
         answer = rt.post("/v2/models/tiny/infer", json={"inputs": [
             {"name": "input", "datatype": "FP32", "shape": [2, 16], "data": [0.25] * 32}]})
         assert answer.status_code == 200, answer.text
